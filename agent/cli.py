@@ -1,0 +1,93 @@
+"""`jepa-agent`: one command, one subcommand per pipeline stage, each taking Hydra overrides.
+
+Examples:
+    jepa-agent tasks
+    jepa-agent collect env=reacher collect.episodes=200 hydra.run.dir=runs/reacher
+    jepa-agent pretrain hydra.run.dir=runs/reacher            # reads runs/reacher/dataset
+    jepa-agent run experiment=quick hydra.run.dir=runs/quick  # the whole pipeline
+    jepa-agent collect --cfg job                              # print the composed config
+
+Every subcommand composes `configs/config.yaml` and works inside one run directory
+(`hydra.run.dir`); see docs/architecture.md. Bad input ends with a one-line `error: ...` and exit
+status 2; set JEPA_AGENT_DEBUG=1 to see the traceback instead.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+
+from envs.rendering import configure_mujoco_gl
+
+configure_mujoco_gl()  # before anything imports mujoco
+
+
+@dataclass(frozen=True)
+class Stage:
+    module: str
+    function: str
+    summary: str
+
+
+STAGES: dict[str, Stage] = {
+    "tasks": Stage("envs.registry", "print_tasks", "list the registered tasks"),
+    "collect": Stage("envs.collect", "main", "collect offline episodes into DIR/dataset (resumable)"),
+}
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError)
+
+
+def usage() -> str:
+    width = max(len(name) for name in STAGES)
+    lines = ["usage: jepa-agent SUBCOMMAND [hydra overrides...]", "", "subcommands:"]
+    lines += [f"  {name:<{width}}  {stage.summary}" for name, stage in STAGES.items()]
+    lines += ["", "examples:", "  jepa-agent collect env=reacher collect.episodes=200 hydra.run.dir=runs/r"]
+    return "\n".join(lines)
+
+
+def resolve_run_dir(cfg) -> None:
+    """Fill `cfg.run_dir` with Hydra's output directory unless the user set it."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    if cfg.get("run_dir") is None:
+        with open_dict(cfg):
+            cfg.run_dir = HydraConfig.get().runtime.output_dir
+
+
+def run_stage(name: str, argv: list[str]) -> None:
+    import hydra
+
+    stage = STAGES[name]
+
+    def task_function(cfg) -> None:
+        resolve_run_dir(cfg)
+        function = getattr(importlib.import_module(stage.module), stage.function)
+        try:
+            function(cfg)
+        except USER_ERRORS as error:
+            if os.environ.get("JEPA_AGENT_DEBUG"):
+                raise
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+
+    sys.argv = [f"jepa-agent {name}", *argv]
+    hydra.main(config_path="../configs", config_name="config", version_base=None)(task_function)()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in STAGES:
+        print(f"error: unknown subcommand {name!r}; expected one of: {', '.join(STAGES)}", file=sys.stderr)
+        sys.exit(2)
+    run_stage(name, rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""`PixelTask`: a goal-conditioned dm_control task with pixel observations behind the Gymnasium API.
+
+A task file subclasses it, names the dm_control domain, hides the target, and defines
+`distance(state, goal_state)` and `success_threshold`; everything else is shared here.
+
+    obs = {"pixels": uint8 (H, W, 3), "proprio": float32 (P,)}      # P = nq + nv
+    state = float64 (nq + nv,)                                        # qpos then qvel
+    action = float32 (A,) in [-1, 1]^A; one task step = `action_repeat` control steps
+"""
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+import gymnasium as gym
+from gymnasium import spaces
+
+from envs.rendering import configure_mujoco_gl
+
+configure_mujoco_gl()
+
+import mujoco  # noqa: E402  (after MUJOCO_GL is set)
+from dm_control import suite  # noqa: E402
+
+
+def check_image_size(image_size) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 16:
+        raise ValueError(f"image_size={image_size!r} is invalid; expected an int >= 16")
+    return int(image_size)
+
+
+class PixelTask(gym.Env, abc.ABC):
+    """Shared machinery: stepping with action repeat, offscreen rendering, state get/set, goals."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+    domain: str = ""
+    dm_task: str = "easy"
+    hidden_geoms: tuple[str, ...] = ("target",)
+    success_threshold: float = 0.0
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        camera_id: int = 0,
+        camera_fovy: float | None = None,
+        action_repeat: int = 1,
+        shadows: bool = False,
+        reflections: bool = False,
+        render_mode: str = "rgb_array",
+    ):
+        self.image_size = check_image_size(image_size)
+        if int(action_repeat) < 1:
+            raise ValueError(f"action_repeat={action_repeat!r} is invalid; expected an int >= 1")
+        self.action_repeat = int(action_repeat)
+        self.render_mode = render_mode
+        self._dm_env = suite.load(self.domain, self.dm_task, task_kwargs={"random": 0})
+        self._physics = self._dm_env.physics
+        model = self._physics.model
+        for name in self.hidden_geoms:
+            model.geom_rgba[model.name2id(name, "geom"), 3] = 0.0
+        if not 0 <= camera_id < model.ncam:
+            raise ValueError(f"camera_id={camera_id!r} is invalid; expected 0..{model.ncam - 1}")
+        self.camera_id = int(camera_id)
+        if camera_fovy is not None:
+            model.cam_fovy[self.camera_id] = float(camera_fovy)
+        self._renderer = mujoco.Renderer(model.ptr, self.image_size, self.image_size)
+        flags = self._renderer.scene.flags
+        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(shadows)
+        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = bool(reflections)
+        flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = bool(reflections)
+        self._pixels = np.empty((self.image_size, self.image_size, 3), dtype=np.uint8)
+
+        self.nq, self.nv, action_dim = model.nq, model.nv, model.nu
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(action_dim,), dtype=np.float32)
+        self.observation_space = spaces.Dict(
+            {
+                "pixels": spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8),
+                "proprio": spaces.Box(-np.inf, np.inf, (self.nq + self.nv,), dtype=np.float32),
+            }
+        )
+        self.goal_state: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- task-specific
+    @abc.abstractmethod
+    def distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
+        """Distance to the goal in the task's success metric; success iff < success_threshold."""
+
+    def success(self, state: np.ndarray, goal_state: np.ndarray) -> bool:
+        return bool(self.distance(state, goal_state) < self.success_threshold)
+
+    # ----------------------------------------------------------------- Gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        episode_seed = int(self.np_random.integers(2**31 - 1))
+        self._dm_env.task._random = np.random.RandomState(episode_seed)
+        self._dm_env.reset()
+        if options and "state" in options:
+            self.set_state(options["state"])
+        return self._observation(), {"state": self.get_state()}
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action of shape {action.shape} is invalid; expected {self.action_space.shape}")
+        reached = False
+        for _ in range(self.action_repeat):
+            self._dm_env.task.before_step(action, self._physics)
+            self._physics.step(self._dm_env._n_sub_steps)
+            self._dm_env.task.after_step(self._physics)
+            if self.goal_state is not None:
+                reached = reached or self.success(self.get_state(), self.goal_state)
+        info = {"state": self.get_state(), "success_substep": reached}
+        reward = 0.0
+        if self.goal_state is not None:
+            info["distance"] = self.distance(info["state"], self.goal_state)
+            reward = float(reached)
+        return self._observation(), reward, False, False, info
+
+    def render(self) -> np.ndarray:
+        """rgb_array of the current state: uint8 (H, W, 3)."""
+        self._renderer.update_scene(self._physics.data.ptr, camera=self.camera_id)
+        self._renderer.render(out=self._pixels)
+        return self._pixels.copy()
+
+    def close(self) -> None:
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ----------------------------------------------------------------- state and goals
+    def get_state(self) -> np.ndarray:
+        """(nq + nv,) float64: qpos then qvel."""
+        data = self._physics.data
+        return np.concatenate([data.qpos, data.qvel]).astype(np.float64)
+
+    def set_state(self, state) -> None:
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (self.nq + self.nv,):
+            raise ValueError(f"state of shape {state.shape} is invalid; expected ({self.nq + self.nv},)")
+        with self._physics.reset_context():
+            self._physics.data.qpos[:] = state[: self.nq]
+            self._physics.data.qvel[:] = state[self.nq :]
+
+    def set_goal(self, goal_state) -> None:
+        """Goal used by `step` for `info["success_substep"]`, `info["distance"]` and the reward."""
+        self.goal_state = None if goal_state is None else np.asarray(goal_state, dtype=np.float64).copy()
+
+    def render_goal(self, goal_state) -> np.ndarray:
+        """Image of the scene at `goal_state`: uint8 (H, W, 3); the current state is restored."""
+        saved = self.get_state()
+        self.set_state(goal_state)
+        image = self.render()
+        self.set_state(saved)
+        return image
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {"pixels": self.render(), "proprio": self.get_state().astype(np.float32)}

@@ -1,0 +1,135 @@
+"""`jepa-agent collect`: offline episodes from a behaviour policy into `paths.dataset/{train,val,eval}`.
+
+    jepa-agent collect env=reacher collect.episodes=200 hydra.run.dir=runs/reacher
+    jepa-agent collect env=point_mass collect.policy.persistence=0.97 hydra.run.dir=runs/pm
+
+Every episode's reset seed and policy noise derive from (seed, split, episode index), so a rerun
+with the same config resumes after the last committed episode and reproduces the same data;
+raising `collect.episodes` appends. The evaluation split uses its own seed stream, so its episodes
+never coincide with training ones.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from envs.base import check_image_size
+from envs.dataset import EpisodeStore, ShardWriter
+from envs.io import atomic_write_text, ensure_writable_dir
+from envs.policies import make_policy
+from envs.registry import make_from_config, task_class
+from envs.video import upscale, write_mp4
+
+SPLIT_STREAMS = {"train": 0, "val": 1, "eval": 2}
+
+
+def episode_seeds(seed: int, split: str, index: int) -> tuple[int, int]:
+    """(env reset seed, policy seed) of one episode, independent of how many were collected."""
+    reset_seed, policy_seed = np.random.SeedSequence([seed, SPLIT_STREAMS[split], index]).generate_state(2)
+    return int(reset_seed), int(policy_seed)
+
+
+def collect_episode(task, policy_cfg, length: int, reset_seed: int, policy_seed: int) -> dict[str, np.ndarray]:
+    """Roll the behaviour policy for `length` steps: frames (T+1, H, W, 3), actions (T, A), ..."""
+    policy = make_policy(policy_cfg, task.action_space.shape[0], np.random.default_rng(policy_seed))
+    policy.reset()
+    observation, info = task.reset(seed=reset_seed)
+    frames, proprio, states, actions = [observation["pixels"]], [observation["proprio"]], [info["state"]], []
+    for _ in range(length):
+        action = policy()
+        observation, _, _, _, info = task.step(action)
+        actions.append(action)
+        frames.append(observation["pixels"])
+        proprio.append(observation["proprio"])
+        states.append(info["state"])
+    states = np.stack(states)  # (T+1, nq + nv)
+    return {
+        "frames": np.stack(frames),
+        "actions": np.stack(actions).astype(np.float32),
+        "proprio": np.stack(proprio).astype(np.float32),
+        "qpos": states[:, : task.nq],
+        "qvel": states[:, task.nq :],
+        "seed": np.int64(reset_seed),
+    }
+
+
+def validate(cfg: DictConfig) -> None:
+    collect = cfg.collect
+    task_class(cfg.env.name)  # unknown task -> error listing the registered ones
+    check_image_size(cfg.env.image_size)
+    for key in ("episodes", "eval_episodes", "episode_length", "episodes_per_shard"):
+        value = collect[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"collect.{key}={value!r} is invalid; expected a positive int")
+    if not 0.0 <= collect.val_fraction < 1.0:
+        raise ValueError(f"collect.val_fraction={collect.val_fraction!r} is invalid; expected a float in [0, 1)")
+
+
+def split_sizes(collect: DictConfig) -> dict[str, int]:
+    val = int(round(collect.episodes * collect.val_fraction))
+    return {"train": collect.episodes - val, "val": val, "eval": collect.eval_episodes}
+
+
+def split_meta(cfg: DictConfig, task, split: str) -> dict:
+    """What a split's episodes depend on; a rerun with other values is refused."""
+    return {
+        "task": cfg.env.name,
+        "split": split,
+        "seed": int(cfg.seed),
+        "episode_length": int(cfg.collect.episode_length),
+        "image_size": task.image_size,
+        "action_dim": int(task.action_space.shape[0]),
+        "proprio_dim": int(task.observation_space["proprio"].shape[0]),
+        "nq": task.nq,
+        "nv": task.nv,
+        "action_repeat": task.action_repeat,
+        "env": OmegaConf.to_container(cfg.env, resolve=True),
+        "policy": OmegaConf.to_container(cfg.collect.policy, resolve=True),
+    }
+
+
+def main(cfg: DictConfig) -> None:
+    validate(cfg)
+    dataset_dir = ensure_writable_dir(cfg.paths.dataset, "dataset directory")
+    atomic_write_text(dataset_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    task = make_from_config(cfg.env)
+    sizes = {split: count for split, count in split_sizes(cfg.collect).items() if count > 0}
+    writers = {split: ShardWriter(dataset_dir / split, split_meta(cfg, task, split)) for split in sizes}
+    todo = {split: max(0, sizes[split] - writers[split].num_committed) for split in sizes}
+    frames_per_episode = cfg.collect.episode_length + 1
+    progress = tqdm(total=sum(todo.values()), unit="episode", desc=f"collect {cfg.env.name}", dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        for split, writer in writers.items():
+            last_flush = time.perf_counter()
+            for index in range(writer.num_committed, sizes[split]):
+                reset_seed, policy_seed = episode_seeds(cfg.seed, split, index)
+                writer.add(collect_episode(task, cfg.collect.policy, cfg.collect.episode_length, reset_seed, policy_seed))
+                progress.update(1)
+                rate = progress.n * frames_per_episode / (time.perf_counter() - started)
+                progress.set_postfix(split=split, frames_per_s=f"{rate:.0f}")
+                full = len(writer.buffer) >= cfg.collect.episodes_per_shard
+                if full or time.perf_counter() - last_flush >= cfg.collect.flush_seconds:
+                    writer.flush()
+                    last_flush = time.perf_counter()
+            writer.flush()
+    finally:
+        progress.close()
+        task.close()
+    print(f"dataset: {dataset_dir} ({', '.join(f'{split} {count}' for split, count in sizes.items())} episodes)")
+    if cfg.collect.preview_episodes > 0:
+        write_preview(dataset_dir, cfg.collect.preview_episodes)
+
+
+def write_preview(dataset_dir: Path, episodes: int) -> Path:
+    """`preview.mp4`: the first training episodes back to back, upscaled to >= 256 px."""
+    store = EpisodeStore(dataset_dir / "train")
+    frames = np.concatenate([store.episode(i)["frames"] for i in range(min(episodes, len(store)))])
+    factor = max(1, 256 // frames.shape[1])
+    path = write_mp4(dataset_dir / "preview.mp4", upscale(frames, factor), fps=25)
+    print(f"preview video: {path}")
+    return path

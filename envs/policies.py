@@ -1,0 +1,58 @@
+"""Behaviour policies for offline data collection.
+
+Uniformly random reacher actions rarely move the arm far (they average out); temporally correlated
+actions cover the workspace better, and point_mass needs them to travel at all.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class UniformRandomPolicy:
+    """a_t ~ U[-1, 1]^A independently every step."""
+
+    def __init__(self, action_dim: int, rng: np.random.Generator):
+        self.action_dim, self.rng = action_dim, rng
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
+
+
+class CorrelatedRandomPolicy:
+    """AR(1) noise: a_t = clip(p * a_{t-1} + sqrt(1 - p^2) * scale * eps_t, -1, 1), eps ~ N(0, I).
+
+    `persistence` p in [0, 1) sets the correlation time (~1 / (1 - p) steps); the stationary
+    std of the unclipped process is `scale`.
+    """
+
+    def __init__(self, action_dim: int, rng: np.random.Generator, persistence: float = 0.9, scale: float = 1.0):
+        if not 0.0 <= persistence < 1.0:
+            raise ValueError(f"persistence={persistence!r} is invalid; expected a float in [0, 1)")
+        if scale <= 0:
+            raise ValueError(f"scale={scale!r} is invalid; expected a positive float")
+        self.action_dim, self.rng = action_dim, rng
+        self.persistence, self.scale = float(persistence), float(scale)
+        self.previous = np.zeros(action_dim)
+
+    def reset(self) -> None:
+        self.previous = self.rng.normal(0.0, self.scale, self.action_dim)
+
+    def __call__(self) -> np.ndarray:
+        innovation = self.rng.normal(0.0, self.scale, self.action_dim)
+        unclipped = self.persistence * self.previous + np.sqrt(1 - self.persistence**2) * innovation
+        self.previous = unclipped
+        return np.clip(unclipped, -1.0, 1.0).astype(np.float32)
+
+
+def make_policy(policy_cfg, action_dim: int, rng: np.random.Generator):
+    """Build the policy named by `policy_cfg.kind` (`uniform` | `correlated`)."""
+    settings = dict(policy_cfg)
+    kind = settings.pop("kind")
+    if kind == "uniform":
+        return UniformRandomPolicy(action_dim, rng)
+    if kind == "correlated":
+        return CorrelatedRandomPolicy(action_dim, rng, **settings)
+    raise ValueError(f"collect.policy.kind={kind!r} is invalid; expected 'uniform' or 'correlated'")

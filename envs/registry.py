@@ -1,0 +1,41 @@
+"""Task registry. Adding a task: one file with a `PixelTask` subclass plus one entry in `TASKS`."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+TASKS: dict[str, tuple[str, str]] = {
+    # name: ("module:Class", one-line description)
+    "reacher": ("envs.reacher:Reacher", "dm_control reacher, 2 joints, target hidden, success: joints within 0.05 rad"),
+    "point_mass": ("envs.point_mass:PointMass", "dm_control point_mass, target hidden, success: within 0.015 m"),
+}
+
+
+def list_tasks() -> list[str]:
+    return list(TASKS)
+
+
+def task_class(name: str):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(TASKS)}")
+    module_name, class_name = TASKS[name][0].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make(name: str, **kwargs: Any):
+    """Build a registered task: `make("reacher", image_size=64, camera_fovy=40)`."""
+    return task_class(name)(**kwargs)
+
+
+def make_from_config(env_cfg) -> Any:
+    """Build the task described by a config node of the `env` group (`name` plus constructor args)."""
+    settings = dict(env_cfg)
+    name = settings.pop("name")
+    return make(name, **settings)
+
+
+def print_tasks(cfg=None) -> None:
+    """`jepa-agent tasks`: one line per registered task."""
+    width = max(len(name) for name in TASKS)
+    for name, (_, description) in TASKS.items():
+        print(f"{name:<{width}}  {description}")

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny real reacher dataset (collected once per test session)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("PYTHONPATH", str(REPO))
+
+TINY_EPISODE_LENGTH = 20
+TINY_SPLITS = {"train": 12, "val": 4, "eval": 4}
+
+
+def collect_tiny_dataset(dataset_dir: Path, task_name: str = "reacher", image_size: int = 64) -> Path:
+    """A small real dataset written through the production writer (no Hydra involved)."""
+    from omegaconf import OmegaConf
+
+    import envs
+    from envs.collect import collect_episode, episode_seeds
+    from envs.dataset import ShardWriter
+
+    policy = OmegaConf.create({"kind": "correlated", "persistence": 0.9, "scale": 1.0})
+    task = envs.make(task_name, image_size=image_size)
+    try:
+        for split, count in TINY_SPLITS.items():
+            meta = {"task": task_name, "split": split, "seed": 0, "episode_length": TINY_EPISODE_LENGTH,
+                    "image_size": image_size, "action_dim": 2, "proprio_dim": 4, "nq": 2, "nv": 2,
+                    "action_repeat": task.action_repeat}
+            writer = ShardWriter(dataset_dir / split, meta)
+            for index in range(count):
+                writer.add(collect_episode(task, policy, TINY_EPISODE_LENGTH, *episode_seeds(0, split, index)))
+                if len(writer.buffer) == 4:
+                    writer.flush()
+            writer.flush()
+    finally:
+        task.close()
+    return dataset_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory) -> Path:
+    """Path holding `train/` (12), `val/` (4), `eval/` (4) reacher episodes of 20 steps at 64 px."""
+    return collect_tiny_dataset(tmp_path_factory.mktemp("tiny") / "dataset")
+
+
+def compose_config(run_dir: Path, overrides: list[str] = ()):
+    """The root config as the CLI composes it, with `run_dir` set explicitly."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        return compose("config", overrides=[*overrides, f"run_dir={run_dir}"])

@@ -1,0 +1,99 @@
+"""The same conformance checks over every registered task (dm_control suite style)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+
+TASKS = envs.list_tasks()
+
+
+@pytest.fixture(params=TASKS)
+def task(request):
+    env = envs.make(request.param, image_size=48)
+    yield env
+    env.close()
+
+
+def test_registry_lists_both_tasks_and_rejects_unknown_names():
+    assert {"reacher", "point_mass"} <= set(TASKS)
+    with pytest.raises(ValueError, match=r"unknown task 'cheetah'; registered tasks: .*reacher.*point_mass"):
+        envs.make("cheetah")
+
+
+def test_gymnasium_check_env_passes(task):
+    check_env(task, skip_render_check=False)
+
+
+def test_spec(task):
+    observation, info = task.reset(seed=0)
+    assert observation["pixels"].shape == (48, 48, 3) and observation["pixels"].dtype == np.uint8
+    assert observation["proprio"].dtype == np.float32 and observation["proprio"].shape == (task.nq + task.nv,)
+    assert task.action_space.low.min() == -1.0 and task.action_space.high.max() == 1.0
+    assert info["state"].shape == (task.nq + task.nv,)
+
+
+def test_determinism_under_a_seed(task):
+    def rollout(seed):
+        observation, _ = task.reset(seed=seed)
+        pixels, states = [observation["pixels"]], []
+        for action in np.random.default_rng(0).uniform(-1, 1, (10, task.action_space.shape[0])):
+            observation, _, _, _, info = task.step(action)
+            pixels.append(observation["pixels"])
+            states.append(info["state"])
+        return np.stack(pixels), np.stack(states)
+
+    pixels_a, states_a = rollout(3)
+    pixels_b, states_b = rollout(3)
+    pixels_c, _ = rollout(4)
+    np.testing.assert_array_equal(pixels_a, pixels_b)
+    np.testing.assert_array_equal(states_a, states_b)
+    assert not np.array_equal(pixels_a[0], pixels_c[0])
+
+
+def test_rendering_is_not_blank_and_follows_the_state(task):
+    task.reset(seed=0)
+    state = task.get_state()
+    image = task.render()
+    assert image.std() > 1.0, "rendered image is blank"
+    moved = state.copy()
+    moved[: task.nq] += 0.15
+    changed = task.render_goal(moved)
+    assert (np.abs(changed.astype(int) - image.astype(int)).sum(-1) > 0).sum() >= 4
+    np.testing.assert_array_equal(task.get_state(), state)  # render_goal restores the state
+    np.testing.assert_array_equal(task.render(), image)
+
+
+def test_set_state_round_trip(task):
+    task.reset(seed=1)
+    for _ in range(5):
+        task.step(task.action_space.sample())
+    state = task.get_state()
+    image = task.render()
+    task.reset(seed=2)
+    task.set_state(state)
+    np.testing.assert_allclose(task.get_state(), state)
+    np.testing.assert_array_equal(task.render(), image)
+    with pytest.raises(ValueError, match="state of shape"):
+        task.set_state(np.zeros(3))
+
+
+def test_success_and_distance_agree(task):
+    task.reset(seed=5)
+    goal = task.get_state()
+    assert task.distance(goal, goal) == 0.0 and task.success(goal, goal)
+    near, far = goal.copy(), goal.copy()
+    near[0] += 0.5 * task.success_threshold
+    far[0] += 3.0 * task.success_threshold
+    assert task.success(near, goal) and task.distance(near, goal) < task.success_threshold
+    assert not task.success(far, goal) and task.distance(far, goal) >= task.success_threshold
+
+
+def test_step_reports_success_against_the_goal(task):
+    task.reset(seed=7)
+    task.set_goal(task.get_state())
+    _, reward, _, _, info = task.step(np.zeros(task.action_space.shape))
+    assert info["success_substep"] and reward == 1.0
+    assert info["distance"] == pytest.approx(task.distance(info["state"], task.goal_state))
