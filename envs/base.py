@@ -79,11 +79,16 @@ class PixelTask(gym.Env, abc.ABC):
             }
         )
         self.goal_state: np.ndarray | None = None
+        self._rollout_data: list | None = None
 
     # ----------------------------------------------------------------- task-specific
     @abc.abstractmethod
+    def distances(self, states: np.ndarray, goal_state: np.ndarray) -> np.ndarray:
+        """Vectorised success metric: states (..., nq + nv), goal_state (nq + nv,) -> (...)."""
+
     def distance(self, state: np.ndarray, goal_state: np.ndarray) -> float:
         """Distance to the goal in the task's success metric; success iff < success_threshold."""
+        return float(self.distances(np.asarray(state), np.asarray(goal_state)))
 
     def success(self, state: np.ndarray, goal_state: np.ndarray) -> bool:
         return bool(self.distance(state, goal_state) < self.success_threshold)
@@ -123,6 +128,9 @@ class PixelTask(gym.Env, abc.ABC):
         return self._pixels.copy()
 
     def close(self) -> None:
+        if getattr(self, "_rollout_runner", None) is not None:
+            self._rollout_runner.close()
+            self._rollout_runner = None
         if getattr(self, "_renderer", None) is not None:
             self._renderer.close()
             self._renderer = None
@@ -152,6 +160,32 @@ class PixelTask(gym.Env, abc.ABC):
         image = self.render()
         self.set_state(saved)
         return image
+
+    def simulate(self, initial_states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The true simulator as a batched model (for the oracle planner), via `mujoco.rollout`.
+
+        initial_states (B, nq + nv), actions (B, T, A) in [-1, 1] -> states after every control
+        step (B, T * action_repeat, nq + nv). Does not touch this task's own state.
+        """
+        from mujoco import rollout
+
+        model, data = self._physics.model.ptr, self._physics.data.ptr
+        if self._rollout_data is None:
+            self._rollout_data = [mujoco.MjData(model) for _ in range(2)]
+            self._rollout_runner = rollout.Rollout(nthread=len(self._rollout_data))
+        batch, steps, _ = actions.shape
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        template = np.empty(mujoco.mj_stateSize(model, spec))
+        mujoco.mj_getState(model, data, template, spec)
+        full_states = np.repeat(template[None], batch, axis=0)  # (B, nstate)
+        position = 1  # FULLPHYSICS = time, qpos, qvel, act, ...
+        full_states[:, position : position + self.nq] = initial_states[:, : self.nq]
+        full_states[:, position + self.nq : position + self.nq + self.nv] = initial_states[:, self.nq :]
+        control = np.repeat(np.clip(actions, -1.0, 1.0), self.action_repeat * self._dm_env._n_sub_steps, axis=1)
+        states, _ = self._rollout_runner.rollout([model] * batch, self._rollout_data, full_states,
+                                                 control.astype(np.float64))
+        states = states[:, self._dm_env._n_sub_steps - 1 :: self._dm_env._n_sub_steps]  # (B, T*repeat, nstate)
+        return states[..., position : position + self.nq + self.nv]
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {"pixels": self.render(), "proprio": self.get_state().astype(np.float32)}

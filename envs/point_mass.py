@@ -23,6 +23,6 @@ class PointMass(PixelTask):
         model = self._physics.model
         self.success_threshold = float(model.geom_size[model.name2id("target", "geom"), 0])
 
-    def distance(self, state, goal_state) -> float:
-        """Euclidean distance (m) between the mass positions."""
-        return float(np.linalg.norm(np.asarray(state)[: self.nq] - np.asarray(goal_state)[: self.nq]))
+    def distances(self, states, goal_state) -> np.ndarray:
+        """Euclidean distance (m) between the mass positions: (...,)."""
+        return np.linalg.norm(np.asarray(states)[..., : self.nq] - np.asarray(goal_state)[: self.nq], axis=-1)

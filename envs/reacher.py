@@ -31,11 +31,11 @@ class Reacher(PixelTask):
         kwargs.setdefault("action_repeat", 2)
         super().__init__(**kwargs)
 
-    def joint_errors(self, state, goal_state) -> dict[str, np.ndarray]:
-        """Absolute per-joint angle errors (2,), both wrapped and unwrapped."""
-        difference = np.asarray(state)[: self.nq] - np.asarray(goal_state)[: self.nq]
+    def joint_errors(self, states, goal_state) -> dict[str, np.ndarray]:
+        """Absolute per-joint angle errors (..., 2), both wrapped and unwrapped."""
+        difference = np.asarray(states)[..., : self.nq] - np.asarray(goal_state)[: self.nq]
         return {"unwrapped": np.abs(difference), "wrapped": np.abs(wrap_angle(difference))}
 
-    def distance(self, state, goal_state) -> float:
-        """Largest per-joint angle error (rad), so success <=> distance < 0.05."""
-        return float(self.joint_errors(state, goal_state)[self.angle_error].max())
+    def distances(self, states, goal_state) -> np.ndarray:
+        """Largest per-joint angle error (rad), so success <=> distance < 0.05: (...,)."""
+        return self.joint_errors(states, goal_state)[self.angle_error].max(axis=-1)

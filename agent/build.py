@@ -1,0 +1,88 @@
+"""Building agents from a config or from a finished run directory.
+
+    agent = load_agent("runs/reacher", planner={"samples": 100})   # drive it in any env loop
+    agent.reset(goal_images, goal_states); action = agent.act(pixels, states)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from agent.mpc import MPCAgent, RandomAgent
+from agent.worlds import LatentWorld, SimulatorWorld
+from planners import make_planner
+
+AGENTS = ("latent", "random", "oracle")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r} is invalid; expected auto, cpu or cuda")
+    return device
+
+
+def load_world_model(cfg: DictConfig, task, device: str):
+    """The frozen encoder and trained predictor named by cfg.paths, checked against the task."""
+    from world_model.encoder import load_encoder
+    from world_model.predictor import load_predictor
+
+    predictor_dir = Path(cfg.paths.predictor)
+    predictor, meta = load_predictor(predictor_dir, device=device)
+    action_dim = task.action_space.shape[0]
+    if meta.get("task") not in (None, cfg.env.name) or predictor.config.action_dim != action_dim:
+        raise ValueError(
+            f"predictor at {str(predictor_dir)!r} was trained for task {meta.get('task')!r} with action_dim="
+            f"{predictor.config.action_dim}; this evaluation is task {cfg.env.name!r} with action_dim={action_dim}"
+        )
+    encoder = load_encoder(str(cfg.encoder.source), device=device,
+                           autocast_bf16=bool(cfg.evaluate.autocast_bf16))
+    fingerprint = meta.get("encoder_fingerprint")
+    if fingerprint and fingerprint != encoder.fingerprint:
+        raise ValueError(f"predictor was trained on latents of encoder {fingerprint}, "
+                         f"but encoder {cfg.encoder.source!r} has fingerprint {encoder.fingerprint}")
+    return encoder, predictor
+
+
+def build_agent(cfg: DictConfig, task, kind: str | None = None):
+    """agent=latent | random | oracle for `task`, with the planner and energy settings of cfg."""
+    kind = kind or cfg.evaluate.agent
+    if kind not in AGENTS:
+        raise ValueError(f"evaluate.agent={kind!r} is invalid; expected one of {list(AGENTS)}")
+    action_dim = task.action_space.shape[0]
+    if kind == "random":
+        return RandomAgent(action_dim)
+    device = resolve_device(cfg.device)
+    energy = cfg.evaluate.energy
+    if kind == "latent":
+        encoder, predictor = load_world_model(cfg, task, device)
+        block = predictor.config.block
+        world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
+                            autocast_bf16=bool(cfg.evaluate.autocast_bf16))
+    else:
+        block = int(cfg.predictor.block)
+        world = SimulatorWorld(task, block, aggregate=energy.aggregate)
+    planner = make_planner(cfg.planner, block * action_dim, device=device if kind == "latent" else "cpu")
+    return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)))
+
+
+def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides):
+    """The agent of a pipeline run directory; `overrides` replace config sections, e.g.
+    `load_agent(DIR, planner={"samples": 100}, evaluate={"energy": {"aggregate": "min"}})`."""
+    import envs
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{str(config_path)!r} is missing; make the run with `jepa-agent run hydra.run.dir={run_dir}`")
+    cfg = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.create(overrides))
+    cfg.run_dir = str(run_dir)  # the paths follow the directory, wherever it now lives
+    for name in ("dataset", "encoder", "latents", "predictor", "evaluation"):
+        cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
+    if (run_dir / "encoder").exists():
+        cfg.encoder.source = str(run_dir / "encoder")
+    return build_agent(cfg, task or envs.make_from_config(cfg.env), kind)

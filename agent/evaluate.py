@@ -1,0 +1,191 @@
+"""`jepa-agent evaluate`: goal reaching on held-out start/goal pairs (DESIGN.md protocols).
+
+    jepa-agent evaluate hydra.run.dir=runs/reacher                      # the latent agent
+    jepa-agent evaluate evaluate.agent=oracle hydra.run.dir=runs/reacher
+    jepa-agent evaluate evaluate.agent=random evaluate.seeds=[0,1,2] hydra.run.dir=runs/reacher
+
+For every eval seed, `evaluate.pairs` start/goal pairs are drawn from the held-out `eval` split:
+start = (episode, t), goal = the stored frame and state `goal_offset` steps later. The simulator is
+reset to the start state and the agent has `budget` task steps; an episode succeeds when the task's
+success predicate holds after any control step. Writes to `paths.evaluation/<agent>/`:
+`metrics.json` (aggregate + resolved config), `episodes.jsonl` (one record per episode) and
+`videos/*.mp4`. Finished episodes are kept: a rerun of the same config resumes.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from agent.build import build_agent
+from agent.episode_video import write_episode_video
+from agent.statistics import bootstrap_interval, latency_summary
+from envs import make_from_config
+from envs.dataset import EpisodeStore
+from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+
+
+def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: int,
+                 exclude_within: float = 0.0) -> tuple[list[dict], int]:
+    """`count` start/goal pairs from `store`, reproducible under `seed`; returns (pairs, excluded)."""
+    length = store.episode_length
+    if goal_offset > length:
+        raise ValueError(f"evaluate.goal_offset={goal_offset} is invalid; expected <= the episode length {length}")
+    candidates = [(e, t) for e in range(len(store)) for t in range(length - goal_offset + 1)]
+    order = np.random.default_rng(seed).permutation(len(candidates))
+    pairs, excluded, episodes = [], 0, {}
+    for index in order:
+        episode_index, start = candidates[index]
+        if episode_index not in episodes:
+            episodes[episode_index] = store.episode(episode_index)
+        episode = episodes[episode_index]
+        states = np.concatenate([episode["qpos"], episode["qvel"]], axis=1)  # (T+1, S)
+        start_state, goal_state = states[start], states[start + goal_offset]
+        if task.distance(start_state, goal_state) < exclude_within:
+            excluded += 1
+            continue
+        pairs.append({"episode": int(episode_index), "start_step": int(start), "start_state": start_state,
+                      "goal_state": goal_state, "goal_image": episode["frames"][start + goal_offset]})
+        if len(pairs) == count:
+            return pairs, excluded
+    raise ValueError(f"evaluate.pairs={count} is more than the eval split offers ({len(pairs)} usable pairs)")
+
+
+def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[int], record: list[bool]) -> list[dict]:
+    """Run len(pairs) episodes in lockstep (one planner call for all); returns per-episode records.
+
+    seeds: one per episode, so an episode's outcome does not depend on which batch it ran in."""
+    batch = len(pairs)
+    goal_states = np.stack([pair["goal_state"] for pair in pairs])  # (B, S)
+    goal_images = np.stack([pair["goal_image"] for pair in pairs])  # (B, H, W, 3)
+    for task, pair, seed in zip(tasks, pairs, seeds):
+        task.reset(seed=seed)
+        task.set_state(pair["start_state"])
+        task.set_goal(pair["goal_state"])
+    pixels = np.stack([task.render() for task in tasks])  # (B, H, W, 3)
+    states = np.stack([task.get_state() for task in tasks])  # (B, S)
+    distances = [[tasks[b].distance(states[b], goal_states[b])] for b in range(batch)]
+    success_step: list[int | None] = [None] * batch
+    frames = [[pixels[b]] if record[b] else None for b in range(batch)]
+    captions = [[caption(0, None, distances[b][0], False)] if record[b] else None for b in range(batch)]
+    agent.reset(goal_images, goal_states, seeds)
+    for step in range(1, budget + 1):
+        actions = agent.act(pixels, states)  # (B, A)
+        for b, task in enumerate(tasks):
+            observation, _, _, _, info = task.step(actions[b])
+            pixels[b], states[b] = observation["pixels"], info["state"]
+            distances[b].append(info["distance"])
+            if info["success_substep"] and success_step[b] is None:
+                success_step[b] = step
+            if record[b]:
+                energy = agent.plans[-1].energies[b] if agent.plans else None
+                frames[b].append(observation["pixels"])
+                captions[b].append(caption(step, energy, info["distance"], success_step[b] is not None))
+        if all(s is not None for s in success_step) and not any(record):
+            break
+    records = []
+    for b, pair in enumerate(pairs):
+        records.append({
+            "episode": pair["episode"], "start_step": pair["start_step"], "success": success_step[b] is not None,
+            "steps_to_success": success_step[b], "initial_distance": float(distances[b][0]),
+            "final_distance": float(distances[b][-1]), "min_distance": float(np.min(distances[b])),
+            "plan_latencies_s": [plan.latency_s for plan in agent.plans],
+            "energies": [plan.energies[b] for plan in agent.plans],
+            "frames": frames[b], "captions": captions[b], "goal_image": pair["goal_image"],
+        })
+    return records
+
+
+def caption(step: int, energy: float | None, distance: float, success: bool) -> str:
+    energy_text = "-" if energy is None else f"{energy:.3f}"
+    return f"step {step:3d}  energy {energy_text}  distance {distance:.3f}  success {'yes' if success else 'no'}"
+
+
+def summarize(records: list[dict], cfg: DictConfig, kind: str, wall_time: float, excluded: dict) -> dict:
+    successes = [r["success"] for r in records]
+    per_seed = {}
+    for r in records:
+        per_seed.setdefault(str(r["seed"]), []).append(r["success"])
+    steps = [r["steps_to_success"] for r in records if r["success"]]
+    latencies = [latency for r in records if r["index_in_batch"] == 0 for latency in r["plan_latencies_s"]]
+    planner = OmegaConf.to_container(cfg.planner, resolve=True) if kind != "random" else None
+    return {
+        "agent": kind, "task": cfg.env.name, "planner": planner,
+        "energy": OmegaConf.to_container(cfg.evaluate.energy, resolve=True) if kind != "random" else None,
+        "episodes": len(records), "seeds": [int(s) for s in cfg.evaluate.seeds],
+        "success_rate": float(np.mean(successes)),
+        "success_rate_ci95": bootstrap_interval(successes, cfg.evaluate.bootstrap_samples),
+        "success_rate_per_seed": {seed: float(np.mean(values)) for seed, values in per_seed.items()},
+        "mean_final_distance": float(np.mean([r["final_distance"] for r in records])),
+        "mean_min_distance": float(np.mean([r["min_distance"] for r in records])),
+        "steps_to_success": {"mean": float(np.mean(steps)) if steps else None,
+                             "median": float(np.median(steps)) if steps else None},
+        "planning_latency": {**latency_summary(latencies), "envs_per_plan": int(cfg.evaluate.batch_envs)},
+        "pairs_excluded": excluded, "wall_time_s": wall_time,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def validate(cfg: DictConfig) -> None:
+    for key in ("pairs", "budget", "goal_offset", "batch_envs"):
+        value = cfg.evaluate[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"evaluate.{key}={value!r} is invalid; expected a positive int")
+
+
+def main(cfg: DictConfig, kind: str | None = None) -> dict:
+    validate(cfg)
+    kind = kind or cfg.evaluate.agent
+    out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
+    store = EpisodeStore(Path(cfg.paths.dataset) / "eval")
+    tasks = [make_from_config(cfg.env) for _ in range(cfg.evaluate.batch_envs)]
+    agent = build_agent(cfg, tasks[0], kind)
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)
+    records = load_finished(out_dir, config_text)
+    atomic_write_text(out_dir / "config.yaml", config_text)
+    done = {(r["seed"], r["pair"]) for r in records}
+    excluded, started = {}, time.perf_counter()
+    total = len(cfg.evaluate.seeds) * cfg.evaluate.pairs
+    progress = tqdm(total=total, initial=len(done), unit="episode", desc=f"evaluate {kind}", dynamic_ncols=True)
+    try:
+        for seed in cfg.evaluate.seeds:
+            pairs, excluded[str(seed)] = sample_pairs(store, tasks[0], cfg.evaluate.pairs, cfg.evaluate.goal_offset,
+                                                      int(seed), cfg.evaluate.exclude_within)
+            todo = [i for i in range(len(pairs)) if (int(seed), i) not in done]
+            for start in range(0, len(todo), cfg.evaluate.batch_envs):
+                indices = todo[start : start + cfg.evaluate.batch_envs]
+                results = run_batch(agent, tasks[: len(indices)], [pairs[i] for i in indices], cfg.evaluate.budget,
+                                    [int(seed) * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices])
+                for position, (index, result) in enumerate(zip(indices, results)):
+                    if result["frames"] is not None:
+                        write_episode_video(out_dir / "videos" / f"seed{seed}_pair{index:03d}.mp4",
+                                            np.stack(result["frames"]), result["goal_image"], result["captions"])
+                    for key in ("frames", "captions", "goal_image"):
+                        result.pop(key)
+                    records.append({"seed": int(seed), "pair": index, "index_in_batch": position, **result})
+                atomic_write_text(out_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+                progress.update(len(indices))
+                progress.set_postfix(success=f"{np.mean([r['success'] for r in records]):.2f}")
+    finally:
+        progress.close()
+        for task in tasks:
+            task.close()
+    records.sort(key=lambda r: (r["seed"], r["pair"]))
+    metrics = summarize(records, cfg, kind, time.perf_counter() - started, excluded)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    low, high = metrics["success_rate_ci95"]
+    print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}) over "
+          f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
+    return metrics
+
+
+def load_finished(out_dir: Path, config_text: str) -> list[dict]:
+    """Records of a previous run of the same config (resume); a different config starts afresh."""
+    config_path, records_path = out_dir / "config.yaml", out_dir / "episodes.jsonl"
+    if config_path.exists() and records_path.exists() and config_path.read_text() == config_text:
+        return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+    return []

@@ -1,0 +1,84 @@
+"""The MPC agent: plan H action blocks with a world model, execute k of them, observe, replan.
+
+    agent.reset(goal_images (B, H, W, 3), goal_states (B, S), seeds (B,))
+    actions = agent.act(pixels (B, H, W, 3), states (B, S))       # (B, A), once per task step
+
+B envs are planned at once (one planner call, one energy call per iteration for all of them).
+The world observes a frame at every block boundary, also between replans, so the predictor's
+context is always the latest `context_frames` frames and the blocks executed between them.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from planners import shift_plan
+
+
+@dataclass
+class PlanRecord:
+    step: int                 # task step at which the plan was made
+    latency_s: float          # wall time of the planner call
+    energies: list[float]     # (B,) energy of the chosen plan per env
+
+
+@dataclass
+class MPCAgent:
+    world: object             # LatentWorld | SimulatorWorld (agent/worlds.py)
+    planner: object           # planners.Planner
+    block: int                # task steps per action block
+    action_dim: int           # A
+    execute_blocks: int       # blocks executed before replanning
+    plans: list[PlanRecord] = field(default_factory=list)
+
+    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
+        """One seed per env: env b's planner noise depends on seeds[b] only, not on the batch."""
+        self.batch = len(goal_states)
+        self.world.set_goal(goal_images, goal_states)
+        self.generators = [self.planner.make_generators(1, int(seed))[0] for seed in seeds]
+        self.plan: torch.Tensor | None = None          # (B, H, block*A) last plan
+        self.queue = np.zeros((self.batch, 0, self.action_dim), dtype=np.float32)  # actions to execute
+        self.current_block: list[np.ndarray] = []     # actions executed since the last block boundary
+        self.step = 0
+        self.plans = []
+
+    def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
+        if self.step % self.block == 0:
+            executed = np.concatenate(self.current_block, axis=1) if self.current_block else None  # (B, block*A)
+            self.world.observe(pixels, states, executed)
+            self.current_block = []
+            if self.queue.shape[1] == 0:
+                self._replan()
+        action = self.queue[:, 0]  # (B, A)
+        self.queue = self.queue[:, 1:]
+        self.current_block.append(action)
+        self.step += 1
+        return action
+
+    def _replan(self) -> None:
+        warm_start = None if self.plan is None else shift_plan(self.plan, self.execute_blocks)
+        started = time.perf_counter()
+        result = self.planner.plan(self.world.energy_fn(), warm_start, self.generators, batch_size=self.batch)
+        latency = time.perf_counter() - started
+        self.plan = result.actions  # (B, H, block*A)
+        executed = result.actions[:, : self.execute_blocks].cpu().numpy()  # (B, k, block*A)
+        self.queue = executed.reshape(self.batch, -1, self.action_dim).astype(np.float32)  # (B, k*block, A)
+        self.plans.append(PlanRecord(self.step, latency, result.energy.cpu().tolist()))
+
+
+class RandomAgent:
+    """The floor: uniformly random actions, independent of observations and goal."""
+
+    def __init__(self, action_dim: int):
+        self.action_dim = action_dim
+        self.plans: list[PlanRecord] = []
+
+    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
+        self.generators = [np.random.default_rng(int(seed)) for seed in seeds]
+
+    def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
+        return np.stack([rng.uniform(-1.0, 1.0, self.action_dim) for rng in self.generators]).astype(np.float32)

@@ -1,0 +1,135 @@
+"""The models an MPC agent plans with, behind one small interface.
+
+A world keeps the context the agent has observed and turns a goal into the planner's energy:
+
+    world.set_goal(goal_images (B, H, W, 3), goal_states (B, S))
+    world.observe(pixels (B, H, W, 3), states (B, S), executed_block (B, block*A) | None)
+    world.energy_fn()(actions (B, K, H, block*A)) -> energies (B, K)       # K candidates
+
+`LatentWorld` is the JEPA world model: frozen encoder + action-conditioned predictor, energy =
+distance between predicted and goal latents. `SimulatorWorld` is the oracle: a copy of the true
+MuJoCo simulator set to the current state, energy = the task's true distance to the goal state.
+
+`aggregate` says which planned blocks the energy looks at: `last` (the end of the window), `sum`
+(every block) or `min` (the best block: avoids the sliding-deadline trap of DESIGN.md when
+replanning more often than the window is long).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from world_model.energy import latent_distance
+
+AGGREGATES = ("last", "sum", "min")
+
+
+def aggregate_over_blocks(distances: torch.Tensor, aggregate: str) -> torch.Tensor:
+    """distances (..., H) per planned block -> (...)."""
+    if aggregate == "last":
+        return distances[..., -1]
+    if aggregate == "sum":
+        return distances.sum(-1)
+    if aggregate == "min":
+        return distances.min(-1).values
+    raise ValueError(f"energy aggregate={aggregate!r} is invalid; expected one of {list(AGGREGATES)}")
+
+
+class LatentWorld:
+    """Plans in the encoder's latent space with the trained predictor."""
+
+    def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
+                 autocast_bf16: bool = False, chunk_size: int = 4096):
+        aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
+        self.encoder, self.predictor = encoder, predictor
+        self.norm, self.aggregate = norm, aggregate
+        self.autocast_bf16, self.chunk_size = autocast_bf16, chunk_size
+        self.device = next(predictor.parameters()).device
+        self.context_frames = predictor.config.context_frames
+        self.goal_latents: torch.Tensor | None = None
+        self.context_latents: list[torch.Tensor] = []
+        self.context_actions: list[torch.Tensor] = []
+
+    def embed(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""
+        tokens = self.encoder.encode_images(images).to(self.device)  # (B, N_enc, D)
+        return self.predictor.prepare_latents(tokens)
+
+    def set_goal(self, goal_images: np.ndarray, goal_states: np.ndarray | None = None) -> None:
+        self.goal_latents = self.embed(goal_images)  # (B, N, D')
+        self.context_latents, self.context_actions = [], []
+
+    def observe(self, pixels: np.ndarray, states=None, executed_block: np.ndarray | None = None) -> None:
+        if executed_block is not None and self.context_latents:
+            self.context_actions.append(torch.as_tensor(executed_block, dtype=torch.float32, device=self.device))
+        self.context_latents.append(self.embed(pixels))
+        self.context_latents = self.context_latents[-self.context_frames :]
+        # the blocks executed between the kept frames: one fewer than the frames
+        self.context_actions = self.context_actions[len(self.context_actions) - (len(self.context_latents) - 1) :]
+
+    def _autocast(self):
+        if self.autocast_bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def energy_fn(self):
+        context = torch.stack(self.context_latents, dim=1)  # (B, C, N, D')
+        context_actions = torch.stack(self.context_actions, dim=1) if self.context_actions else None  # (B, C-1, bA)
+        goal = self.goal_latents  # (B, N, D')
+
+        @torch.no_grad()
+        def energy(actions: torch.Tensor) -> torch.Tensor:
+            batch, samples, horizon, block_dim = actions.shape
+            flat_actions = actions.to(self.device).reshape(batch * samples, horizon, block_dim)
+            repeat = lambda x: x.repeat_interleave(samples, dim=0)  # noqa: E731  (B, ...) -> (B*K, ...)
+            flat_context = repeat(context)  # (B*K, C, N, D')
+            flat_context_actions = None if context_actions is None else repeat(context_actions)
+            flat_goal = repeat(goal)[:, None]  # (B*K, 1, N, D')
+            distances = []
+            for start in range(0, batch * samples, self.chunk_size):
+                part = slice(start, start + self.chunk_size)
+                with self._autocast():
+                    predicted = self.predictor.rollout(
+                        flat_context[part], flat_actions[part],
+                        None if flat_context_actions is None else flat_context_actions[part],
+                    )  # (chunk, H, N, D')
+                distances.append(latent_distance(predicted.float(), flat_goal[part], self.norm))  # (chunk, H)
+            per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
+            return aggregate_over_blocks(per_block, self.aggregate)
+
+        return energy
+
+
+class SimulatorWorld:
+    """The oracle: the true simulator from the current state, scored by the true state distance."""
+
+    def __init__(self, task, block: int, aggregate: str = "last"):
+        aggregate_over_blocks(torch.zeros(1, 1), aggregate)
+        self.task, self.block, self.aggregate = task, block, aggregate
+        self.goal_states: np.ndarray | None = None
+        self.states: np.ndarray | None = None
+
+    def set_goal(self, goal_images=None, goal_states: np.ndarray | None = None) -> None:
+        self.goal_states = np.asarray(goal_states, dtype=np.float64)  # (B, S)
+
+    def observe(self, pixels, states: np.ndarray, executed_block=None) -> None:
+        self.states = np.asarray(states, dtype=np.float64)  # (B, S)
+
+    def energy_fn(self):
+        states, goals = self.states, self.goal_states
+        action_dim = self.task.action_space.shape[0]
+        substeps = self.block * self.task.action_repeat  # control steps per block
+
+        def energy(actions: torch.Tensor) -> torch.Tensor:
+            batch, samples, horizon, _ = actions.shape
+            step_actions = actions.detach().cpu().double().numpy().reshape(batch * samples, horizon * self.block, action_dim)
+            initial = np.repeat(states, samples, axis=0)  # (B*K, S)
+            trajectory = self.task.simulate(initial, step_actions)  # (B*K, H*block*repeat, S)
+            block_ends = trajectory[:, substeps - 1 :: substeps].reshape(batch, samples, horizon, -1)
+            distances = np.stack([self.task.distances(block_ends[b], goals[b]) for b in range(batch)])  # (B, K, H)
+            return aggregate_over_blocks(torch.from_numpy(distances).float(), self.aggregate)
+
+        return energy

@@ -1,0 +1,41 @@
+"""Build a planner from the `planner` config group (configs/planner/{cem,mppi}.yaml).
+
+Swapping planners is a config change: `planner=cem` or `planner=mppi`. Keys read here:
+name, horizon, samples, iterations, init_std, min_std, low, high, seed, plus top_k (cem) or
+temperature (mppi). `execute_blocks` (MPC blocks executed before replanning) is read by the agent;
+it is validated here so a bad value fails before any model is loaded.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from planners.base import Planner
+from planners.cem import CEMPlanner
+from planners.mppi import MPPIPlanner
+
+PLANNERS: dict[str, tuple[type[Planner], str]] = {
+    "cem": (CEMPlanner, "top_k"),
+    "mppi": (MPPIPlanner, "temperature"),
+}
+SHARED_KEYS = ("horizon", "samples", "iterations", "init_std", "min_std", "low", "high", "seed")
+
+
+def make_planner(
+    cfg_planner: Mapping[str, Any], action_dim: int, device: str | torch.device = "cpu"
+) -> Planner:
+    """Planner named by `cfg_planner.name` (cem | mppi) with the node's settings; action_dim = block * A."""
+    name = cfg_planner.get("name")
+    if name not in PLANNERS:
+        raise ValueError(f"planner.name={name!r}: expected one of {sorted(PLANNERS)}")
+    planner_class, own_key = PLANNERS[name]
+    settings = {key: cfg_planner[key] for key in (*SHARED_KEYS, own_key) if key in cfg_planner}
+    planner = planner_class(action_dim, device=device, **settings)
+    execute_blocks = cfg_planner.get("execute_blocks", planner.horizon)
+    if not 1 <= execute_blocks <= planner.horizon:
+        raise ValueError(
+            f"planner.execute_blocks={execute_blocks}: expected an integer in [1, horizon={planner.horizon}]"
+        )
+    return planner

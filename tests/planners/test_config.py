@@ -1,0 +1,68 @@
+"""The `planner` config group composes with Hydra and `make_planner` builds what it names.
+
+The root config (configs/config.yaml) also lists groups still being written by others, so these
+tests compose a minimal root in tmp_path that uses the real configs/planner/*.yaml files.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from planners import CEMPlanner, MPPIPlanner, make_planner
+
+PLANNER_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "planner"
+
+
+def compose_planner(tmp_path: Path, overrides: list[str]):
+    config_dir = tmp_path / "configs"
+    shutil.copytree(PLANNER_CONFIGS, config_dir / "planner")
+    root = "defaults:\n  - planner: cem\n  - _self_\nseed: 0\nrun_dir: null\n"
+    (config_dir / "config.yaml").write_text(root)
+    with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base=None):
+        return compose("config", overrides=[*overrides, "run_dir=" + str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "planner_class", "own_setting"),
+    [([], CEMPlanner, ("top_k", 30)), (["planner=mppi"], MPPIPlanner, ("temperature", 0.5))],
+)
+def test_each_planner_config_builds_its_planner(tmp_path, overrides, planner_class, own_setting):
+    cfg = compose_planner(tmp_path, overrides)
+    planner = make_planner(cfg.planner, action_dim=6)
+    assert type(planner) is planner_class
+    assert (planner.action_dim, planner.horizon, planner.samples, planner.iterations) == (6, 5, 300, 30)
+    assert (planner.low, planner.high) == (-1.0, 1.0) and cfg.planner.execute_blocks == 5
+    assert getattr(planner, own_setting[0]) == own_setting[1]
+    result = planner.plan(lambda actions: actions.square().sum(dim=(-1, -2)), batch_size=2)
+    assert result.actions.shape == (2, 5, 6)
+
+
+def test_overrides_reach_the_planner(tmp_path):
+    overrides = ["planner=mppi", "planner.samples=50", "planner.temperature=0.2", "planner.seed=9"]
+    cfg = compose_planner(tmp_path, overrides)
+    planner = make_planner(cfg.planner, action_dim=2)
+    assert (planner.samples, planner.temperature, planner.seed) == (50, 0.2, 9)
+
+
+def test_config_files_share_their_keys():
+    cem, mppi = (OmegaConf.load(PLANNER_CONFIGS / f"{name}.yaml") for name in ("cem", "mppi"))
+    assert set(cem) - {"top_k"} == set(mppi) - {"temperature"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "ilqr"}, "planner.name='ilqr'"),
+        ({"execute_blocks": 6}, "execute_blocks=6"),
+        ({"top_k": 500}, "top_k=500"),
+    ],
+)
+def test_bad_planner_config_raises(change, message):
+    cfg = OmegaConf.merge(OmegaConf.load(PLANNER_CONFIGS / "cem.yaml"), change)
+    with pytest.raises(ValueError, match=message):
+        make_planner(cfg, action_dim=2)
+
