@@ -39,6 +39,7 @@ STAGES: dict[str, Stage] = {
     "train": Stage("world_model.train_predictor", "main", "train the action-conditioned predictor -> DIR/predictor"),
     "diagnose": Stage("world_model.diagnostics", "main", "rollout error, action retrieval, energy landscape"),
     "evaluate": Stage("agent.evaluate", "main", "goal-reaching evaluation: metrics.json, episodes.jsonl, videos"),
+    "run": Stage("agent.pipeline", "main", "the whole pipeline, collect -> evaluate, resumable (experiment=NAME)"),
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError)
@@ -69,6 +70,10 @@ def run_stage(name: str, argv: list[str]) -> None:
 
     def task_function(cfg) -> None:
         resolve_run_dir(cfg)
+        if cfg.get("threads"):
+            import torch
+
+            torch.set_num_threads(int(cfg.threads))
         function = getattr(importlib.import_module(stage.module), stage.function)
         try:
             function(cfg)

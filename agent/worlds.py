@@ -51,6 +51,7 @@ class LatentWorld:
         self.goal_latents: torch.Tensor | None = None
         self.context_latents: list[torch.Tensor] = []
         self.context_actions: list[torch.Tensor] = []
+        self.context_proprio: list[torch.Tensor] = []  # only for predictors with a proprio token
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""
@@ -59,13 +60,16 @@ class LatentWorld:
 
     def set_goal(self, goal_images: np.ndarray, goal_states: np.ndarray | None = None) -> None:
         self.goal_latents = self.embed(goal_images)  # (B, N, D')
-        self.context_latents, self.context_actions = [], []
+        self.context_latents, self.context_actions, self.context_proprio = [], [], []
 
     def observe(self, pixels: np.ndarray, states=None, executed_block: np.ndarray | None = None) -> None:
         if executed_block is not None and self.context_latents:
             self.context_actions.append(torch.as_tensor(executed_block, dtype=torch.float32, device=self.device))
         self.context_latents.append(self.embed(pixels))
         self.context_latents = self.context_latents[-self.context_frames :]
+        if self.predictor.config.proprio_dim:  # proprio = (qpos, qvel), as the task observes it
+            proprio = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
+            self.context_proprio = [*self.context_proprio, self.predictor.prepare_proprio(proprio)][-self.context_frames :]
         # the blocks executed between the kept frames: one fewer than the frames
         self.context_actions = self.context_actions[len(self.context_actions) - (len(self.context_latents) - 1) :]
 
@@ -78,6 +82,7 @@ class LatentWorld:
     def energy_fn(self):
         context = torch.stack(self.context_latents, dim=1)  # (B, C, N, D')
         context_actions = torch.stack(self.context_actions, dim=1) if self.context_actions else None  # (B, C-1, bA)
+        context_proprio = torch.stack(self.context_proprio, dim=1) if self.context_proprio else None  # (B, C, P)
         goal = self.goal_latents  # (B, N, D')
 
         @torch.no_grad()
@@ -87,6 +92,7 @@ class LatentWorld:
             repeat = lambda x: x.repeat_interleave(samples, dim=0)  # noqa: E731  (B, ...) -> (B*K, ...)
             flat_context = repeat(context)  # (B*K, C, N, D')
             flat_context_actions = None if context_actions is None else repeat(context_actions)
+            flat_proprio = None if context_proprio is None else repeat(context_proprio)
             flat_goal = repeat(goal)[:, None]  # (B*K, 1, N, D')
             distances = []
             for start in range(0, batch * samples, self.chunk_size):
@@ -95,6 +101,7 @@ class LatentWorld:
                     predicted = self.predictor.rollout(
                         flat_context[part], flat_actions[part],
                         None if flat_context_actions is None else flat_context_actions[part],
+                        None if flat_proprio is None else flat_proprio[part],
                     )  # (chunk, H, N, D')
                 distances.append(latent_distance(predicted.float(), flat_goal[part], self.norm))  # (chunk, H)
             per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("PYTHONPATH", str(REPO))
+
+from agent.config import compose_config  # noqa: E402,F401  (re-exported for the tests)
 
 TINY_EPISODE_LENGTH = 20
 TINY_SPLITS = {"train": 12, "val": 4, "eval": 4}

@@ -1,0 +1,145 @@
+"""`jepa-agent run`: from pixels to goal reaching in one command, resumable.
+
+    jepa-agent run experiment=quick hydra.run.dir=runs/quick          # the README's main job
+    jepa-agent run experiment=reacher hydra.run.dir=runs/reacher
+    jepa-agent run experiment=reacher encoder=vjepa2_vitl hydra.run.dir=runs/official   # official weights
+    jepa-agent run experiment=reacher run.overwrite=true hydra.run.dir=runs/reacher    # accept a changed config
+
+Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> train -> evaluate
+(latent agent, then the random and oracle baselines under the same protocol). Each stage records in
+`DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
+hash matches, and a stage killed midway resumes from its own checkpoints. A run directory made by a
+different config is refused, naming the differing keys, unless `run.overwrite=true`; then only the
+stages whose inputs changed run again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+
+# stage -> (config sections its outputs depend on, "module:function")
+STAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "collect": (("seed", "env", "collect"), "envs.collect:main"),
+    "pretrain": (("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main"),
+    "embed": (("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main"),
+    "train": (("seed", "env", "collect", "encoder", "embed", "predictor"), "world_model.train_predictor:main"),
+}
+EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
+IGNORED_KEYS = ("run_dir", "paths", "run", "device")  # where and how, not what
+
+
+def section_hash(cfg: DictConfig, sections: tuple[str, ...]) -> str:
+    content = {name: OmegaConf.to_container(cfg, resolve=True).get(name) for name in sections}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def flatten(node, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        items = {}
+        for key, value in node.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+        return items
+    return {prefix[:-1]: node}
+
+
+def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse a run directory made by a different config unless run.overwrite=true."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    current = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in IGNORED_KEYS}
+    saved = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(saved_path)).items() if k not in IGNORED_KEYS}
+    current, saved = flatten(current), flatten(saved)
+    differing = sorted(key for key in set(current) | set(saved) if current.get(key) != saved.get(key))
+    if differing and not cfg.run.overwrite:
+        shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
+        raise ValueError(f"run directory {str(run_dir)!r} was made by a different config ({shown}); "
+                         "pass run.overwrite=true to rerun the affected stages, or use another hydra.run.dir")
+
+
+def call(target: str, cfg: DictConfig, *args):
+    import importlib
+
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)(cfg, *args)
+
+
+class StageBook:
+    """`DIR/stages.json`: per stage, the config hash it ran with, whether it finished, its wall time."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "stages.json"
+        self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def is_done(self, stage: str, config_hash: str) -> bool:
+        entry = self.entries.get(stage, {})
+        return entry.get("done", False) and entry.get("hash") == config_hash
+
+    def record(self, stage: str, config_hash: str, done: bool, wall_time_s: float | None = None) -> None:
+        self.entries[stage] = {"hash": config_hash, "done": done, "wall_time_s": wall_time_s}
+        atomic_write_json(self.path, self.entries)
+
+
+def run_stage(book: StageBook, name: str, config_hash: str, target: str, cfg: DictConfig, *args):
+    if book.is_done(name, config_hash):
+        print(f"[run] {name}: up to date, skipped")
+        return None
+    print(f"[run] {name} ...")
+    book.record(name, config_hash, done=False)
+    started = time.perf_counter()
+    result = call(target, cfg, *args)
+    book.record(name, config_hash, done=True, wall_time_s=time.perf_counter() - started)
+    return result
+
+
+def main(cfg: DictConfig) -> None:
+    run_dir = ensure_writable_dir(cfg.run_dir, "run directory")
+    check_run_dir(cfg, run_dir)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    book = StageBook(run_dir)
+    for name, (sections, target) in STAGES.items():
+        if name == "pretrain" and cfg.encoder.get("pretrain") is None:
+            continue  # official weights: nothing to pretrain
+        run_stage(book, name, section_hash(cfg, sections), target, cfg)
+    evaluation_hash = section_hash(cfg, EVALUATION_SECTIONS)
+    for agent in cfg.run.agents:
+        run_stage(book, f"evaluate_{agent}", evaluation_hash, "agent.evaluate:main", cfg, agent)
+    summary = summarize(cfg, run_dir, book)
+    atomic_write_json(run_dir / "summary.json", summary)
+    print_summary(summary)
+
+
+def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:
+    agents = {}
+    for agent in cfg.run.agents:
+        metrics_path = Path(cfg.paths.evaluation) / agent / "metrics.json"
+        if metrics_path.exists():
+            metrics = json.loads(metrics_path.read_text())
+            agents[agent] = {key: metrics[key] for key in ("success_rate", "success_rate_ci95", "episodes",
+                                                           "planning_latency", "mean_min_distance")}
+            agents[agent]["videos"] = sorted(str(p) for p in (metrics_path.parent / "videos").glob("*.mp4"))
+    stage_times = {name: entry.get("wall_time_s") for name, entry in book.entries.items()}
+    return {"task": cfg.env.name, "run_dir": str(run_dir), "agents": agents, "stage_wall_time_s": stage_times,
+            "total_wall_time_s": sum(t for t in stage_times.values() if t)}
+
+
+def print_summary(summary: dict) -> None:
+    print(f"\n== {summary['task']}: {summary['run_dir']}")
+    for agent, metrics in summary["agents"].items():
+        low, high = metrics["success_rate_ci95"]
+        latency = metrics["planning_latency"].get("mean_s")
+        latency_text = f"{latency:.2f} s/plan" if latency else "no planning"
+        print(f"  {agent:<7} success {metrics['success_rate']:6.1%}  (95% CI {low:.1%}-{high:.1%}, "
+              f"{metrics['episodes']} episodes)  {latency_text}")
+    for name, seconds in summary["stage_wall_time_s"].items():
+        print(f"  stage {name:<18} {seconds if seconds is None else round(seconds, 1)} s")
+    print(f"  total {summary['total_wall_time_s']:.0f} s")
+    for agent, metrics in summary["agents"].items():
+        if metrics["videos"]:
+            print(f"  videos ({agent}): {Path(metrics['videos'][0]).parent}")

@@ -1,0 +1,119 @@
+"""Planning speed: seconds per CEM plan with the latent world model, for B envs planned at once.
+
+The default predictor (configs/predictor/default.yaml; random weights: speed does not depend on them)
+on latents of the default encoder's width, CEM 300 x 30, top 30, horizon 5 blocks. For B = 1, 4, 16
+and fp32 vs bf16 autocast it reports seconds per plan, per env, rollouts/s, and the fraction of this
+machine's matrix-multiply peak (measured in the same run) that planning achieves (FLOPs counted with
+torch.utils.flop_counter on one energy call). Prints a table, writes benchmarks/results/planning_speed.json.
+
+    python -m benchmarks.planning_speed
+    python -m benchmarks.planning_speed predictor.pool_grid=2       # Hydra overrides of the root config
+    python -m benchmarks.planning_speed --smoke
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from agent.config import compose_config
+from agent.worlds import LatentWorld
+from envs.io import atomic_write_json
+from planners import make_planner
+from world_model.predictor import Predictor, PredictorConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "planning_speed.json"
+
+
+def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Median FLOP/s of a square matmul: this machine's practical peak for `dtype`."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        timings.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(timings)
+
+
+def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
+    """A LatentWorld with random context and goal latents (the encoder is not part of planning)."""
+    predictor_cfg = cfg.predictor
+    predictor = Predictor(PredictorConfig(
+        latent_dim=latent_dim, action_dim=2, block=predictor_cfg.block, pool_grid=predictor_cfg.pool_grid,
+        width=predictor_cfg.width, depth=predictor_cfg.depth, heads=predictor_cfg.heads,
+        mlp_ratio=predictor_cfg.mlp_ratio, context_frames=predictor_cfg.context_frames,
+        conditioning=predictor_cfg.conditioning)).eval()
+    world = LatentWorld(encoder=None, predictor=predictor, autocast_bf16=bf16)
+    tokens = predictor_cfg.pool_grid**2
+    world.goal_latents = torch.randn(batch, tokens, latent_dim)
+    world.context_latents = [torch.randn(batch, tokens, latent_dim) for _ in range(predictor_cfg.context_frames)]
+    world.context_actions = [torch.rand(batch, predictor_cfg.block * 2) for _ in range(predictor_cfg.context_frames - 1)]
+    return world
+
+
+def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int) -> dict:
+    world = planning_world(cfg, latent_dim, batch, bf16)
+    planner = make_planner(cfg.planner, cfg.predictor.block * 2)
+    energy = world.energy_fn()
+    probe = torch.rand(batch, cfg.planner.samples, cfg.planner.horizon, cfg.predictor.block * 2) * 2 - 1
+    with FlopCounterMode(display=False) as counter:
+        energy(probe)
+    flops_per_plan = counter.get_total_flops() * cfg.planner.iterations
+    planner.plan(energy, batch_size=batch)  # warm-up
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        planner.plan(energy, batch_size=batch)
+        timings.append(time.perf_counter() - started)
+    seconds = statistics.median(timings)
+    rollouts = batch * cfg.planner.samples * cfg.planner.iterations
+    return {"batch_envs": batch, "bf16": bf16, "seconds_per_plan": seconds, "seconds_per_env": seconds / batch,
+            "rollouts_per_s": rollouts / seconds, "flops_per_plan": flops_per_plan,
+            "achieved_flops": flops_per_plan / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
+    parser.add_argument("--latent-dim", type=int, default=192, help="encoder width (vjepa_tiny: 192)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the root config")
+    args = parser.parse_args()
+    overrides = list(args.overrides)
+    if args.smoke:
+        overrides += ["planner.samples=16", "planner.top_k=4", "planner.iterations=2", "predictor.depth=1",
+                      "predictor.width=32", "predictor.heads=2"]
+    cfg = compose_config(tempfile.gettempdir(), overrides)
+    batches, repeats = ([1, 2], 1) if args.smoke else ([1, 4, 16], 3)
+    peaks = {"fp32": matmul_peak_flops(torch.float32, 256 if args.smoke else 2048),
+             "bf16": matmul_peak_flops(torch.bfloat16, 256 if args.smoke else 2048)}
+    rows = []
+    for bf16 in (False, True):
+        for batch in batches:
+            row = measure(cfg, args.latent_dim, batch, bf16, repeats)
+            row["fraction_of_peak"] = row["achieved_flops"] / peaks["bf16" if bf16 else "fp32"]
+            rows.append(row)
+    p = cfg.planner
+    print(f"CEM {p.samples} x {p.iterations}, H={p.horizon}; predictor width {cfg.predictor.width}, "
+          f"depth {cfg.predictor.depth}, {cfg.predictor.pool_grid ** 2} token(s)/frame; "
+          f"matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print(f"{'dtype':6} {'B':>3} {'s/plan':>8} {'s/env':>8} {'rollouts/s':>11} {'GFLOP/s':>8} {'of peak':>8}")
+    for row in rows:
+        print(f"{'bf16' if row['bf16'] else 'fp32':6} {row['batch_envs']:>3} {row['seconds_per_plan']:8.3f} "
+              f"{row['seconds_per_env']:8.3f} {row['rollouts_per_s']:11.0f} {row['achieved_flops'] / 1e9:8.1f} "
+              f"{row['fraction_of_peak']:8.1%}")
+    atomic_write_json(RESULTS if not args.smoke else RESULTS.with_name("planning_speed_smoke.json"), {
+        "rows": rows, "matmul_peak_flops": peaks, "overrides": overrides, "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(), "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()})
+
+
+if __name__ == "__main__":
+    main()

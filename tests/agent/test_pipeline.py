@@ -1,0 +1,81 @@
+"""`jepa-agent run` end to end with the micro preset: outputs, skip on rerun, kill and resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import imageio.v3 as iio
+
+from tests.agent.conftest import cli
+from tests.conftest import REPO
+
+STAGES = ["collect", "pretrain", "embed", "train", "evaluate_latent", "evaluate_random", "evaluate_oracle"]
+
+
+def test_run_writes_every_stage_and_a_summary(micro_run_dir):
+    book = json.loads((micro_run_dir / "stages.json").read_text())
+    assert list(book) == STAGES and all(entry["done"] for entry in book.values())
+    summary = json.loads((micro_run_dir / "summary.json").read_text())
+    assert set(summary["agents"]) == {"latent", "random", "oracle"}
+    for agent in ("latent", "random", "oracle"):
+        metrics = json.loads((micro_run_dir / "eval" / agent / "metrics.json").read_text())
+        assert metrics["agent"] == agent and metrics["episodes"] == 2
+        assert 0.0 <= metrics["success_rate"] <= 1.0
+        low, high = metrics["success_rate_ci95"]
+        assert low <= metrics["success_rate"] <= high
+        assert metrics["config"]["evaluate"]["budget"] == 10
+        records = (micro_run_dir / "eval" / agent / "episodes.jsonl").read_text().splitlines()
+        assert len(records) == 2 and {"success", "steps_to_success", "min_distance"} <= set(json.loads(records[0]))
+    latent = json.loads((micro_run_dir / "eval" / "latent" / "metrics.json").read_text())
+    assert latent["planning_latency"]["count"] >= 2 and latent["planning_latency"]["p95_s"] > 0
+    video = next((micro_run_dir / "eval" / "latent" / "videos").glob("*.mp4"))
+    frames = iio.imread(video)
+    assert frames.shape[0] == 11 and frames.shape[-1] == 3  # budget 10 steps + the start frame
+    assert (micro_run_dir / "config.yaml").exists() and (micro_run_dir / "dataset" / "preview.mp4").exists()
+
+
+def test_rerun_skips_finished_stages(micro_run_dir):
+    result = cli("run", "experiment=micro", f"hydra.run.dir={micro_run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("up to date, skipped") == len(STAGES)
+
+
+def test_a_different_config_is_refused_naming_the_keys(micro_run_dir):
+    result = cli("run", "experiment=micro", "collect.episodes=13", "planner.samples=8",
+                 f"hydra.run.dir={micro_run_dir}")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "collect.episodes" in last and "planner.samples" in last and "run.overwrite=true" in last
+
+
+def test_unknown_preset_lists_the_presets(tmp_path):
+    result = cli("run", "experiment=nope", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert "micro" in result.stderr and "quick" in result.stderr and "reacher" in result.stderr
+
+
+def test_kill_during_pretraining_then_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "agent.cli", "run", "experiment=micro", "encoder.pretrain.steps=40",
+            f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint_dir = run_dir / "encoder" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not (checkpoint_dir / "last.pt").exists():
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    book = json.loads((run_dir / "stages.json").read_text())
+    assert book["collect"]["done"] and not book["pretrain"]["done"], "the kill should land in pretraining"
+
+    result = cli("run", "experiment=micro", "encoder.pretrain.steps=40", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[run] collect: up to date, skipped" in result.stdout
+    assert "resum" in (result.stdout + result.stderr).lower()  # pretraining continued from its checkpoint
+    book = json.loads((run_dir / "stages.json").read_text())
+    assert all(entry["done"] for entry in book.values())

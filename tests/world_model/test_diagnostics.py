@@ -1,0 +1,56 @@
+"""Diagnostics (`diagnose`) on a tiny trained predictor: JSON and PNGs written, explicit paths accepted,
+a predictor made for another action dimension refused."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.config import compose_config
+from tests.world_model.test_train_predictor import TINY_PREDICTOR, embedded_run  # noqa: F401  (fixture)
+from world_model import diagnostics, train_predictor
+
+TINY_DIAGNOSE = ["diagnose.horizon=3", "diagnose.rollout_windows=16", "diagnose.retrieval_transitions=20",
+                 "diagnose.landscape_examples=2", "diagnose.landscape_grid=5", "diagnose.bf16=false"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(embedded_run) -> Path:  # noqa: F811
+    train_predictor.main(compose_config(embedded_run, ["device=cpu", *TINY_PREDICTOR, "predictor.train.epochs=1"]))
+    return embedded_run
+
+
+def test_diagnose_writes_json_and_plots(trained_run, tmp_path):
+    cfg = compose_config(trained_run, ["device=cpu", *TINY_PREDICTOR, *TINY_DIAGNOSE,
+                                       f"diagnose.output_dir={tmp_path / 'diagnostics'}"])
+    diagnostics.main(cfg)
+    output = tmp_path / "diagnostics"
+    for name in ("diagnostics.json", "rollout_error.png", "retrieval.png", "energy_landscape.png", "config.yaml"):
+        assert (output / name).stat().st_size > 0
+    results = json.loads((output / "diagnostics.json").read_text())
+    rollout = results["rollout_error"]
+    assert rollout["horizon_blocks"] == [1, 2, 3] and len(rollout["model"]) == len(rollout["copy_last"]) == 3
+    assert all(0 < value < 1 for value in results["retrieval"]["mrr"].values())
+    example = results["energy_landscape"]["examples"][0]
+    assert len(example["energy"]) == 5 and len(example["energy"][0]) == 5
+    energies = [value for row in example["energy"] for value in row]
+    assert max(energies) > min(energies)  # the first action block changes the prediction
+
+
+def test_explicit_paths_from_another_run_dir(trained_run, tmp_path):
+    cfg = compose_config(tmp_path, ["device=cpu", *TINY_DIAGNOSE, f"paths.predictor={trained_run / 'predictor'}",
+                                    f"paths.latents={trained_run / 'latents'}"])
+    diagnostics.main(cfg)
+    assert (tmp_path / "diagnostics" / "diagnostics.json").exists()
+
+
+def test_predictor_for_another_action_dim_is_refused(trained_run, tmp_path):
+    shutil.copytree(trained_run / "predictor", tmp_path / "predictor")
+    meta_path = tmp_path / "predictor" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "action_dim": 3}))
+    cfg = compose_config(tmp_path, ["device=cpu", *TINY_DIAGNOSE, f"paths.latents={trained_run / 'latents'}"])
+    with pytest.raises(ValueError, match="action dim mismatch: the predictor has 3 but latent cache .* has 2"):
+        diagnostics.main(cfg)

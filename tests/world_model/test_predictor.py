@@ -1,0 +1,123 @@
+"""Predictor model: shapes, block causality, action use, rollout window, normalisation, save/load."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from world_model.energy import latent_distance
+from world_model.predictor import Predictor, PredictorConfig, load_predictor, pool_token_grid, save_predictor
+
+
+def tiny_predictor(**overrides) -> Predictor:
+    settings = dict(latent_dim=16, action_dim=2, block=3, pool_grid=2, width=32, depth=2, heads=4, context_frames=3)
+    torch.manual_seed(0)
+    model = Predictor(PredictorConfig(**{**settings, **overrides}))
+    with torch.no_grad():  # leave the copy-last initialisation so that outputs depend on the inputs
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model.eval()
+
+
+@pytest.mark.parametrize("conditioning", ["token", "adaln"])
+@pytest.mark.parametrize("proprio_dim", [0, 4])
+def test_shapes_and_block_causality(conditioning, proprio_dim):
+    model = tiny_predictor(conditioning=conditioning, proprio_dim=proprio_dim)
+    latents, actions = torch.randn(2, 3, 4, 16), torch.randn(2, 3, 6)  # (B, F, N, D), (B, F, block*A)
+    proprio = torch.randn(2, 3, 4) if proprio_dim else None
+    next_latents, next_proprio = model(latents, actions, proprio)
+    assert next_latents.shape == (2, 3, 4, 16)
+    assert (next_proprio is None) == (proprio_dim == 0)
+
+    later_changed = latents.clone()
+    later_changed[:, 2] += 1.0
+    later_actions = actions.clone()
+    later_actions[:, 2] += 1.0
+    changed, _ = model(later_changed, later_actions, proprio)
+    assert torch.equal(changed[:, :2], next_latents[:, :2])  # frames 0, 1 never see frame 2
+    assert not torch.allclose(changed[:, 2], next_latents[:, 2])
+
+
+@pytest.mark.parametrize("conditioning", ["token", "adaln"])
+def test_prediction_depends_on_the_action(conditioning):
+    model = tiny_predictor(conditioning=conditioning)
+    context = torch.randn(5, 2, 4, 16)
+    first = model.rollout(context, torch.zeros(5, 1, 6))
+    second = model.rollout(context, torch.ones(5, 1, 6))
+    assert latent_distance(first, second).min() > 1e-6
+
+
+def test_rollout_shape_and_sliding_window():
+    model = tiny_predictor(context_frames=2)
+    context, actions = torch.randn(3, 4, 4, 16), torch.randn(3, 5, 6)  # C = 4 > context_frames
+    context_actions = torch.randn(3, 3, 6)
+    predicted = model.rollout(context, actions, context_actions=context_actions)
+    assert predicted.shape == (3, 5, 4, 16)
+    only_last = model.rollout(context[:, -2:], actions, context_actions=context_actions[:, -1:])
+    torch.testing.assert_close(predicted, only_last)  # only the last context_frames frames are used
+    first_step = model(context[:, -2:], torch.cat([context_actions[:, -1:], actions[:, :1]], dim=1))[0][:, -1]
+    torch.testing.assert_close(predicted[:, 0], first_step)
+
+
+def test_untrained_predictor_is_the_copy_last_baseline():
+    model = Predictor(PredictorConfig(latent_dim=16, action_dim=2, width=32, depth=1, heads=2))
+    context = torch.randn(4, 2, 1, 16)
+    predicted = model.rollout(context, torch.randn(4, 3, 10))
+    torch.testing.assert_close(predicted, context[:, -1:].expand(-1, 3, -1, -1))
+
+
+def test_prepare_latents_pools_and_normalises():
+    model = tiny_predictor(pool_grid=2)
+    tokens = torch.randn(3, 16, 16)  # (B, 4x4 grid, D)
+    prepared = model.prepare_latents(tokens)
+    assert prepared.shape == (3, 4, 16)
+    grid = tokens.view(3, 4, 4, 16)
+    top_left = grid[:, :2, :2].mean(dim=(1, 2))
+    expected = torch.nn.functional.layer_norm(top_left, (16,))
+    torch.testing.assert_close(prepared[:, 0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.prepare_latents(grid), prepared)  # (B, h, w, D) accepted too
+    assert pool_token_grid(grid.unsqueeze(1), 1).shape == (3, 1, 1, 1, 16)
+    with pytest.raises(ValueError, match="larger than the token grid"):
+        pool_token_grid(grid, 8)
+
+
+def test_projection_fitted_on_data_and_saved(tmp_path):
+    model = tiny_predictor(projection_dim=4, pool_grid=1)
+    tokens = torch.randn(500, 16) @ torch.randn(16, 16)
+    model.fit_normalisation(tokens)
+    prepared = model.prepare_latents(tokens.view(500, 1, 1, 16))
+    assert prepared.shape == (500, 1, 4)
+    save_predictor(model, tmp_path, {"task": "reacher"})
+    loaded, meta = load_predictor(tmp_path)
+    assert meta["task"] == "reacher" and loaded.config == model.config
+    torch.testing.assert_close(loaded.prepare_latents(tokens.view(500, 1, 1, 16)), prepared)
+    context, actions = torch.randn(2, 2, 1, 4), torch.randn(2, 3, 6)
+    torch.testing.assert_close(loaded.rollout(context, actions), model.rollout(context, actions))
+
+
+def test_latent_distance_norms():
+    predicted, goal = torch.zeros(2, 3, 4), torch.ones(2, 3, 4)
+    assert torch.equal(latent_distance(predicted, 2 * goal, "l2"), torch.full((2,), 4.0))
+    assert torch.equal(latent_distance(predicted, 2 * goal, "l1"), torch.full((2,), 2.0))
+    with pytest.raises(ValueError, match="norm='cos'"):
+        latent_distance(predicted, goal, "cos")
+
+
+def test_speed_benchmark_smoke(tmp_path):
+    from benchmarks.predictor_speed import main as benchmark
+
+    rows = benchmark(["--smoke", "--threads", "1", "--output", str(tmp_path / "speed.json")])
+    assert {(row["pool_grid"], row["dtype"]) for row in rows} == {(1, "fp32"), (1, "bf16"), (2, "fp32"), (2, "bf16")}
+    assert all(row["rollouts_per_s"] > 0 for row in rows) and (tmp_path / "speed.json").exists()
+
+
+def test_flattened_grid_gives_one_token_per_frame_that_keeps_the_layout():
+    config = PredictorConfig(latent_dim=8, action_dim=2, pool_grid=2, flatten_grid=True, projection_dim=6,
+                             width=16, depth=1, heads=2, context_frames=2)
+    model = Predictor(config)
+    tokens = torch.randn(50, 4, 4, 8)  # (B, h, w, D)
+    model.fit_normalisation(model.pool(tokens).reshape(-1, config.token_dim))
+    latents = model.prepare_latents(tokens)
+    assert config.tokens == 1 and latents.shape == (50, 1, 6)
+    mirrored = model.prepare_latents(tokens.flip(1))  # same mean token, different layout
+    assert not torch.allclose(latents, mirrored, atol=1e-3)
+    assert model.rollout(latents[:4, None].expand(4, 2, 1, 6), torch.zeros(4, 3, 10)).shape == (4, 3, 1, 6)

@@ -1,0 +1,177 @@
+"""In-domain V-JEPA pretraining: masks, EMA, real training steps, checkpoints and the stage."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from transformers import VJEPA2Config
+
+from envs.dataset import EpisodeStore
+from tests.conftest import compose_config
+from world_model.encoder import load_encoder, preprocess_frames
+from world_model.vjepa import pretrain
+from world_model.vjepa.clips import ClipSampler
+from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
+from world_model.vjepa.model import VJEPAPretrainingModel
+from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine extra threads oversubscribe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY_ARCHITECTURE = dict(crop_size=32, patch_size=4, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, pred_hidden_size=16, pred_num_hidden_layers=1,
+                         pred_num_attention_heads=2)
+TINY_OVERRIDES = [f"encoder.architecture.{key}={value}" for key, value in TINY_ARCHITECTURE.items()] + [
+    "encoder.pretrain.batch_size=4", "encoder.pretrain.warmup_steps=1", "encoder.pretrain.val_clips=8",
+    "encoder.pretrain.autocast_bf16=false", "device=cpu"]
+
+
+def tiny_settings(**changes) -> PretrainSettings:
+    values = dict(steps=20, batch_size=8, clip_frames=4, lr=2e-3, start_lr=2e-3, final_lr=2e-3, warmup_steps=0,
+                  weight_decay=0.0, ema_start=0.99, ema_end=0.99, autocast_bf16=False)
+    return PretrainSettings.from_mapping({**values, **changes})
+
+
+def train_frames(dataset_dir):
+    return EpisodeStore(dataset_dir / "train").array("frames")  # (E, T+1, 64, 64, 3)
+
+
+def test_single_block_mask_has_the_exact_ratio_spans_all_tubelets_and_is_disjoint():
+    masker = MultiBlockMasker(BlockMaskSpec(1, (0.25, 0.25), (1.0, 1.0)), grid=(8, 8), num_tubelets=3)
+    context, target = masker(batch_size=5, generator=torch.Generator().manual_seed(0))
+
+    assert target.shape == (5, 3 * 16) and context.shape == (5, 3 * 48)  # a 4 x 4 block of the 8 x 8 grid
+    for context_ids, target_ids in zip(context, target):
+        assert not set(context_ids.tolist()) & set(target_ids.tolist())
+        assert sorted(context_ids.tolist() + target_ids.tolist()) == list(range(3 * 64))
+        spatial = [set((target_ids[target_ids // 64 == t] % 64).tolist()) for t in range(3)]
+        assert spatial[0] == spatial[1] == spatial[2] and len(spatial[0]) == 16
+        rows, columns = zip(*(divmod(position, 8) for position in spatial[0]))
+        assert max(rows) - min(rows) == 3 and max(columns) - min(columns) == 3  # one square block
+
+
+@pytest.mark.parametrize("spec", [BlockMaskSpec(8, (0.15, 0.15)), BlockMaskSpec(2, (0.7, 0.7))])
+def test_v_jepa_masks_are_disjoint_high_ratio_and_masked_through_every_tubelet(spec):
+    masker = MultiBlockMasker(spec, grid=(8, 8), num_tubelets=2)
+    generator = torch.Generator().manual_seed(1)
+    ratios = []
+    for _ in range(10):
+        context, target = masker(batch_size=16, generator=generator)
+        assert context.shape[1] >= 2 * 4  # min_context positions in each tubelet
+        for context_ids, target_ids in zip(context, target):
+            assert not set(context_ids.tolist()) & set(target_ids.tolist())
+            assert torch.equal(target_ids[target_ids < 64] + 64, target_ids[target_ids >= 64])
+            assert torch.equal(context_ids[context_ids < 64] + 64, context_ids[context_ids >= 64])
+        ratios.append(1 - context.shape[1] / 128)
+    assert 0.4 < sum(ratios) / len(ratios) < 0.95
+
+
+def test_ema_update_moves_each_target_weight_towards_the_context_encoder():
+    config = build_config(TINY_ARCHITECTURE, clip_frames=4)
+    model = VJEPAPretrainingModel(config)
+    with torch.no_grad():
+        for parameter in model.context_model.encoder.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    before = [p.clone() for p in model.target_encoder.parameters()]
+    context = [p.clone() for p in model.context_model.encoder.parameters()]
+
+    model.update_target(momentum=0.9)
+
+    for old, new, online in zip(before, model.target_encoder.parameters(), context):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
+    assert not any(p.requires_grad for p in model.target_encoder.parameters())
+
+
+def test_context_encoder_sees_only_visible_tokens():
+    model = VJEPAPretrainingModel(build_config(TINY_ARCHITECTURE, clip_frames=4)).eval()
+    pixels = torch.randn(2, 4, 3, 32, 32)
+    context, _ = MultiBlockMasker(BlockMaskSpec(1, (0.5, 0.5)), (8, 8), 2)(2, torch.Generator().manual_seed(0))
+    tokens = model.encode_context(pixels, context)
+    changed = pixels.clone()
+    visible = torch.zeros(128, dtype=torch.bool)
+    visible[context[0]] = True
+    masked_cells = (~visible[:64]).reshape(8, 8).repeat_interleave(4, 0).repeat_interleave(4, 1)  # (32, 32)
+    changed[0, :, :, masked_cells] = 5.0  # alter only masked patches, in every frame
+    assert tokens.shape == (2, context.shape[1], 32)
+    torch.testing.assert_close(model.encode_context(changed, context)[0], tokens[0])
+
+
+def test_real_pretraining_steps_lower_the_validation_loss(tiny_dataset_dir):
+    config = build_config(TINY_ARCHITECTURE, clip_frames=4)
+    frames = train_frames(tiny_dataset_dir)
+    trainer = Pretrainer(config, tiny_settings(batch_size=4), ClipSampler(frames, 4), torch.device("cpu"), seed=0)
+    val_clips = ClipSampler(EpisodeStore(tiny_dataset_dir / "val").array("frames"), 4).fixed(16, seed=0)
+
+    before = trainer.evaluate(val_clips)["val_loss"]
+    losses = [trainer.train_step()["loss"] for _ in range(20)]
+    after = trainer.evaluate(val_clips)
+
+    assert after["val_loss"] < 0.8 * before, (before, after, losses)
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert after["effective_rank"] > 2 and after["token_std"] > 0.05  # not collapsed
+
+
+def test_resuming_from_a_checkpoint_continues_exactly(tiny_dataset_dir, tmp_path):
+    config = build_config(TINY_ARCHITECTURE, clip_frames=4)
+    clips = ClipSampler(train_frames(tiny_dataset_dir), 4)
+    settings = tiny_settings(steps=4, batch_size=4, warmup_steps=2, ema_end=1.0)
+    straight = Pretrainer(config, settings, clips, torch.device("cpu"), seed=3)
+    for _ in range(4):
+        straight.train_step()
+
+    interrupted = Pretrainer(config, settings, clips, torch.device("cpu"), seed=3)
+    for _ in range(2):
+        interrupted.train_step()
+    interrupted.save_checkpoint(tmp_path / "last.pt")
+    resumed = Pretrainer(config, settings, clips, torch.device("cpu"), seed=99)
+    resumed.load_checkpoint(tmp_path / "last.pt")
+    assert resumed.step == 2
+    for _ in range(2):
+        resumed.train_step()
+
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+    other = Pretrainer(build_config({**TINY_ARCHITECTURE, "hidden_size": 64}, 4), settings, clips,
+                       torch.device("cpu"))
+    with pytest.raises(ValueError, match="different encoder architecture .*hidden_size"):
+        other.load_checkpoint(tmp_path / "last.pt")
+
+
+def test_pretrain_stage_exports_a_loadable_encoder_resumes_and_skips_when_done(tiny_dataset_dir, tmp_path):
+    overrides = [*TINY_OVERRIDES, f"paths.dataset={tiny_dataset_dir}", "encoder.pretrain.checkpoint_every=2",
+                 "encoder.pretrain.log_every=1", "encoder.pretrain.val_every=2"]
+    pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.steps=2"]))
+    output = tmp_path / "encoder"
+    assert {"config.json", "model.safetensors", "metrics.csv", "config.yaml", "pretrain_summary.json"} <= {
+        p.name for p in output.iterdir()}
+
+    # more steps: resumes from the step-2 checkpoint and keeps the metrics of steps 1-2
+    pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.steps=4"]))
+    with open(output / "metrics.csv") as handle:
+        assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
+    stamp = (output / "model.safetensors").stat().st_mtime_ns
+    pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.steps=4"]))
+    assert (output / "model.safetensors").stat().st_mtime_ns == stamp  # finished: nothing redone
+
+    encoder = load_encoder(str(output), device="cpu")
+    checkpoint = torch.load(output / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == 4 and encoder.grid == (8, 8) and encoder.dim == 32
+    frames = EpisodeStore(tiny_dataset_dir / "val").array("frames")[:2, :4]  # (2, 4, 64, 64, 3)
+    model = VJEPAPretrainingModel(VJEPA2Config.from_pretrained(output))
+    model.load_state_dict(checkpoint["model"])
+    expected = model.target_encoder(preprocess_frames(torch.from_numpy(frames), 32)).last_hidden_state
+    torch.testing.assert_close(encoder.encode(frames).reshape(2, -1, 32), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pretrain_refuses_released_weights_configs(tmp_path):
+    with pytest.raises(ValueError, match="encoder=vjepa2_vitl loads released weights"):
+        pretrain.main(compose_config(tmp_path, ["encoder=vjepa2_vitl"]))

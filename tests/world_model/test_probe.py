@@ -1,0 +1,82 @@
+"""Frozen evaluation: probe heads on known targets, and the probe stage on a tiny real dataset."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import VJEPA2Config, VJEPA2Model
+
+from tests.conftest import compose_config
+from world_model import probe
+from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine extra threads oversubscribe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_r2_is_one_for_perfect_and_zero_for_the_mean():
+    target = torch.randn(50, 2, dtype=torch.float64)
+    torch.testing.assert_close(r2_scores(target, target), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(r2_scores(target.mean(0).expand(50, 2), target), torch.zeros(2, dtype=torch.float64))
+
+
+def test_ridge_recovers_a_linear_map_on_held_out_samples():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(400, 16, generator=generator)
+    targets = features @ torch.randn(16, 3, generator=generator) + 5.0
+    ridge = fit_ridge(features[:300], targets[:300], torch.arange(300) // 10, alphas=[1e-4, 1e-2, 1.0])
+    assert ridge.alpha <= 1e-2
+    assert r2_scores(ridge.predict(features[300:]), targets[300:].double()).min() > 0.999
+
+
+def test_attentive_probe_reads_a_value_at_one_token_position_where_mean_pooling_cannot():
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(600, 9, 8, generator=generator)  # (M, N, D)
+    targets = tokens[:, 4, :2] * 3.0  # only the centre token matters
+    fitted = fit_attentive_probe(tokens[:500].half(), targets[:500], steps=300, batch_size=128, lr=3e-3,
+                                 weight_decay=0.0, width=16, num_queries=2, num_heads=2)
+    ridge = fit_ridge(tokens[:500].mean(1), targets[:500], torch.arange(500) // 10, alphas=[1e-3, 1.0])
+    attentive_r2 = r2_scores(fitted.predict(tokens[500:]), targets[500:].double()).min()
+    assert attentive_r2 > 0.6
+    assert attentive_r2 > 2 * r2_scores(ridge.predict(tokens[500:].mean(1)), targets[500:].double()).max()
+
+
+def test_state_targets_encode_angles_as_sin_cos():
+    qpos, qvel = np.array([[0.0, np.pi / 2]]), np.array([[1.0, -1.0]])
+    targets = probe.state_targets(qpos, qvel, "angles")
+    np.testing.assert_allclose(targets["angles"], [[0.0, 1.0, 1.0, 0.0]], atol=1e-12)
+    assert set(probe.state_targets(qpos, qvel, "positions")) == {"positions", "velocities"}
+    with pytest.raises(ValueError, match="'angles' or 'positions'"):
+        probe.state_targets(qpos, qvel, "quaternions")
+
+
+def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir, tmp_path):
+    torch.manual_seed(1)  # not the random baseline's seed (probe.random_seed=0)
+    config = VJEPA2Config(crop_size=32, patch_size=8, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, pred_hidden_size=16, pred_num_hidden_layers=1,
+                          pred_num_attention_heads=2, frames_per_clip=2)
+    VJEPA2Model(config).save_pretrained(tmp_path / "encoder")
+    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "device=cpu", "probe.max_frames=120",
+                                    "probe.attentive.steps=20", "probe.attentive.width=16"])
+
+    probe.main(cfg)
+
+    report = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert report["task"] == "reacher" and report["train_frames"] == 120 and report["test_frames"] > 0
+    assert report["encoder"]["grid"] == [4, 4] and len(report["encoder"]["fingerprint"]) == 64
+    for encoder in ("encoder", "random"):
+        for kind in ("linear", "attentive"):
+            scores = report["r2"][encoder][kind]
+            assert set(scores) == {"angles", "velocities"}
+            assert all(np.isfinite(value) and value <= 1.0 for value in scores.values())
+    assert report["r2"]["encoder"] != report["r2"]["random"]
+    assert (tmp_path / "probe" / "probe.png").stat().st_size > 1000
+    assert (tmp_path / "probe" / "config.yaml").is_file()

@@ -1,0 +1,115 @@
+"""Predictor training (`train`): real steps lower the held-out loss, a killed run resumes to the same
+weights, a non-finite loss keeps the last good checkpoint, mismatched inputs are one-line errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent.config import compose_config
+from envs.io import sha256_file
+from tests.world_model.test_latent_cache import save_tiny_encoder
+from world_model import latent_cache, train_predictor
+from world_model.latent_cache import LatentCache
+from world_model.predictor import Predictor, load_predictor
+
+TINY_PREDICTOR = [
+    "predictor.width=32", "predictor.depth=2", "predictor.heads=2", "predictor.block=2", "predictor.context_frames=2",
+    "predictor.train.batch_size=16", "predictor.train.epochs=2", "predictor.train.warmup_steps=2",
+    "predictor.train.lr=3e-3", "predictor.train.val_windows=32", "predictor.train.checkpoint_every=3",
+    "predictor.train.bf16=false",
+]
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory, tiny_dataset_dir) -> Path:
+    """A run directory with a tiny random encoder and its latent cache (grid 2 x 2, width 32)."""
+    run_dir = tmp_path_factory.mktemp("embedded")
+    save_tiny_encoder(run_dir / "encoder", seed=0)
+    latent_cache.main(compose_config(run_dir, [f"paths.dataset={tiny_dataset_dir}", "device=cpu",
+                                               "embed.pool_grid=2", "embed.splits=[train,val]"]))
+    return run_dir
+
+
+def train_config(embedded_run: Path, predictor_dir: Path, *overrides: str):
+    return compose_config(embedded_run, [f"paths.predictor={predictor_dir}", "device=cpu", *TINY_PREDICTOR, *overrides])
+
+
+def test_training_steps_lower_the_loss(embedded_run):
+    cfg = train_config(embedded_run, embedded_run / "unused", "predictor.train.loss=l2")
+    cache = LatentCache(embedded_run / "latents" / "train")
+    torch.manual_seed(cfg.seed)
+    model = Predictor(train_predictor.predictor_config(cfg.predictor, cache))
+    train_predictor.fit_normalisation(model, cache, cfg.seed)
+    data = train_predictor.WindowData(cache, model, window_frames=2 + cfg.predictor.train.rollout_steps)
+    batch = data.batch(data.windows[torch.randperm(len(data.windows))[:32]], torch.device("cpu"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    losses = []
+    for _ in range(40):
+        loss = train_predictor.window_losses(model, *batch, cfg.predictor.train.rollout_steps, "l2")["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.93 * losses[0]  # from the copy-last start (random-encoder latents change little)
+
+
+def test_train_stage_writes_the_predictor(tmp_path, embedded_run):
+    cfg = train_config(embedded_run, tmp_path / "predictor")
+    train_predictor.main(cfg)
+    model, meta = load_predictor(tmp_path / "predictor")
+    cache = LatentCache(embedded_run / "latents" / "train")
+    assert meta["encoder_fingerprint"] == cache.fingerprint and meta["action_dim"] == 2 and meta["block"] == 2
+    assert model.config.latent_dim == 32 and model.config.context_frames == 2
+    history = json.loads((tmp_path / "predictor" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2] and np.isfinite(meta["val_loss"])
+    for name in ("config.yaml", "checkpoints/last.pt"):
+        assert (tmp_path / "predictor" / name).exists()
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, embedded_run, monkeypatch):
+    train_predictor.main(train_config(embedded_run, tmp_path / "straight"))
+    save_checkpoint = train_predictor.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first checkpoint (step 3)
+
+    monkeypatch.setattr(train_predictor, "save_checkpoint", save_then_die)
+    cfg = train_config(embedded_run, tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        train_predictor.main(cfg)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+    train_predictor.main(cfg)
+    straight, _ = load_predictor(tmp_path / "straight")
+    resumed, _ = load_predictor(tmp_path / "killed")
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(actual, expected, msg=name)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, embedded_run):
+    train_predictor.main(train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1"))
+    checkpoint = tmp_path / "predictor" / "checkpoints" / "last.pt"
+    before = sha256_file(checkpoint)
+    shutil.copytree(embedded_run / "latents", tmp_path / "latents")
+    poisoned = np.load(tmp_path / "latents" / "train" / "latents.npy", mmap_mode="r+")
+    poisoned[:] = np.nan
+    poisoned.flush()
+    with pytest.raises(train_predictor.NonFiniteLossError, match="non-finite training loss.*last good checkpoint"):
+        train_predictor.main(train_config(embedded_run, tmp_path / "predictor", f"paths.latents={tmp_path / 'latents'}"))
+    assert sha256_file(checkpoint) == before
+
+
+def test_mismatched_inputs_are_one_line_errors(tmp_path, embedded_run):
+    with pytest.raises(ValueError, match=r"pool_grid=4 does not fit the latent cache grid 2x2"):
+        train_predictor.main(train_config(embedded_run, tmp_path / "a", "predictor.pool_grid=4"))
+    with pytest.raises(ValueError, match="task mismatch: the latent cache has 'reacher' but env.name has 'point_mass'"):
+        train_predictor.main(train_config(embedded_run, tmp_path / "b", "env=point_mass"))
+    other_encoder = save_tiny_encoder(tmp_path / "other_encoder", seed=5)
+    with pytest.raises(ValueError, match="made by encoder .* not by the current encoder"):
+        train_predictor.main(train_config(embedded_run, tmp_path / "c", f"paths.encoder={other_encoder}"))

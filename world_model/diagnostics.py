@@ -1,0 +1,200 @@
+"""World-model diagnostics (`jepa-agent diagnose`): does the predictor beat copying, and does it use the action?
+
+On held-out episodes of the latent cache (`diagnose.split`), with the planning distance of
+`world_model.energy` on prepared latents:
+  rollout error vs horizon   open-loop rollouts of the true actions from C true frames, against the
+                             copy-the-last-latent baseline (`rollout_error.png`);
+  retrieval                  for held-out transitions, the rank of the true next latent among the next
+                             latents of all the transitions, given the true action and given another
+                             transition's action: mean reciprocal rank, as in the Image World Models
+                             paper (`retrieval.png`);
+  energy landscape           distance to the true next latent over a 2-D grid of first action blocks
+                             offset (on action dims 0 and 1) around the true one (`energy_landscape.png`).
+Writes `diagnostics.json` and the PNGs to `diagnose.output_dir` (default `run_dir/diagnostics`).
+`run_dir=DIR` finds the predictor and cache of a pipeline run; `paths.predictor` / `paths.latents`
+may point elsewhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+
+from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from world_model.encoder import resolve_device
+from world_model.energy import latent_distance
+from world_model.latent_cache import LatentCache
+from world_model.predictor import Predictor, load_predictor
+from world_model.train_predictor import WindowData, check_same
+
+
+def check_cache_matches(meta: dict, cache: LatentCache) -> None:
+    """One-line errors when the cache was not made for this predictor."""
+    check_same("latent width", meta["cache_dim"], cache.dim, "the predictor", f"latent cache {cache.split_dir}")
+    check_same("latent grid", meta["cache_grid"], cache.grid, "the predictor", f"latent cache {cache.split_dir}")
+    check_same("action dim", meta["action_dim"], cache.action_dim, "the predictor", f"latent cache {cache.split_dir}")
+    check_same("encoder fingerprint", meta["encoder_fingerprint"], cache.fingerprint, "the predictor",
+               f"latent cache {cache.split_dir}")
+
+
+def sample_windows(data: WindowData, count: int, seed: int, stride: int = 1) -> torch.Tensor:
+    """Up to `count` (episode, start) windows with starts on a multiple of `stride`, seeded."""
+    windows = data.windows[data.windows[:, 1] % stride == 0]
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
+    return windows[order[:count]]
+
+
+@torch.no_grad()
+def rollout_error(model: Predictor, data: WindowData, windows, horizon: int, norm: str, device) -> dict:
+    context = model.config.context_frames
+    latents, actions, _ = data.batch(windows, device)  # (B, C+H, N, D'), (B, C+H-1, block*A)
+    predicted = model.rollout(latents[:, :context], actions[:, context - 1 : context - 1 + horizon],
+                              context_actions=actions[:, : context - 1]).float()  # (B, H, N, D')
+    truth = latents[:, context : context + horizon]  # (B, H, N, D')
+    model_error = latent_distance(predicted, truth, norm).mean(0)  # (H,)
+    copy_error = latent_distance(latents[:, context - 1 : context], truth, norm).mean(0)  # (H,)
+    return {"horizon_blocks": list(range(1, horizon + 1)), "model": model_error.tolist(),
+            "copy_last": copy_error.tolist(), "windows": len(windows),
+            "beats_copy_last": bool((model_error < copy_error).all())}
+
+
+def reciprocal_ranks(predicted: torch.Tensor, candidates: torch.Tensor, norm: str) -> torch.Tensor:
+    """predicted, candidates (M, N, D'); candidate i is the truth for prediction i -> 1 / rank (M,)."""
+    flat_predicted, flat_candidates = predicted.flatten(1).float(), candidates.flatten(1).float()
+    distances = torch.cdist(flat_predicted, flat_candidates, p=2 if norm == "l2" else 1)  # (M, M)
+    true_distance = distances.diagonal()[:, None]  # (M, 1)
+    rank = 1 + (distances < true_distance).sum(1)  # (M,)
+    return 1.0 / rank.float()
+
+
+@torch.no_grad()
+def retrieval(model: Predictor, data: WindowData, windows, norm: str, seed: int, device) -> dict:
+    context = model.config.context_frames
+    latents, actions, _ = data.batch(windows, device)  # (M, C+1, N, D'), (M, C, block*A)
+    candidates = latents[:, context]  # (M, N, D') the true next latents
+    shift = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
+    wrong_actions = actions[:, context - 1][shift.roll(1)][shift.argsort()]  # another transition's block
+    true_next = model.rollout(latents[:, :context], actions[:, context - 1 :], context_actions=actions[:, : context - 1])
+    wrong_next = model.rollout(latents[:, :context], wrong_actions[:, None], context_actions=actions[:, : context - 1])
+    scores = {
+        "true_action": reciprocal_ranks(true_next[:, 0], candidates, norm),
+        "wrong_action": reciprocal_ranks(wrong_next[:, 0], candidates, norm),
+        "copy_last": reciprocal_ranks(latents[:, context - 1], candidates, norm),
+    }
+    return {"transitions": len(windows), "candidates": len(windows),
+            "mrr": {name: float(values.mean()) for name, values in scores.items()},
+            "top1": {name: float((values == 1).float().mean()) for name, values in scores.items()},
+            "uses_action": bool(scores["true_action"].mean() > scores["wrong_action"].mean())}
+
+
+@torch.no_grad()
+def energy_landscape(model: Predictor, data: WindowData, windows, diagnose_cfg: DictConfig, device) -> dict:
+    context, block, grid = model.config.context_frames, model.config.block, diagnose_cfg.landscape_grid
+    if model.config.action_dim < 2:
+        return {"skipped": f"needs >= 2 action dims, the task has {model.config.action_dim}"}
+    offsets = torch.linspace(-diagnose_cfg.landscape_radius, diagnose_cfg.landscape_radius, grid)  # (G,)
+    offset_grid = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 2)  # (G*G, 2)
+    latents, actions, _ = data.batch(windows, device)  # (K, C+1, N, D'), (K, C, block*A)
+    examples = []
+    for index in range(len(windows)):
+        true_block = actions[index, context - 1].view(block, -1)  # (block, A)
+        candidate_blocks = true_block.repeat(len(offset_grid), 1, 1)  # (G*G, block, A)
+        candidate_blocks[:, :, :2] += offset_grid[:, None].to(device)
+        candidate_blocks = candidate_blocks.clamp(-1, 1).flatten(1)  # (G*G, block*A)
+        context_latents = latents[index : index + 1, :context].expand(len(offset_grid), -1, -1, -1)
+        context_actions = actions[index : index + 1, : context - 1].expand(len(offset_grid), -1, -1)
+        predicted = model.rollout(context_latents, candidate_blocks[:, None], context_actions=context_actions)
+        energy = latent_distance(predicted[:, 0], latents[index, context], diagnose_cfg.norm).view(grid, grid)
+        best = int(energy.argmin())
+        best_offset = offset_grid[best]
+        examples.append({"window": windows[index].tolist(), "energy": energy.cpu().tolist(),
+                         "argmin_offset": best_offset.tolist(), "argmin_distance": float(best_offset.norm()),
+                         "energy_at_true_action": float(energy[grid // 2, grid // 2]),
+                         "energy_min": float(energy.min()), "energy_median": float(energy.median())})
+    cell = float(offsets[1] - offsets[0])
+    distances = np.array([example["argmin_distance"] for example in examples])
+    return {"offsets": offsets.tolist(), "grid_step": cell, "examples": examples,
+            "mean_argmin_distance": float(distances.mean()),
+            "argmin_within_one_cell": float((distances <= cell * 2**0.5 + 1e-6).mean())}
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    atomic_save(path, lambda temp: figure.savefig(temp, format="png", dpi=110, bbox_inches="tight"))
+
+
+def plot_results(results: dict, output_dir: Path) -> None:
+    rollout = results["rollout_error"]
+    figure = Figure(figsize=(5, 3.5))
+    axes = figure.subplots()
+    axes.plot(rollout["horizon_blocks"], rollout["model"], "o-", label="predictor")
+    axes.plot(rollout["horizon_blocks"], rollout["copy_last"], "s--", label="copy last latent")
+    axes.set(xlabel="horizon (action blocks)", ylabel=f"latent distance ({results['norm']})",
+             title="held-out rollout error")
+    axes.legend()
+    save_figure(figure, output_dir / "rollout_error.png")
+
+    mrr = results["retrieval"]["mrr"]
+    figure = Figure(figsize=(4.5, 3.5))
+    axes = figure.subplots()
+    axes.bar(["true action", "wrong action", "copy last"], [mrr["true_action"], mrr["wrong_action"], mrr["copy_last"]])
+    axes.set(ylabel="mean reciprocal rank", ylim=(0, 1),
+             title=f"next-latent retrieval among {results['retrieval']['candidates']}")
+    save_figure(figure, output_dir / "retrieval.png")
+
+    landscape = results["energy_landscape"]
+    if "examples" in landscape:
+        examples, extent = landscape["examples"], (landscape["offsets"][0], landscape["offsets"][-1]) * 2
+        figure = Figure(figsize=(3.6 * len(examples), 3.4), layout="constrained")
+        for column, (axes, example) in enumerate(zip(figure.subplots(1, len(examples), squeeze=False)[0], examples)):
+            image = axes.imshow(np.array(example["energy"]).T, origin="lower", extent=extent, cmap="viridis")
+            axes.plot(0, 0, "wx", markersize=10, label="true action")
+            axes.plot(*example["argmin_offset"], "ro", markerfacecolor="none", markersize=10, label="minimum")
+            axes.set(xlabel="offset action dim 0", ylabel="offset action dim 1" if column == 0 else None,
+                     title=f"episode {example['window'][0]}")
+            figure.colorbar(image, ax=axes, fraction=0.046)
+        axes.legend(loc="upper right", fontsize=7)
+        save_figure(figure, output_dir / "energy_landscape.png")
+
+
+def main(cfg: DictConfig) -> None:
+    """`jepa-agent diagnose`: write diagnostics.json and PNGs for the predictor in `cfg.paths.predictor`."""
+    diagnose_cfg, device = cfg.diagnose, resolve_device(cfg.device)
+    model, meta = load_predictor(cfg.paths.predictor, device)
+    cache = LatentCache(Path(cfg.paths.latents) / diagnose_cfg.split)
+    check_cache_matches(meta, cache)
+    context, block = model.config.context_frames, model.config.block
+    horizon = min(diagnose_cfg.horizon, cache.episode_length // block - context + 1)
+    if horizon < 1:
+        raise ValueError(f"episodes of {cache.episode_length} steps are too short for {context} context frames "
+                         f"of block {block} plus one predicted frame")
+    if diagnose_cfg.landscape_grid < 3 or diagnose_cfg.landscape_grid % 2 == 0:
+        raise ValueError(f"diagnose.landscape_grid={diagnose_cfg.landscape_grid} is invalid; expected an odd "
+                         "int >= 3 (the middle point is the true action)")
+    output_dir = ensure_writable_dir(diagnose_cfg.output_dir, "diagnostics directory")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if diagnose_cfg.bf16 else nullcontext()
+    with autocast:
+        rollout_data = WindowData(cache, model, context + horizon)
+        step_data = WindowData(cache, model, context + 1)
+        results = {
+            "predictor": str(cfg.paths.predictor), "cache": str(cache.split_dir), "norm": diagnose_cfg.norm,
+            "model": dataclasses.asdict(model.config), "val_loss": meta.get("val_loss"),
+            "rollout_error": rollout_error(model, rollout_data, sample_windows(
+                rollout_data, diagnose_cfg.rollout_windows, cfg.seed), horizon, diagnose_cfg.norm, device),
+            "retrieval": retrieval(model, step_data, sample_windows(
+                step_data, diagnose_cfg.retrieval_transitions, cfg.seed, stride=block), diagnose_cfg.norm,
+                cfg.seed, device),
+            "energy_landscape": energy_landscape(model, step_data, sample_windows(
+                step_data, diagnose_cfg.landscape_examples, cfg.seed + 1, stride=block), diagnose_cfg, device),
+        }
+    atomic_write_json(output_dir / "diagnostics.json", results)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    plot_results(results, output_dir)
+    rollout, retrieval_result = results["rollout_error"], results["retrieval"]["mrr"]
+    print(f"rollout error at horizon {horizon}: predictor {rollout['model'][-1]:.4f} vs copy-last "
+          f"{rollout['copy_last'][-1]:.4f}; retrieval MRR true action {retrieval_result['true_action']:.3f}, "
+          f"wrong action {retrieval_result['wrong_action']:.3f}; written to {output_dir}")

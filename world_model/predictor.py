@@ -1,0 +1,291 @@
+"""Action-conditioned latent predictor (the world model), in the spirit of V-JEPA 2-AC.
+
+One predictor "frame" is one action block: the latent of the frame seen every `block` task steps,
+together with the `block` actions executed until the next one (flattened, `block * A`). Each frame
+contributes
+    N = k * k latent tokens   encoder tokens average-pooled to a k x k grid, optionally projected
+                              to a narrower width (fixed PCA basis), then layer-normed (no affine)
+    1 action token            (conditioning="token"), or the action modulates every layer's
+                              LayerNorm of that frame's tokens instead (conditioning="adaln")
+    1 proprio token           optional (proprio_dim > 0); the next proprio is then predicted too
+Attention is block-causal: tokens of frame t attend to tokens of frames <= t. The latent-token
+outputs of frame t predict frame t + 1's latent tokens as a residual on frame t's (the output layer
+starts at zero, so an untrained predictor is the copy-the-last-latent baseline).
+
+    forward(latents (B, F, N, D), actions (B, F, block*A)) -> next latents (B, F, N, D)
+    rollout(context_latents (B, C, N, D), actions (B, H, block*A)) -> (B, H, N, D)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from envs.io import atomic_save, atomic_write_json
+
+WEIGHTS_FILE = "predictor.safetensors"
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    latent_dim: int              # D: width of the (pooled) encoder tokens the predictor reads
+    action_dim: int              # A: task action dimension
+    block: int = 5               # task steps per predictor frame
+    pool_grid: int = 1           # k: latent tokens per frame = k * k
+    projection_dim: int | None = None  # D': fixed PCA projection of the latents; None keeps their width
+    flatten_grid: bool = False   # one token per frame: the k x k grid concatenated (k*k*D), then projected
+    width: int = 256
+    depth: int = 6
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    context_frames: int = 3      # the most frames the predictor attends over
+    conditioning: str = "token"  # "token" (one action token per frame) | "adaln"
+    proprio_dim: int = 0         # P > 0 adds a proprio token and predicts the next proprio
+
+    @property
+    def tokens(self) -> int:
+        """N: latent tokens per frame."""
+        return 1 if self.flatten_grid else self.pool_grid * self.pool_grid
+
+    @property
+    def token_dim(self) -> int:
+        """Width of one token before the projection: D, or k*k*D with flatten_grid."""
+        return self.latent_dim * (self.pool_grid**2 if self.flatten_grid else 1)
+
+    @property
+    def output_dim(self) -> int:
+        """D': width of the predictor's latents (after the optional projection)."""
+        return self.projection_dim or self.token_dim
+
+    def __post_init__(self):
+        if self.conditioning not in ("token", "adaln"):
+            raise ValueError(f"predictor conditioning={self.conditioning!r} is invalid; expected 'token' or 'adaln'")
+        if self.width % self.heads:
+            raise ValueError(f"predictor width={self.width} is not divisible by heads={self.heads}")
+        if self.context_frames < 1 or self.block < 1 or self.pool_grid < 1:
+            raise ValueError("predictor context_frames, block and pool_grid must be >= 1")
+        if self.projection_dim is not None and not 0 < self.projection_dim <= self.token_dim:
+            raise ValueError(f"predictor projection_dim={self.projection_dim} is invalid; "
+                             f"expected 1..{self.token_dim} (the token width) or null")
+
+
+def pool_token_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """Average-pool a token grid: (..., h, w, D) or (B, h*w, D) with a square grid -> (..., grid, grid, D)."""
+    if tokens.dim() == 3:
+        side = math.isqrt(tokens.shape[1])
+        if side * side != tokens.shape[1]:
+            raise ValueError(f"cannot pool {tokens.shape[1]} tokens: not a square grid; pass (B, h, w, D)")
+        tokens = tokens.unflatten(1, (side, side))  # (B, h, w, D)
+    height, width = tokens.shape[-3:-1]
+    if grid > min(height, width):
+        raise ValueError(f"pool grid {grid}x{grid} is larger than the token grid {height}x{width}")
+    if (height, width) == (grid, grid):
+        return tokens
+    leading = tokens.shape[:-3]
+    channels_first = tokens.reshape(-1, height, width, tokens.shape[-1]).permute(0, 3, 1, 2)
+    pooled = F.adaptive_avg_pool2d(channels_first.float(), grid).to(tokens.dtype)  # (M, D, grid, grid)
+    return pooled.permute(0, 2, 3, 1).reshape(*leading, grid, grid, tokens.shape[-1])
+
+
+def block_causal_mask(frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
+    """Boolean (S, S) attention mask, S = frames * tokens_per_frame: True where a query may attend."""
+    frame_of_token = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame)  # (S,)
+    return frame_of_token[:, None] >= frame_of_token[None, :]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm attention + MLP block; with a per-token `condition` its LayerNorms are modulated
+    (adaLN-Zero: shift, scale and a gate that starts at zero)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, adaptive: bool):
+        super().__init__()
+        self.heads = heads
+        self.norm_attention = nn.LayerNorm(width, elementwise_affine=not adaptive)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.attention_out = nn.Linear(width, width)
+        self.norm_mlp = nn.LayerNorm(width, elementwise_affine=not adaptive)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.modulation = nn.Linear(width, 6 * width) if adaptive else None
+        if self.modulation is not None:
+            nn.init.zeros_(self.modulation.weight)
+            nn.init.zeros_(self.modulation.bias)
+
+    def attend(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length, width = tokens.shape
+        query, key, value = self.qkv(tokens).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)  # (B, heads, S, W/heads)
+        return self.attention_out(attended.transpose(1, 2).reshape(batch, length, width))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        if self.modulation is None:
+            tokens = tokens + self.attend(self.norm_attention(tokens), mask)
+            return tokens + self.mlp(self.norm_mlp(tokens))
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(condition).chunk(6, dim=-1)
+        tokens = tokens + gate_a * self.attend(self.norm_attention(tokens) * (1 + scale_a) + shift_a, mask)
+        return tokens + gate_m * self.mlp(self.norm_mlp(tokens) * (1 + scale_m) + shift_m)
+
+
+class Predictor(nn.Module):
+    """Block-causal transformer over frames that predicts the next frame's latent tokens."""
+
+    def __init__(self, config: PredictorConfig):
+        super().__init__()
+        self.config = config
+        width, latent_width = config.width, config.output_dim
+        self.uses_action_token = config.conditioning == "token"
+        self.tokens_per_frame = config.tokens + int(self.uses_action_token) + int(config.proprio_dim > 0)
+        if config.projection_dim is not None:
+            self.register_buffer("projection_mean", torch.zeros(config.token_dim))
+            self.register_buffer("projection", torch.eye(config.token_dim)[:, : config.projection_dim])
+        self.latent_in = nn.Linear(latent_width, width)
+        self.action_in = nn.Sequential(nn.Linear(config.block * config.action_dim, width), nn.SiLU(),
+                                       nn.Linear(width, width))
+        if config.proprio_dim:
+            self.register_buffer("proprio_mean", torch.zeros(config.proprio_dim))
+            self.register_buffer("proprio_std", torch.ones(config.proprio_dim))
+            self.proprio_in = nn.Linear(config.proprio_dim, width)
+            self.proprio_out = nn.Linear(width, config.proprio_dim)
+            nn.init.zeros_(self.proprio_out.weight)
+            nn.init.zeros_(self.proprio_out.bias)
+        self.frame_position = nn.Parameter(0.02 * torch.randn(config.context_frames, width))
+        self.token_position = nn.Parameter(0.02 * torch.randn(self.tokens_per_frame, width))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, config.heads, config.mlp_ratio, adaptive=not self.uses_action_token)
+            for _ in range(config.depth)
+        )
+        self.final_norm = nn.LayerNorm(width)
+        self.latent_out = nn.Linear(width, latent_width)
+        nn.init.zeros_(self.latent_out.weight)  # start as the copy-the-last-latent baseline
+        nn.init.zeros_(self.latent_out.bias)
+
+    # ---- normalisation shared by the cache reader, training, diagnostics and the agent ----
+    def prepare_latents(self, encoder_tokens: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens (B, N_enc, D) or (..., h, w, D) -> predictor latents (..., N, D'):
+        pooled to k x k, projected (if configured) and layer-normed without affine."""
+        pooled = self.pool(encoder_tokens).float()  # (..., N, D) or (..., 1, k*k*D)
+        if self.config.projection_dim is not None:
+            pooled = (pooled - self.projection_mean) @ self.projection  # (..., N, D')
+        return F.layer_norm(pooled, pooled.shape[-1:])
+
+    def pool(self, encoder_tokens: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens -> (..., N, token_dim) before projection and normalisation."""
+        pooled = pool_token_grid(encoder_tokens, self.config.pool_grid)  # (..., k, k, D)
+        if self.config.flatten_grid:
+            return pooled.flatten(-3, -1).unsqueeze(-2)  # (..., 1, k*k*D)
+        return pooled.flatten(-3, -2)  # (..., k*k, D)
+
+    def prepare_proprio(self, proprio: torch.Tensor) -> torch.Tensor:
+        """Raw proprio (..., P) -> standardised (..., P) with the statistics of the training set."""
+        return (proprio.float() - self.proprio_mean) / self.proprio_std
+
+    @torch.no_grad()
+    def fit_normalisation(self, pooled_tokens: torch.Tensor, proprio: torch.Tensor | None = None) -> None:
+        """Fit the fixed PCA projection on pooled training tokens (M, token_dim) and the proprio statistics (M, P)."""
+        if self.config.projection_dim is not None:
+            mean = pooled_tokens.float().mean(0)
+            _, _, right_vectors = torch.linalg.svd(pooled_tokens.float() - mean, full_matrices=False)
+            self.projection_mean.copy_(mean)
+            self.projection.copy_(right_vectors[: self.config.projection_dim].T)  # (D, D')
+        if self.config.proprio_dim and proprio is not None:
+            self.proprio_mean.copy_(proprio.float().mean(0))
+            self.proprio_std.copy_(proprio.float().std(0).clamp_min(1e-3))
+
+    # ---- prediction ----
+    def forward(self, latents: torch.Tensor, actions: torch.Tensor,
+                proprio: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher-forced one-step predictions for every frame.
+
+        latents (B, F, N, D') prepared, actions (B, F, block*A) executed after each frame,
+        proprio (B, F, P) standardised or None -> (next latents (B, F, N, D'), next proprio (B, F, P) | None).
+        """
+        batch, frames, tokens, _ = latents.shape
+        if frames > self.config.context_frames:
+            raise ValueError(f"{frames} frames exceed the predictor's context_frames={self.config.context_frames}")
+        action_embedding = self.action_in(actions)  # (B, F, W)
+        parts = [self.latent_in(latents)]  # (B, F, N, W)
+        if self.uses_action_token:
+            parts.append(action_embedding.unsqueeze(2))  # (B, F, 1, W)
+        if self.config.proprio_dim:
+            parts.append(self.proprio_in(proprio).unsqueeze(2))  # (B, F, 1, W)
+        sequence = torch.cat(parts, dim=2) + self.token_position + self.frame_position[:frames, None]  # (B, F, T, W)
+        sequence = sequence.flatten(1, 2)  # (B, S, W), S = F * tokens_per_frame
+        condition = None
+        if not self.uses_action_token:
+            condition = action_embedding.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, S, W)
+        mask = block_causal_mask(frames, self.tokens_per_frame, device=latents.device)
+        for block in self.blocks:
+            sequence = block(sequence, mask, condition)
+        outputs = self.final_norm(sequence).view(batch, frames, self.tokens_per_frame, -1)
+        next_latents = latents + self.latent_out(outputs[:, :, :tokens]).to(latents.dtype)  # (B, F, N, D')
+        next_proprio = None
+        if self.config.proprio_dim:
+            next_proprio = proprio + self.proprio_out(outputs[:, :, -1]).to(proprio.dtype)  # (B, F, P)
+        return next_latents, next_proprio
+
+    def rollout(self, context_latents: torch.Tensor, actions: torch.Tensor,
+                context_actions: torch.Tensor | None = None, context_proprio: torch.Tensor | None = None,
+                return_proprio: bool = False):
+        """Autoregressive prediction of H action blocks, feeding predictions back.
+
+        context_latents (B, C, N, D') prepared latents of the last C observed frames (C >= 1; only the
+        last `context_frames` are used), actions (B, H, block*A) to execute from the last context frame,
+        context_actions (B, C-1, block*A): the blocks executed between the context frames (None = zeros),
+        context_proprio (B, C, P) standardised (required when the model uses proprio).
+        Returns predicted latents (B, H, N, D') [and proprio (B, H, P) when return_proprio].
+        """
+        batch, context, tokens, width = context_latents.shape
+        window = self.config.context_frames
+        if context_actions is None:
+            context_actions = actions.new_zeros(batch, context - 1, actions.shape[-1])
+        if self.config.proprio_dim and context_proprio is None:
+            raise ValueError("this predictor uses proprio: rollout needs context_proprio (B, C, P)")
+        keep = min(context, window)
+        window_latents = context_latents[:, context - keep:]  # (B, C', N, D')
+        window_actions = context_actions[:, context_actions.shape[1] - (keep - 1):]  # (B, C'-1, block*A)
+        window_proprio = context_proprio[:, context - keep:] if self.config.proprio_dim else None
+        predicted_latents, predicted_proprio = [], []
+        for step in range(actions.shape[1]):
+            frame_actions = torch.cat([window_actions, actions[:, step : step + 1]], dim=1)  # (B, C', block*A)
+            next_latents, next_proprio = self(window_latents, frame_actions, window_proprio)
+            predicted_latents.append(next_latents[:, -1])
+            keep = min(frame_actions.shape[1] + 1, window)
+            window_latents = torch.cat([window_latents, next_latents[:, -1:]], dim=1)[:, -keep:]
+            window_actions = frame_actions[:, frame_actions.shape[1] - (keep - 1):]
+            if next_proprio is not None:
+                predicted_proprio.append(next_proprio[:, -1])
+                window_proprio = torch.cat([window_proprio, next_proprio[:, -1:]], dim=1)[:, -keep:]
+        latents = torch.stack(predicted_latents, dim=1)  # (B, H, N, D')
+        if return_proprio:
+            return latents, torch.stack(predicted_proprio, dim=1) if predicted_proprio else None
+        return latents
+
+
+def save_predictor(model: Predictor, directory: str | Path, meta: dict) -> Path:
+    """Write `predictor.safetensors` and `meta.json` (the model config under "config", plus `meta`)."""
+    directory = Path(directory)
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    atomic_save(directory / WEIGHTS_FILE, lambda temp: save_file(weights, str(temp)))
+    atomic_write_json(directory / META_FILE, {**meta, "config": dataclasses.asdict(model.config)})
+    return directory / WEIGHTS_FILE
+
+
+def load_predictor(path: str | Path, device: str | torch.device | None = None) -> tuple[Predictor, dict]:
+    """Load a trained predictor from its directory (or its .safetensors file) -> (model in eval mode, meta)."""
+    directory = Path(path)
+    directory = directory.parent if directory.suffix == ".safetensors" else directory
+    if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
+        raise FileNotFoundError(f"no trained predictor at {str(directory)!r} (expected {WEIGHTS_FILE} and "
+                                f"{META_FILE}); train one with `jepa-agent train`")
+    meta = json.loads((directory / META_FILE).read_text())
+    model = Predictor(PredictorConfig(**meta["config"]))
+    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    return model.to(device or "cpu").eval(), meta

@@ -1,0 +1,252 @@
+"""Predictor training (`jepa-agent train`) on the latent cache.
+
+A training window is episode e, start t (any offset), frames t, t + block, ..., t + block * (C + R - 1)
+with C = `predictor.context_frames` and R = `predictor.train.rollout_steps`. On prepared
+(pooled, layer-normed) latents, with the L1 or L2 distance of `world_model.energy`:
+    teacher forcing: true frames 0..C-1 and their action blocks predict frames 1..C (block-causal);
+    rollout:         the prediction of frame C is fed back (window: true 1..C-1 + predicted C) and
+                     the model rolls on to frames C+1..C+R-1; loss = teacher forcing + rollout.
+AdamW, linear warmup then cosine decay. After each epoch: validation loss on held-out episodes (the
+`val` cache) next to the copy-the-last-latent baseline, and `checkpoints/last.pt` (also every
+`checkpoint_every` steps); a rerun resumes from it. A non-finite loss stops training and leaves the
+last good checkpoint as it was. Outputs in `cfg.paths.predictor`: `predictor.safetensors`,
+`meta.json`, `config.yaml`, `history.json`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from world_model.energy import latent_distance
+from world_model.encoder import resolve_device
+from world_model.latent_cache import LatentCache, load_stage_encoder
+from world_model.predictor import Predictor, PredictorConfig, save_predictor
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite."""
+
+
+def check_same(what: str, ours, theirs, ours_name: str, theirs_name: str) -> None:
+    if ours != theirs:
+        raise ValueError(f"{what} mismatch: {ours_name} has {ours!r} but {theirs_name} has {theirs!r}")
+
+
+def predictor_config(predictor_cfg: DictConfig, cache: LatentCache) -> PredictorConfig:
+    """The model config from `cfg.predictor` and the cache's latent grid, width and action dim."""
+    if predictor_cfg.pool_grid > cache.grid or cache.grid % predictor_cfg.pool_grid:
+        raise ValueError(f"predictor.pool_grid={predictor_cfg.pool_grid} does not fit the latent cache grid "
+                         f"{cache.grid}x{cache.grid} (it must divide it); re-embed with embed.pool_grid")
+    token_dim = cache.dim * (predictor_cfg.pool_grid**2 if predictor_cfg.flatten_grid else 1)
+    if predictor_cfg.projection_dim is not None and predictor_cfg.projection_dim > token_dim:
+        raise ValueError(f"predictor.projection_dim={predictor_cfg.projection_dim} exceeds the token width "
+                         f"{token_dim}")
+    return PredictorConfig(
+        latent_dim=cache.dim, action_dim=cache.action_dim, block=predictor_cfg.block,
+        pool_grid=predictor_cfg.pool_grid, projection_dim=predictor_cfg.projection_dim,
+        flatten_grid=bool(predictor_cfg.flatten_grid),
+        width=predictor_cfg.width, depth=predictor_cfg.depth, heads=predictor_cfg.heads,
+        mlp_ratio=predictor_cfg.mlp_ratio, context_frames=predictor_cfg.context_frames,
+        conditioning=predictor_cfg.conditioning,
+        proprio_dim=cache.proprio.shape[-1] if predictor_cfg.use_proprio else 0,
+    )
+
+
+class WindowData:
+    """A cache split prepared for the model (latents pooled + normalised, in memory) and its windows."""
+
+    def __init__(self, cache: LatentCache, model: Predictor, window_frames: int, chunk_episodes: int = 64):
+        config = model.config
+        self.block, self.window_frames = config.block, window_frames
+        span = config.block * (window_frames - 1)
+        if span > cache.episode_length:
+            raise ValueError(f"episodes of {cache.episode_length} steps are shorter than a training window of "
+                             f"{window_frames} frames x block {config.block} ({span} steps)")
+        prepared = []
+        with torch.no_grad():
+            for start in range(0, len(cache), chunk_episodes):
+                raw = torch.from_numpy(np.array(cache.latents[start : start + chunk_episodes]))
+                prepared.append(model.prepare_latents(raw).to(torch.bfloat16))  # (e, T+1, N, D') compact
+        self.latents = torch.cat(prepared)  # (E, T+1, N, D')
+        self.actions = torch.from_numpy(np.array(cache.actions, dtype=np.float32))  # (E, T, A)
+        self.proprio = None
+        if config.proprio_dim:
+            self.proprio = model.prepare_proprio(torch.from_numpy(np.array(cache.proprio)))  # (E, T+1, P)
+        starts = cache.episode_length - span + 1
+        episode_index, start_index = torch.meshgrid(torch.arange(len(cache)), torch.arange(starts), indexing="ij")
+        self.windows = torch.stack([episode_index.flatten(), start_index.flatten()], dim=1)  # (W, 2)
+
+    def batch(self, windows: torch.Tensor, device: torch.device):
+        """windows (B, 2) of (episode, start) -> latents (B, F, N, D'), action blocks (B, F-1, block*A),
+        proprio (B, F, P) | None."""
+        episodes, starts = windows[:, :1], windows[:, 1:]
+        frame_index = starts + self.block * torch.arange(self.window_frames)  # (B, F)
+        action_index = starts + torch.arange(self.block * (self.window_frames - 1))  # (B, block*(F-1))
+        latents = self.latents[episodes, frame_index].float()  # (B, F, N, D')
+        actions = self.actions[episodes, action_index].flatten(1).view(len(windows), self.window_frames - 1, -1)
+        proprio = self.proprio[episodes, frame_index] if self.proprio is not None else None
+        move = (lambda tensor: tensor.to(device)) if device.type != "cpu" else (lambda tensor: tensor)
+        return move(latents), move(actions), move(proprio) if proprio is not None else None
+
+
+def window_losses(model: Predictor, latents, actions, proprio, rollout_steps: int, norm: str) -> dict:
+    """Teacher-forcing and rollout losses (scalars) of a batch of windows; see the module docstring."""
+    context = model.config.context_frames
+    predicted, predicted_proprio = model(latents[:, :context], actions[:, :context],
+                                         proprio[:, :context] if proprio is not None else None)
+    teacher_forcing = latent_distance(predicted, latents[:, 1 : context + 1], norm).mean()
+    if proprio is not None:
+        teacher_forcing = teacher_forcing + latent_distance(
+            predicted_proprio.unsqueeze(-2), proprio[:, 1 : context + 1].unsqueeze(-2), norm).mean()
+    rollout = torch.zeros((), device=latents.device)
+    if rollout_steps > 1:
+        context_proprio = None
+        if proprio is not None:
+            context_proprio = torch.cat([proprio[:, 1:context], predicted_proprio[:, -1:]], dim=1)
+        rolled = model.rollout(
+            torch.cat([latents[:, 1:context], predicted[:, -1:]], dim=1),  # (B, C, N, D'): last one predicted
+            actions[:, context : context + rollout_steps - 1],
+            context_actions=actions[:, 1:context], context_proprio=context_proprio, return_proprio=True,
+        )
+        rollout = latent_distance(rolled[0], latents[:, context + 1 :], norm).mean()
+        if proprio is not None:
+            rollout = rollout + latent_distance(rolled[1].unsqueeze(-2), proprio[:, context + 1 :].unsqueeze(-2),
+                                                norm).mean()
+    copy_last = latent_distance(latents[:, context - 1 : context], latents[:, context:], norm).mean()
+    return {"loss": teacher_forcing + rollout, "teacher_forcing": teacher_forcing, "rollout": rollout,
+            "copy_last": copy_last}
+
+
+def autocast_context(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@torch.no_grad()
+def validate(model: Predictor, data: WindowData, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
+    model.eval()
+    totals: dict[str, float] = {}
+    for start in range(0, len(windows), train_cfg.batch_size):
+        chunk = windows[start : start + train_cfg.batch_size]
+        with autocast_context(device, train_cfg.bf16):
+            losses = window_losses(model, *data.batch(chunk, device), train_cfg.rollout_steps, train_cfg.loss)
+        for name, value in losses.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
+    model.train()
+    return {name: total / len(windows) for name, total in totals.items()}
+
+
+def learning_rate(step: int, total_steps: int, train_cfg: DictConfig) -> float:
+    """Linear warmup to `lr`, then cosine decay to `min_lr` at `total_steps`."""
+    if step < train_cfg.warmup_steps:
+        return train_cfg.lr * (step + 1) / train_cfg.warmup_steps
+    progress = (step - train_cfg.warmup_steps) / max(1, total_steps - train_cfg.warmup_steps)
+    return train_cfg.min_lr + 0.5 * (train_cfg.lr - train_cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: int = 20000) -> None:
+    """PCA projection (if configured) and proprio statistics from a sample of training frames."""
+    generator = np.random.default_rng(seed)
+    episodes = np.sort(generator.choice(len(cache), size=min(len(cache), 64), replace=False))
+    raw = torch.from_numpy(cache.latents[episodes]).float()  # (e, T+1, n, n, D)
+    tokens = model.pool(raw).reshape(-1, model.config.token_dim)  # (M, token_dim)
+    tokens = tokens[torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed))[:samples]]
+    proprio = torch.from_numpy(np.array(cache.proprio)).reshape(-1, cache.proprio.shape[-1])  # (E*(T+1), P)
+    model.fit_normalisation(tokens, proprio)
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, history: list, fingerprint: str) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
+             "config": dataclasses.asdict(model.config), "encoder_fingerprint": fingerprint}
+    atomic_save(path, lambda temp: torch.save(state, temp))
+
+
+def main(cfg: DictConfig) -> None:
+    """`jepa-agent train`: fit the predictor on `cfg.paths.latents`, write it to `cfg.paths.predictor`."""
+    train_cfg, device = cfg.predictor.train, resolve_device(cfg.device)
+    if train_cfg.loss not in ("l1", "l2"):
+        raise ValueError(f"predictor.train.loss={train_cfg.loss!r} is invalid; expected l1 or l2")
+    fingerprint = load_stage_encoder(cfg).fingerprint
+    train_cache = LatentCache(Path(cfg.paths.latents) / "train", fingerprint)
+    val_cache = LatentCache(Path(cfg.paths.latents) / "val", fingerprint)
+    check_same("task", train_cache.manifest["task"], cfg.env.name, "the latent cache", "env.name")
+    torch.manual_seed(cfg.seed)
+    model = Predictor(predictor_config(cfg.predictor, train_cache)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    output_dir = ensure_writable_dir(cfg.paths.predictor, "predictor directory")
+    checkpoint_path = output_dir / "checkpoints" / "last.pt"
+    step, history = 0, []
+    if train_cfg.resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        check_same("predictor config", state["config"], dataclasses.asdict(model.config), str(checkpoint_path),
+                   "the current config")
+        check_same("encoder fingerprint", state["encoder_fingerprint"], fingerprint, str(checkpoint_path),
+                   "the current encoder")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        print(f"resuming from {checkpoint_path} at step {step}")
+    else:
+        fit_normalisation(model, train_cache, cfg.seed)
+    window_frames = model.config.context_frames + train_cfg.rollout_steps
+    train_data = WindowData(train_cache, model, window_frames)
+    val_data = WindowData(val_cache, model, window_frames)
+    val_windows = val_data.windows[torch.randperm(len(val_data.windows),
+                                                  generator=torch.Generator().manual_seed(cfg.seed))]
+    val_windows = val_windows[: train_cfg.val_windows]
+    steps_per_epoch = len(train_data.windows) // train_cfg.batch_size
+    if train_cfg.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, train_cfg.steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(train_data.windows)} training windows are fewer than one batch of "
+                         f"predictor.train.batch_size={train_cfg.batch_size}")
+    total_steps = train_cfg.epochs * steps_per_epoch
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    model.train()
+    progress = tqdm(total=total_steps, initial=step, unit="step", desc="train predictor", dynamic_ncols=True)
+    while step < total_steps:
+        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train_data.windows), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        for index in range(step_in_epoch, steps_per_epoch):
+            windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, train_cfg)
+            with autocast_context(device, train_cfg.bf16):
+                losses = window_losses(model, *train_data.batch(windows, device), train_cfg.rollout_steps, train_cfg.loss)
+            loss_value = losses["loss"].item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({loss_value}) at step {step}; the last good checkpoint "
+                    f"{checkpoint_path} is kept; try a lower predictor.train.lr (now {train_cfg.lr})")
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}", copy_last=f"{losses['copy_last'].item():.4f}")
+            if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch:
+                save_checkpoint(checkpoint_path, model, optimizer, step, history, fingerprint)
+        val = validate(model, val_data, val_windows, train_cfg, device)
+        history.append({"epoch": epoch + 1, "step": step, "train_loss": loss_value,
+                        **{f"val_{name}": value for name, value in val.items()}})
+        progress.write(f"epoch {epoch + 1}: train {loss_value:.4f}  val {val['loss']:.4f} "
+                       f"(teacher forcing {val['teacher_forcing']:.4f}, rollout {val['rollout']:.4f}, "
+                       f"copy-last {val['copy_last']:.4f})")
+        save_checkpoint(checkpoint_path, model, optimizer, step, history, fingerprint)
+    progress.close()
+    meta = {"task": train_cache.manifest["task"], "action_dim": train_cache.action_dim,
+            "block": model.config.block, "latent_grid": model.config.pool_grid, "latent_dim": model.config.output_dim,
+            "cache_grid": train_cache.grid, "cache_dim": train_cache.dim, "encoder_fingerprint": fingerprint,
+            "context_frames": model.config.context_frames, "loss": train_cfg.loss, "steps": step,
+            "val_loss": history[-1]["val_loss"] if history else None}
+    save_predictor(model, output_dir, meta)
+    atomic_write_json(output_dir / "history.json", history)
+    print(f"predictor: {output_dir / 'predictor.safetensors'} (val loss {meta['val_loss']})")

@@ -1,0 +1,45 @@
+"""Random clips of consecutive frames cut from episodes, the unit of V-JEPA pretraining."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ClipSampler:
+    """Samples uint8 clips (B, F, H, W, 3) of F consecutive frames from episode frames (E, T+1, H, W, 3).
+
+    `frames` may be a memory-mapped array; only the sampled clips are read. Sampling draws from a
+    `torch.Generator`, so a checkpointed generator state resumes the exact same stream of clips.
+    """
+
+    def __init__(self, frames: np.ndarray, clip_frames: int):
+        if frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"episode frames must be uint8 (E, T+1, H, W, 3), got {frames.dtype} {frames.shape}")
+        if not 1 <= clip_frames <= frames.shape[1]:
+            raise ValueError(f"clip_frames={clip_frames} must be between 1 and the episode length "
+                             f"in frames ({frames.shape[1]})")
+        self.frames = frames
+        self.clip_frames = clip_frames
+
+    @property
+    def num_clips(self) -> int:
+        """Number of distinct clips (episode, start) in the data."""
+        episodes, length = self.frames.shape[:2]
+        return episodes * (length - self.clip_frames + 1)
+
+    def clip(self, index: int) -> np.ndarray:
+        """The clip with flat index `index` (episode-major), uint8 (F, H, W, 3)."""
+        starts = self.frames.shape[1] - self.clip_frames + 1
+        episode, start = divmod(index, starts)
+        return np.asarray(self.frames[episode, start:start + self.clip_frames])
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """uint8 (B, F, H, W, 3) clips drawn uniformly with replacement."""
+        indices = torch.randint(self.num_clips, (batch_size,), generator=generator).tolist()
+        return torch.from_numpy(np.stack([self.clip(index) for index in indices]))
+
+    def fixed(self, count: int, seed: int) -> torch.Tensor:
+        """A reproducible set of `count` distinct clips (fewer if the data has fewer), for validation."""
+        generator = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(self.num_clips, generator=generator)[:count].sort().values.tolist()
+        return torch.from_numpy(np.stack([self.clip(index) for index in indices]))

@@ -1,0 +1,118 @@
+"""`jepa-agent pretrain`: self-supervised V-JEPA pretraining on the collected task videos.
+
+Reads `cfg.paths.dataset/train` (clips for training) and `/val` (fixed clips for validation loss and
+collapse statistics). Writes `cfg.paths.encoder`:
+    config.json, model.safetensors   transformers `VJEPA2Model` (EMA target encoder + predictor),
+                                     read by `world_model.load_encoder(cfg.paths.encoder)`
+    checkpoints/last.pt              resume state, rewritten every `checkpoint_every` steps
+    metrics.csv                      loss, lr, EMA momentum, val loss, token std, effective rank
+    pretrain_summary.json            written last: the run is finished
+    config.yaml                      the resolved config
+A rerun after a kill resumes from the last checkpoint; a rerun of a finished run returns at once.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from world_model.encoder import resolve_device
+from world_model.vjepa.clips import ClipSampler
+from world_model.vjepa.statistics import MetricsLog
+from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
+from world_model.vjepa.weights import save_vjepa2
+
+METRIC_FIELDS = ["loss", "lr", "momentum", "val_loss", "token_std", "min_dim_std", "effective_rank",
+                 "train_seconds"]
+SUMMARY_FILE = "pretrain_summary.json"
+
+
+def episode_frames(split_dir: Path) -> tuple[np.ndarray, dict]:
+    """All frames of a dataset split, uint8 (E, T+1, H, W, 3), and the split's metadata."""
+    from envs.dataset import EpisodeStore
+
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"dataset split {str(split_dir)!r} does not exist; run `jepa-agent collect` "
+                                "first (or set paths.dataset)")
+    store = EpisodeStore(split_dir)
+    if len(store) == 0:
+        raise ValueError(f"dataset split {str(split_dir)!r} holds no episodes")
+    return store.array("frames"), dict(store.meta)
+
+
+def finished_summary(output: Path, settings: dict, architecture: dict) -> dict | None:
+    """The summary of a finished run with these settings in `output`, else None."""
+    summary_path = output / SUMMARY_FILE
+    if not (summary_path.is_file() and (output / "config.json").is_file()):
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("pretrain") == settings and summary.get("architecture") == architecture:
+        return summary
+    return None
+
+
+def main(cfg: DictConfig) -> None:
+    """Pretrain the in-domain encoder described by `cfg.encoder` and export it to `cfg.paths.encoder`."""
+    if cfg.encoder.get("pretrain") is None or cfg.encoder.get("architecture") is None:
+        raise ValueError(f"encoder={cfg.encoder.name} loads released weights ({cfg.encoder.source}); "
+                         "pretrain needs an in-domain encoder config such as encoder=vjepa_tiny")
+    settings_values = OmegaConf.to_container(cfg.encoder.pretrain, resolve=True)
+    architecture = OmegaConf.to_container(cfg.encoder.architecture, resolve=True)
+    settings = PretrainSettings.from_mapping(settings_values)
+    config = build_config(architecture, settings.clip_frames)
+    output = ensure_writable_dir(cfg.paths.encoder, "encoder directory")
+    summary = finished_summary(output, settings_values, architecture)
+    if summary is not None:
+        print(f"pretrain: {output} already holds an encoder pretrained for {summary['steps']} steps "
+              f"(final val loss {summary['final'].get('val_loss')}); nothing to do")
+        return
+
+    dataset = Path(cfg.paths.dataset)
+    train_frames, meta = episode_frames(dataset / "train")
+    val_frames, _ = episode_frames(dataset / "val")
+    atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    device = resolve_device(cfg.device)
+    trainer = Pretrainer(config, settings, ClipSampler(train_frames, settings.clip_frames), device, cfg.seed)
+    val_clips = ClipSampler(val_frames, settings.clip_frames).fixed(settings.val_clips, cfg.seed)
+    checkpoint = output / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
+        trainer.load_checkpoint(checkpoint)
+        print(f"pretrain: resuming from step {trainer.step} ({checkpoint})")
+    log = MetricsLog(output / "metrics.csv", METRIC_FIELDS, keep_until_step=trainer.step)
+    print(f"pretrain: {meta.get('task', '?')} {train_frames.shape[0]} train episodes, "
+          f"{sum(p.numel() for p in trainer.model.context_model.parameters()) / 1e6:.2f}M parameters, "
+          f"{settings.steps} steps x {settings.batch_size} clips of {settings.clip_frames} frames on {device.type}"
+          f"{' (bf16 autocast)' if settings.autocast_bf16 else ''}")
+
+    progress = tqdm(total=settings.steps, initial=trainer.step, desc="pretrain", unit="step", dynamic_ncols=True)
+    metrics: dict[str, float] = {}
+    while trainer.step < settings.steps:
+        started = time.perf_counter()
+        metrics = trainer.train_step()
+        trainer.train_seconds += time.perf_counter() - started
+        step = trainer.step
+        last = step == settings.steps
+        if step % settings.val_every == 0 or last:
+            metrics.update(trainer.evaluate(val_clips, seed=cfg.seed))
+        if step % settings.log_every == 0 or "val_loss" in metrics:
+            log.append(step, {**metrics, "train_seconds": trainer.train_seconds})
+        if step % settings.checkpoint_every == 0 or last:
+            trainer.save_checkpoint(checkpoint)
+        progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+        progress.update(1)
+    progress.close()
+    if "val_loss" not in metrics:  # resumed from the final checkpoint of a run killed before export
+        metrics = trainer.evaluate(val_clips, seed=cfg.seed)
+
+    save_vjepa2(trainer.model.export(), output)
+    final = {key: value for key, value in metrics.items() if key != "lr"}
+    atomic_write_json(output / SUMMARY_FILE, {
+        "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1), "device": device.type,
+        "task": meta.get("task"), "final": final, "pretrain": settings_values, "architecture": architecture})
+    print(f"pretrain: done in {trainer.train_seconds / 60:.1f} min of training; val loss "
+          f"{final['val_loss']:.4f}, effective rank {final['effective_rank']:.1f}; encoder written to {output}")

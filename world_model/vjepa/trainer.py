@@ -1,0 +1,176 @@
+"""One V-JEPA pretraining run in memory: settings, optimiser, schedules, masks, steps, checkpoints.
+
+The stage (`world_model.vjepa.pretrain.main`) owns files and the loop; this class owns the state.
+A checkpoint holds every tensor needed to continue bit-for-bit: both encoders, the predictor, the
+optimiser moments, the step, and the random generator that draws clips and masks. It is written with
+`torch.save` to a temporary name then renamed, and read with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import VJEPA2Config
+
+from envs.io import atomic_save
+from world_model.encoder import preprocess_frames
+from world_model.vjepa.clips import ClipSampler
+from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
+from world_model.vjepa.model import VJEPAPretrainingModel
+from world_model.vjepa.schedules import ema_momentum, learning_rate
+from world_model.vjepa.statistics import representation_statistics
+
+V_JEPA_MASKS = ({"num_blocks": 8, "spatial_scale": [0.15, 0.15]}, {"num_blocks": 2, "spatial_scale": [0.7, 0.7]})
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """`encoder.pretrain` of the config (see configs/encoder/vjepa_tiny.yaml for the meaning)."""
+
+    steps: int
+    batch_size: int
+    clip_frames: int
+    lr: float
+    start_lr: float
+    final_lr: float
+    warmup_steps: int
+    weight_decay: float
+    ema_start: float
+    ema_end: float
+    masks: list[dict] = field(default_factory=lambda: [dict(mask) for mask in V_JEPA_MASKS])
+    min_context: int = 4
+    autocast_bf16: bool = True
+    checkpoint_every: int = 200
+    log_every: int = 25
+    val_every: int = 200
+    val_clips: int = 64
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "PretrainSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown encoder.pretrain keys {unknown}; expected some of {sorted(known)}")
+        settings = cls(**values)
+        if settings.steps < 1 or settings.batch_size < 1 or settings.warmup_steps < 0:
+            raise ValueError(f"encoder.pretrain needs steps >= 1, batch_size >= 1, warmup_steps >= 0, got "
+                             f"{settings.steps}, {settings.batch_size}, {settings.warmup_steps}")
+        if not 0 <= settings.ema_start <= settings.ema_end <= 1:
+            raise ValueError(f"encoder.pretrain needs 0 <= ema_start <= ema_end <= 1, got "
+                             f"{settings.ema_start}, {settings.ema_end}")
+        return settings
+
+    def mask_specs(self) -> list[BlockMaskSpec]:
+        return [BlockMaskSpec(mask["num_blocks"], tuple(mask["spatial_scale"]),
+                              tuple(mask.get("aspect_ratio", (0.75, 1.5)))) for mask in self.masks]
+
+
+def build_config(architecture: dict[str, Any], clip_frames: int) -> VJEPA2Config:
+    """VJEPA2Config from `encoder.architecture`, pretrained on clips of `clip_frames` frames."""
+    config = VJEPA2Config(**{**architecture, "frames_per_clip": clip_frames})
+    if config.crop_size % config.patch_size or clip_frames % config.tubelet_size:
+        raise ValueError(f"crop_size {config.crop_size} must be a multiple of patch_size {config.patch_size} "
+                         f"and clip_frames {clip_frames} a multiple of tubelet_size {config.tubelet_size}")
+    return config
+
+
+class Pretrainer:
+    """Context encoder + predictor trained by AdamW on L1 in representation space, EMA target."""
+
+    def __init__(self, config: VJEPA2Config, settings: PretrainSettings, train_clips: ClipSampler,
+                 device: torch.device, seed: int = 0):
+        self.config = config
+        self.settings = settings
+        self.train_clips = train_clips
+        self.device = device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = VJEPAPretrainingModel(config).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.trainable_parameter_groups(settings.weight_decay),
+                                           lr=settings.start_lr, betas=(0.9, 0.999))
+        grid = (config.crop_size // config.patch_size,) * 2
+        tubelets = settings.clip_frames // config.tubelet_size
+        self.maskers = [MultiBlockMasker(spec, grid, tubelets, settings.min_context)
+                        for spec in settings.mask_specs()]
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0
+        self.train_seconds = 0.0
+
+    def _autocast(self):
+        if not self.settings.autocast_bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _masks(self, batch_size: int, generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [tuple(ids.to(self.device) for ids in masker(batch_size, generator)) for masker in self.maskers]
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step and EMA update; returns loss, lr and momentum of this step."""
+        settings = self.settings
+        lr = learning_rate(self.step, settings.steps, settings.warmup_steps, settings.lr,
+                           settings.start_lr, settings.final_lr)
+        momentum = ema_momentum(self.step, settings.steps, settings.ema_start, settings.ema_end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        clips = self.train_clips.sample(settings.batch_size, self.generator).to(self.device)  # (B, F, H, W, 3)
+        pixels = preprocess_frames(clips, self.config.crop_size)  # (B, F, 3, S, S)
+        masks = self._masks(settings.batch_size, self.generator)
+        self.model.train()
+        with self._autocast():
+            loss, _ = self.model.loss(pixels, masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.model.update_target(momentum)
+        self.step += 1
+        return {"loss": loss.item(), "lr": lr, "momentum": momentum}
+
+    @torch.no_grad()
+    def evaluate(self, clips: torch.Tensor, seed: int = 0) -> dict[str, float]:
+        """Loss on fixed clips uint8 (V, F, H, W, 3) with fixed masks, and target-token statistics."""
+        self.model.eval()
+        generator = torch.Generator().manual_seed(seed)
+        losses, targets = [], []
+        for batch in clips.split(self.settings.batch_size):
+            pixels = preprocess_frames(batch.to(self.device), self.config.crop_size)
+            with self._autocast():
+                loss, target_tokens = self.model.loss(pixels, self._masks(len(batch), generator))
+            losses.append(loss.item() * len(batch))
+            targets.append(target_tokens.float().flatten(0, 1))  # (b*N, D)
+        statistics = representation_statistics(torch.cat(targets))
+        return {"val_loss": sum(losses) / len(clips), **statistics}
+
+    def _config_json(self) -> str:
+        return json.dumps(self.config.to_dict(), sort_keys=True, default=str)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "train_seconds": self.train_seconds,
+                "config": self._config_json(),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        state = self.state_dict()
+        atomic_save(path, lambda temp: torch.save(state, temp))
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Continue from a checkpoint of the same architecture (ValueError otherwise)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        saved = json.loads(state["config"])
+        current = json.loads(self._config_json())
+        differing = sorted(k for k in set(saved) | set(current)
+                           if k != "transformers_version" and saved.get(k) != current.get(k))
+        if differing:
+            raise ValueError(f"checkpoint {str(path)!r} was made with a different encoder architecture "
+                             f"({differing[0]}: {saved.get(differing[0])!r} vs {current.get(differing[0])!r}); "
+                             "use another run directory or delete the checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.step = int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
