@@ -16,19 +16,9 @@ from planners import make_planner
 AGENTS = ("latent", "random", "oracle")
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} is invalid; expected auto, cpu or cuda")
-    return device
-
-
 def load_world_model(cfg: DictConfig, task, device: str):
     """The frozen encoder and trained predictor named by cfg.paths, checked against the task."""
-    from world_model.encoder import load_encoder
+    from world_model.latent_cache import load_stage_encoder
     from world_model.predictor import load_predictor
 
     predictor_dir = Path(cfg.paths.predictor)
@@ -39,8 +29,7 @@ def load_world_model(cfg: DictConfig, task, device: str):
             f"predictor at {str(predictor_dir)!r} was trained for task {meta.get('task')!r} with action_dim="
             f"{predictor.config.action_dim}; this evaluation is task {cfg.env.name!r} with action_dim={action_dim}"
         )
-    encoder = load_encoder(str(cfg.encoder.source), device=device,
-                           autocast_bf16=bool(cfg.evaluate.autocast_bf16))
+    encoder = load_stage_encoder(cfg)  # the same encode settings as the latent cache it was trained on
     fingerprint = meta.get("encoder_fingerprint")
     if fingerprint and fingerprint != encoder.fingerprint:
         raise ValueError(f"predictor was trained on latents of encoder {fingerprint}, "
@@ -56,6 +45,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
     action_dim = task.action_space.shape[0]
     if kind == "random":
         return RandomAgent(action_dim)
+    from world_model.encoder import resolve_device
+
     device = resolve_device(cfg.device)
     energy = cfg.evaluate.energy
     if kind == "latent":

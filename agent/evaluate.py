@@ -69,6 +69,7 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
     pixels = np.stack([task.render() for task in tasks])  # (B, H, W, 3)
     states = np.stack([task.get_state() for task in tasks])  # (B, S)
     distances = [[tasks[b].distance(states[b], goal_states[b])] for b in range(batch)]
+    wrapped = [[wrapped_error(tasks[b], states[b], goal_states[b])] for b in range(batch)]
     success_step: list[int | None] = [None] * batch
     frames = [[pixels[b]] if record[b] else None for b in range(batch)]
     captions = [[caption(0, None, distances[b][0], False)] if record[b] else None for b in range(batch)]
@@ -79,6 +80,7 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             observation, _, _, _, info = task.step(actions[b])
             pixels[b], states[b] = observation["pixels"], info["state"]
             distances[b].append(info["distance"])
+            wrapped[b].append(wrapped_error(task, states[b], goal_states[b]))
             if info["success_substep"] and success_step[b] is None:
                 success_step[b] = step
             if record[b]:
@@ -93,11 +95,26 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             "episode": pair["episode"], "start_step": pair["start_step"], "success": success_step[b] is not None,
             "steps_to_success": success_step[b], "initial_distance": float(distances[b][0]),
             "final_distance": float(distances[b][-1]), "min_distance": float(np.min(distances[b])),
+            **wrapped_success(tasks[b], wrapped[b]),
             "plan_latencies_s": [plan.latency_s for plan in agent.plans],
             "energies": [plan.energies[b] for plan in agent.plans],
             "frames": frames[b], "captions": captions[b], "goal_image": pair["goal_image"],
         })
     return records
+
+
+def wrapped_error(task, state: np.ndarray, goal_state: np.ndarray) -> float | None:
+    """Largest wrapped joint-angle error, for tasks with joints (reacher); None otherwise."""
+    if not hasattr(task, "joint_errors"):
+        return None
+    return float(task.joint_errors(state, goal_state)["wrapped"].max())
+
+
+def wrapped_success(task, errors: list) -> dict:
+    """Success under the wrapped angle error, checked at every task step (not at the substeps)."""
+    if errors[0] is None:
+        return {}
+    return {"success_wrapped": bool(min(errors) < task.success_threshold), "min_wrapped_error": float(min(errors))}
 
 
 def caption(step: int, energy: float | None, distance: float, success: bool) -> str:
@@ -120,6 +137,8 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, wall_time: float,
         "success_rate": float(np.mean(successes)),
         "success_rate_ci95": bootstrap_interval(successes, cfg.evaluate.bootstrap_samples),
         "success_rate_per_seed": {seed: float(np.mean(values)) for seed, values in per_seed.items()},
+        "success_rate_wrapped": (float(np.mean([r["success_wrapped"] for r in records]))
+                                 if "success_wrapped" in records[0] else None),
         "mean_final_distance": float(np.mean([r["final_distance"] for r in records])),
         "mean_min_distance": float(np.mean([r["min_distance"] for r in records])),
         "steps_to_success": {"mean": float(np.mean(steps)) if steps else None,

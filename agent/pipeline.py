@@ -121,8 +121,8 @@ def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:
         metrics_path = Path(cfg.paths.evaluation) / agent / "metrics.json"
         if metrics_path.exists():
             metrics = json.loads(metrics_path.read_text())
-            agents[agent] = {key: metrics[key] for key in ("success_rate", "success_rate_ci95", "episodes",
-                                                           "planning_latency", "mean_min_distance")}
+            agents[agent] = {key: metrics.get(key) for key in ("success_rate", "success_rate_ci95", "success_rate_wrapped",
+                                                               "episodes", "planning_latency", "mean_min_distance")}
             agents[agent]["videos"] = sorted(str(p) for p in (metrics_path.parent / "videos").glob("*.mp4"))
     stage_times = {name: entry.get("wall_time_s") for name, entry in book.entries.items()}
     return {"task": cfg.env.name, "run_dir": str(run_dir), "agents": agents, "stage_wall_time_s": stage_times,
@@ -135,8 +135,10 @@ def print_summary(summary: dict) -> None:
         low, high = metrics["success_rate_ci95"]
         latency = metrics["planning_latency"].get("mean_s")
         latency_text = f"{latency:.2f} s/plan" if latency else "no planning"
+        wrapped = metrics.get("success_rate_wrapped")
+        wrapped_text = "" if wrapped is None else f"  wrapped-angle success {wrapped:.1%}"
         print(f"  {agent:<7} success {metrics['success_rate']:6.1%}  (95% CI {low:.1%}-{high:.1%}, "
-              f"{metrics['episodes']} episodes)  {latency_text}")
+              f"{metrics['episodes']} episodes)  {latency_text}{wrapped_text}")
     for name, seconds in summary["stage_wall_time_s"].items():
         print(f"  stage {name:<18} {seconds if seconds is None else round(seconds, 1)} s")
     print(f"  total {summary['total_wall_time_s']:.0f} s")

@@ -59,12 +59,13 @@ def main() -> None:
     for row in rows:
         seconds, per_env = row["seconds_per_plan"], row["seconds_per_env"]
         print(f"{row['planner']:8} {row['batch_size']:>4} {seconds:>10.4f} {per_env:>10.4f}")
-    atomic_write_json(RESULTS, dict(
+    output = RESULTS.with_name("planner_synthetic_smoke.json") if args.smoke else RESULTS
+    atomic_write_json(output, dict(
         settings=dict(settings, action_dim=args.action_dim, repeats=repeats, smoke=args.smoke),
         machine=dict(platform=platform.platform(), torch=torch.__version__, threads=torch.get_num_threads()),
         rows=rows,
     ))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -47,15 +47,17 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) ->
 def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
     """A LatentWorld with random context and goal latents (the encoder is not part of planning)."""
     predictor_cfg = cfg.predictor
-    predictor = Predictor(PredictorConfig(
+    config = PredictorConfig(
         latent_dim=latent_dim, action_dim=2, block=predictor_cfg.block, pool_grid=predictor_cfg.pool_grid,
+        projection_dim=predictor_cfg.projection_dim, flatten_grid=bool(predictor_cfg.flatten_grid),
         width=predictor_cfg.width, depth=predictor_cfg.depth, heads=predictor_cfg.heads,
         mlp_ratio=predictor_cfg.mlp_ratio, context_frames=predictor_cfg.context_frames,
-        conditioning=predictor_cfg.conditioning)).eval()
+        conditioning=predictor_cfg.conditioning)
+    predictor = Predictor(config).eval()
     world = LatentWorld(encoder=None, predictor=predictor, autocast_bf16=bf16)
-    tokens = predictor_cfg.pool_grid**2
-    world.goal_latents = torch.randn(batch, tokens, latent_dim)
-    world.context_latents = [torch.randn(batch, tokens, latent_dim) for _ in range(predictor_cfg.context_frames)]
+    shape = (batch, config.tokens, config.output_dim)  # prepared latents (B, N, D')
+    world.goal_latents = torch.randn(shape)
+    world.context_latents = [torch.randn(shape) for _ in range(predictor_cfg.context_frames)]
     world.context_actions = [torch.rand(batch, predictor_cfg.block * 2) for _ in range(predictor_cfg.context_frames - 1)]
     return world
 
@@ -103,7 +105,7 @@ def main() -> None:
             rows.append(row)
     p = cfg.planner
     print(f"CEM {p.samples} x {p.iterations}, H={p.horizon}; predictor width {cfg.predictor.width}, "
-          f"depth {cfg.predictor.depth}, {cfg.predictor.pool_grid ** 2} token(s)/frame; "
+          f"depth {cfg.predictor.depth}, {1 if cfg.predictor.flatten_grid else cfg.predictor.pool_grid ** 2} token(s)/frame; "
           f"matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     print(f"{'dtype':6} {'B':>3} {'s/plan':>8} {'s/env':>8} {'rollouts/s':>11} {'GFLOP/s':>8} {'of peak':>8}")
     for row in rows:

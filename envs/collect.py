@@ -6,7 +6,8 @@
 Every episode's reset seed and policy noise derive from (seed, split, episode index), so a rerun
 with the same config resumes after the last committed episode and reproduces the same data;
 raising `collect.episodes` appends. The evaluation split uses its own seed stream, so its episodes
-never coincide with training ones.
+never coincide with training ones, and may use its own behaviour policy (`collect.eval_policy`): the
+evaluation protocol's goals are then as far from their starts as that policy moves in 25 steps.
 """
 from __future__ import annotations
 
@@ -74,6 +75,13 @@ def split_sizes(collect: DictConfig) -> dict[str, int]:
     return {"train": collect.episodes - val, "val": val, "eval": collect.eval_episodes}
 
 
+def split_policy(collect: DictConfig, split: str) -> DictConfig:
+    """The behaviour policy of a split: `eval_policy` for the eval split when set, else `policy`."""
+    if split == "eval" and collect.get("eval_policy") is not None:
+        return collect.eval_policy
+    return collect.policy
+
+
 def split_meta(cfg: DictConfig, task, split: str) -> dict:
     """What a split's episodes depend on; a rerun with other values is refused."""
     return {
@@ -88,7 +96,7 @@ def split_meta(cfg: DictConfig, task, split: str) -> dict:
         "nv": task.nv,
         "action_repeat": task.action_repeat,
         "env": OmegaConf.to_container(cfg.env, resolve=True),
-        "policy": OmegaConf.to_container(cfg.collect.policy, resolve=True),
+        "policy": OmegaConf.to_container(split_policy(cfg.collect, split), resolve=True),
     }
 
 
@@ -108,7 +116,8 @@ def main(cfg: DictConfig) -> None:
             last_flush = time.perf_counter()
             for index in range(writer.num_committed, sizes[split]):
                 reset_seed, policy_seed = episode_seeds(cfg.seed, split, index)
-                writer.add(collect_episode(task, cfg.collect.policy, cfg.collect.episode_length, reset_seed, policy_seed))
+                policy = split_policy(cfg.collect, split)
+                writer.add(collect_episode(task, policy, cfg.collect.episode_length, reset_seed, policy_seed))
                 progress.update(1)
                 rate = progress.n * frames_per_episode / (time.perf_counter() - started)
                 progress.set_postfix(split=split, frames_per_s=f"{rate:.0f}")

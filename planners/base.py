@@ -19,6 +19,7 @@ Guarantees:
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-class Planner:
+class Planner(abc.ABC):
     """Base of CEM and MPPI: validation, sampling, best-so-far tracking. See the module docstring."""
 
     def __init__(
@@ -98,9 +99,9 @@ class Planner:
         self.seed = seed
         self.device = torch.device(device)
 
+    @abc.abstractmethod
     def candidate_weights(self, energies: torch.Tensor) -> torch.Tensor:
         """energies (B, S), non-finite already replaced by +inf -> weights (B, S), >= 0, rows sum to 1."""
-        raise NotImplementedError
 
     def make_generators(self, batch_size: int, seed: int | None = None) -> list[torch.Generator]:
         """One generator per env, env b seeded `seed + b` (default seed: the planner's `seed`).

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,15 +44,33 @@ def collect_tiny_dataset(dataset_dir: Path, task_name: str = "reacher", image_si
     return dataset_dir
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run faster on one thread (and the suite's subprocesses get the other core)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset_dir(tmp_path_factory) -> Path:
     """Path holding `train/` (12), `val/` (4), `eval/` (4) reacher episodes of 20 steps at 64 px."""
     return collect_tiny_dataset(tmp_path_factory.mktemp("tiny") / "dataset")
 
 
-def compose_config(run_dir: Path, overrides: list[str] = ()):
-    """The root config as the CLI composes it, with `run_dir` set explicitly."""
-    from hydra import compose, initialize_config_dir
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`jepa-agent ARGS` in a subprocess from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return compose("config", overrides=[*overrides, f"run_dir={run_dir}"])
+
+@pytest.fixture(scope="session")
+def micro_run_dir(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("micro") / "run"
+    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

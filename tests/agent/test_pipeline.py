@@ -10,7 +10,7 @@ import time
 
 import imageio.v3 as iio
 
-from tests.agent.conftest import cli
+from tests.conftest import cli
 from tests.conftest import REPO
 
 STAGES = ["collect", "pretrain", "embed", "train", "evaluate_latent", "evaluate_random", "evaluate_oracle"]

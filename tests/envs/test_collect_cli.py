@@ -15,15 +15,9 @@ from omegaconf import OmegaConf
 import envs
 from envs.collect import collect_episode, episode_seeds
 from envs.dataset import EpisodeStore
-from tests.conftest import REPO
+from tests.conftest import REPO, cli
 
 SMALL = ["collect.episode_length=10", "collect.eval_episodes=1", "collect.preview_episodes=0"]
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_help_lists_subcommands():
@@ -109,3 +103,10 @@ def test_kill_and_resume(tmp_path):
             np.testing.assert_array_equal(store.episode(index)["actions"], reference["actions"])
     finally:
         task.close()
+
+
+def test_multirun_sweep_with_the_basic_launcher(tmp_path):
+    result = cli("collect", "-m", "collect.episodes=2,3", "collect.val_fraction=0.0", *SMALL,
+                 f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [len(EpisodeStore(tmp_path / job / "dataset" / "train")) for job in ("0", "1")] == [2, 3]

@@ -15,13 +15,6 @@ import world_model
 from world_model.encoder import IMAGENET_MEAN, IMAGENET_STD, load_encoder
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine extra threads oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY_CONFIGS = {

@@ -17,13 +17,6 @@ from world_model.vjepa.model import VJEPAPretrainingModel
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine extra threads oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 TINY_ARCHITECTURE = dict(crop_size=32, patch_size=4, tubelet_size=2, hidden_size=32, num_hidden_layers=2,

@@ -13,13 +13,6 @@ from world_model import probe
 from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine extra threads oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_r2_is_one_for_perfect_and_zero_for_the_mean():

@@ -18,7 +18,8 @@ from world_model.latent_cache import LatentCache
 from world_model.predictor import Predictor, load_predictor
 
 TINY_PREDICTOR = [
-    "predictor.width=32", "predictor.depth=2", "predictor.heads=2", "predictor.block=2", "predictor.context_frames=2",
+    "predictor.pool_grid=2", "predictor.projection_dim=16", "predictor.width=32", "predictor.depth=2",
+    "predictor.heads=2", "predictor.block=2", "predictor.context_frames=2",
     "predictor.train.batch_size=16", "predictor.train.epochs=2", "predictor.train.warmup_steps=2",
     "predictor.train.lr=3e-3", "predictor.train.val_windows=32", "predictor.train.checkpoint_every=3",
     "predictor.train.bf16=false",

@@ -1,0 +1,99 @@
+"""Success rate vs planning budget (CEM samples x iterations): latent agent vs oracle vs random.
+
+Re-evaluates a finished run directory (`jepa-agent run ...`) under the same protocol with several
+planner budgets, writes benchmarks/results/success_vs_budget.{json,png} and prints a table. The
+random agent does not plan: it is drawn as a flat line.
+
+    python -m benchmarks.success_vs_budget runs/quick
+    python -m benchmarks.success_vs_budget runs/quick --budgets 100x5 300x10 300x30 --pairs 20
+    python -m benchmarks.success_vs_budget runs/quick --smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from agent.evaluate import main as evaluate
+from envs.io import atomic_save, atomic_write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_config(run_dir: Path, evaluation_dir: Path, samples: int, iterations: int, pairs: int):
+    """The run's own config, with its paths re-rooted at run_dir and the given planner budget."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.run_dir = str(run_dir)
+    for name in ("dataset", "encoder", "latents", "predictor"):
+        cfg.paths[name] = str(run_dir / name)
+    if (run_dir / "encoder").exists():
+        cfg.encoder.source = str(run_dir / "encoder")
+    cfg.paths.evaluation = str(evaluation_dir)
+    cfg.planner.samples, cfg.planner.iterations = samples, iterations
+    cfg.planner.top_k = min(cfg.planner.get("top_k", 30), max(1, samples // 10))
+    cfg.evaluate.pairs, cfg.evaluate.videos = pairs, 0
+    return cfg
+
+
+def plot(rows: list[dict], random_rate: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for agent, marker in (("latent", "o"), ("oracle", "s")):
+        points = [(r["rollouts_per_plan"], r["success_rate"]) for r in rows if r["agent"] == agent]
+        axis.plot(*zip(*points), marker=marker, label=agent)
+    axis.axhline(random_rate, color="gray", linestyle="--", label="random")
+    axis.set_xscale("log")
+    axis.set_xlabel("candidates scored per plan (samples x iterations)")
+    axis.set_ylabel("success rate")
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend()
+    axis.set_title("success vs planning budget")
+    figure.tight_layout()
+    atomic_save(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--budgets", nargs="+", default=["30x3", "100x5", "300x10", "300x30"],
+                        help="SAMPLESxITERATIONS")
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--smoke", action="store_true", help="two tiny budgets on 2 pairs")
+    args = parser.parse_args()
+    budgets = ["8x1", "16x2"] if args.smoke else args.budgets
+    pairs = 2 if args.smoke else args.pairs
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for budget in budgets:
+            samples, iterations = (int(part) for part in budget.split("x"))
+            for agent in ("latent", "oracle"):
+                cfg = run_config(args.run_dir, Path(scratch) / budget, samples, iterations, pairs)
+                metrics = evaluate(cfg, agent)
+                rows.append({"agent": agent, "samples": samples, "iterations": iterations,
+                             "rollouts_per_plan": samples * iterations, "success_rate": metrics["success_rate"],
+                             "success_rate_ci95": metrics["success_rate_ci95"],
+                             "seconds_per_plan": metrics["planning_latency"].get("mean_s")})
+        random_metrics = evaluate(run_config(args.run_dir, Path(scratch) / "random", 1, 1, pairs), "random")
+    suffix = "_smoke" if args.smoke else ""
+    print(f"{'agent':8} {'budget':>8} {'success':>8} {'s/plan':>8}")
+    for row in rows:
+        print(f"{row['agent']:8} {row['samples']:>4}x{row['iterations']:<3} {row['success_rate']:8.1%} "
+              f"{row['seconds_per_plan']:8.2f}")
+    print(f"{'random':8} {'-':>8} {random_metrics['success_rate']:8.1%}")
+    atomic_write_json(RESULTS / f"success_vs_budget{suffix}.json",
+                      {"run_dir": str(args.run_dir), "pairs": pairs, "rows": rows,
+                       "random_success_rate": random_metrics["success_rate"]})
+    plot(rows, random_metrics["success_rate"], RESULTS / f"success_vs_budget{suffix}.png")
+    print(f"plot: {RESULTS / f'success_vs_budget{suffix}.png'}")
+
+
+if __name__ == "__main__":
+    main()

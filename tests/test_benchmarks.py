@@ -1,0 +1,41 @@
+"""The benchmark scripts run in smoke mode and write their JSON."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("module, output", [
+    ("benchmarks.collect_speed", "collect_speed_smoke.json"),
+    ("benchmarks.planning_speed", "planning_speed_smoke.json"),
+    ("benchmarks.planner_synthetic", "planner_synthetic_smoke.json"),
+])
+def test_speed_benchmark_smoke(module, output):
+    result = run_module(module, "--smoke")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((RESULTS / output).read_text())
+
+
+def test_run_benchmarks_on_a_finished_run(micro_run_dir):
+    result = run_module("benchmarks.stage_times", str(micro_run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pretrain" in result.stdout and "total" in result.stdout
+    result = run_module("benchmarks.success_vs_budget", str(micro_run_dir), "--smoke")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((RESULTS / "success_vs_budget_smoke.json").read_text())
+    assert {row["agent"] for row in data["rows"]} == {"latent", "oracle"}
+    assert (RESULTS / "success_vs_budget_smoke.png").stat().st_size > 1000
