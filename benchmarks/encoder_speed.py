@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from envs.io import atomic_write_json  # noqa: E402
+from benchmarks.timing import median_seconds  # noqa: E402
 from world_model.encoder import random_encoder  # noqa: E402
 from world_model.vjepa.clips import ClipSampler  # noqa: E402
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config  # noqa: E402
-
-
-def median_seconds(function, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        function()
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
 
 
 def main() -> None:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.config import compose_config
 from agent.worlds import LatentWorld
+from benchmarks.timing import median_seconds
 from envs.io import atomic_write_json
 from planners import make_planner
 from world_model.predictor import Predictor, PredictorConfig
@@ -35,13 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "planning_speed.json"
 def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
     """Median FLOP/s of a square matmul: this machine's practical peak for `dtype`."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        timings.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(timings)
+    return 2 * size**3 / median_seconds(lambda: a @ b, repeats, warmup=1)
 
 
 def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
@@ -70,13 +63,7 @@ def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int) -> dict:
     with FlopCounterMode(display=False) as counter:
         energy(probe)
     flops_per_plan = counter.get_total_flops() * cfg.planner.iterations
-    planner.plan(energy, batch_size=batch)  # warm-up
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        planner.plan(energy, batch_size=batch)
-        timings.append(time.perf_counter() - started)
-    seconds = statistics.median(timings)
+    seconds = median_seconds(lambda: planner.plan(energy, batch_size=batch), repeats, warmup=1)
     rollouts = batch * cfg.planner.samples * cfg.planner.iterations
     return {"batch_envs": batch, "bf16": bf16, "seconds_per_plan": seconds, "seconds_per_env": seconds / batch,
             "rollouts_per_s": rollouts / seconds, "flops_per_plan": flops_per_plan,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -22,21 +20,11 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from envs.io import atomic_write_json  # noqa: E402
 from world_model.predictor import Predictor, PredictorConfig  # noqa: E402
 
 MODEL_KEYS = ("block", "width", "depth", "heads", "mlp_ratio", "context_frames", "conditioning")
-
-
-def median_seconds(function, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        function()
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
 
 
 def model_settings(smoke: bool) -> dict:

@@ -11,7 +11,6 @@ random agent does not plan: it is drawn as a flat line.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 

@@ -39,3 +39,11 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     data = json.loads((RESULTS / "success_vs_budget_smoke.json").read_text())
     assert {row["agent"] for row in data["rows"]} == {"latent", "oracle"}
     assert (RESULTS / "success_vs_budget_smoke.png").stat().st_size > 1000
+
+
+def test_encoder_speed_benchmark_runs(tmp_path):
+    output = tmp_path / "encoder_speed.json"
+    result = run_module("benchmarks.encoder_speed", "--repeats", "1", "--encode-batch", "4", "--threads", "1",
+                        "--output", str(output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(output.read_text())["results"]
