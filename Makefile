@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/jepa-agent: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet --editable ".[dev]"
 	touch $@
 
