@@ -89,21 +89,19 @@ class LatentWorld:
         def energy(actions: torch.Tensor) -> torch.Tensor:
             batch, samples, horizon, block_dim = actions.shape
             flat_actions = actions.to(self.device).reshape(batch * samples, horizon, block_dim)
-            repeat = lambda x: x.repeat_interleave(samples, dim=0)  # noqa: E731  (B, ...) -> (B*K, ...)
-            flat_context = repeat(context)  # (B*K, C, N, D')
-            flat_context_actions = None if context_actions is None else repeat(context_actions)
-            flat_proprio = None if context_proprio is None else repeat(context_proprio)
-            flat_goal = repeat(goal)[:, None]  # (B*K, 1, N, D')
+            chunk_envs = max(1, self.chunk_size // samples)  # whole envs per predictor call
             distances = []
-            for start in range(0, batch * samples, self.chunk_size):
-                part = slice(start, start + self.chunk_size)
+            for start in range(0, batch, chunk_envs):
+                envs = slice(start, start + chunk_envs)
+                rows = slice(start * samples, (start + chunk_envs) * samples)
                 with self._autocast():
-                    predicted = self.predictor.rollout(
-                        flat_context[part], flat_actions[part],
-                        None if flat_context_actions is None else flat_context_actions[part],
-                        None if flat_proprio is None else flat_proprio[part],
+                    predicted = self.predictor.rollout(  # each env's context is run once for its K candidates
+                        context[envs], flat_actions[rows],
+                        None if context_actions is None else context_actions[envs],
+                        None if context_proprio is None else context_proprio[envs],
                     )  # (chunk, H, N, D')
-                distances.append(latent_distance(predicted.float(), flat_goal[part], self.norm))  # (chunk, H)
+                flat_goal = goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
+                distances.append(latent_distance(predicted.float(), flat_goal, self.norm))  # (chunk, H)
             per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)
 

@@ -26,7 +26,8 @@ from agent.worlds import LatentWorld
 from benchmarks.timing import median_seconds
 from envs.io import atomic_write_json
 from planners import make_planner
-from world_model.predictor import Predictor, PredictorConfig
+from world_model.predictor import Predictor
+from world_model.train_predictor import model_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "planning_speed.json"
 
@@ -40,12 +41,7 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) ->
 def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
     """A LatentWorld with random context and goal latents (the encoder is not part of planning)."""
     predictor_cfg = cfg.predictor
-    config = PredictorConfig(
-        latent_dim=latent_dim, action_dim=2, block=predictor_cfg.block, pool_grid=predictor_cfg.pool_grid,
-        projection_dim=predictor_cfg.projection_dim, flatten_grid=bool(predictor_cfg.flatten_grid),
-        width=predictor_cfg.width, depth=predictor_cfg.depth, heads=predictor_cfg.heads,
-        mlp_ratio=predictor_cfg.mlp_ratio, context_frames=predictor_cfg.context_frames,
-        conditioning=predictor_cfg.conditioning)
+    config = model_config(predictor_cfg, latent_dim, action_dim=2)
     predictor = Predictor(config).eval()
     world = LatentWorld(encoder=None, predictor=predictor, autocast_bf16=bf16)
     shape = (batch, config.tokens, config.output_dim)  # prepared latents (B, N, D')

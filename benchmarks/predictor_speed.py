@@ -1,7 +1,9 @@
-"""Predictor rollout speed at the default size (configs/predictor/default.yaml), fp32 vs bf16, for
-k x k latent tokens per frame with k = 1, 2, 4: one rollout of 300 samples x horizon 5 action blocks
-from a full context, as one CEM iteration asks of the model (target: <= 50 ms on 2 CPU cores at the
-default k). Medians over repeats; prints a table and writes JSON.
+"""Predictor rollout speed at the default size (configs/predictor/default.yaml), fp32 vs bf16: one
+rollout of 300 samples x horizon 5 action blocks from one env's context, as one CEM iteration asks
+of the model (target: <= 50 ms on 2 CPU cores at the default latent layout). Rows: the default layout
+(the k x k grid flattened into one token and projected) and k x k separate tokens per frame for
+k = 1, 2, 4, so the trade-off between latent size and planning speed is visible. Medians over
+repeats; prints a table and writes JSON.
 
     python benchmarks/predictor_speed.py --threads 2 --output benchmarks/results/predictor_speed.json
     python benchmarks/predictor_speed.py --smoke --output /tmp/predictor_speed.json   # seconds, for tests
@@ -24,17 +26,20 @@ from benchmarks.timing import median_seconds  # noqa: E402
 from envs.io import atomic_write_json  # noqa: E402
 from world_model.predictor import Predictor, PredictorConfig  # noqa: E402
 
-MODEL_KEYS = ("block", "width", "depth", "heads", "mlp_ratio", "context_frames", "conditioning")
+MODEL_KEYS = ("block", "width", "depth", "heads", "mlp_ratio", "context_frames", "conditioning", "condition_width")
 
 
-def model_settings(smoke: bool) -> dict:
+def model_settings(smoke: bool) -> tuple[dict, dict]:
+    """(model settings shared by every row, the default latent layout)."""
     predictor = OmegaConf.load(REPO / "configs/predictor/default.yaml")
     encoder = OmegaConf.load(REPO / "configs/encoder/vjepa_tiny.yaml")
     settings = {key: predictor[key] for key in MODEL_KEYS}
     settings.update(latent_dim=int(encoder.architecture.hidden_size), action_dim=2)  # reacher
+    default_layout = {key: predictor[key] for key in ("pool_grid", "flatten_grid", "projection_dim")}
     if smoke:
         settings.update(width=32, depth=1, heads=2)
-    return settings
+        default_layout.update(pool_grid=2, projection_dim=16)
+    return settings, default_layout
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -50,15 +55,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.smoke:
         args.repeats, args.samples, args.grids = 1, 8, [1, 2]
     torch.set_num_threads(args.threads)
-    settings = model_settings(args.smoke)
+    settings, default_layout = model_settings(args.smoke)
+    layouts = [("default", default_layout)] + [
+        (f"k={grid}", {"pool_grid": grid, "flatten_grid": False, "projection_dim": None}) for grid in args.grids]
 
     rows = []
-    for grid in args.grids:
+    for name, layout in layouts:
         torch.manual_seed(0)
-        model = Predictor(PredictorConfig(**settings, pool_grid=grid)).eval()
-        context = torch.randn(args.samples, model.config.context_frames, grid * grid, settings["latent_dim"])
-        context = torch.nn.functional.layer_norm(context, context.shape[-1:])  # (S, C, N, D)
-        actions = torch.rand(args.samples, args.horizon, settings["block"] * settings["action_dim"]) * 2 - 1
+        model = Predictor(PredictorConfig(**settings, **layout)).eval()
+        config = model.config
+        context = torch.randn(1, config.context_frames, config.tokens, config.output_dim)  # one env's context
+        context = torch.nn.functional.layer_norm(context, context.shape[-1:])  # (1, C, N, D')
+        actions = torch.rand(args.samples, args.horizon, config.block * config.action_dim) * 2 - 1
         for bf16 in (False, True):
             autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
 
@@ -67,17 +75,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     model.rollout(context, actions)
 
             seconds = median_seconds(rollout, args.repeats, warmup=0 if args.smoke else 2)
-            rows.append({"pool_grid": grid, "tokens_per_frame": grid * grid, "dtype": "bf16" if bf16 else "fp32",
+            rows.append({"layout": name, "pool_grid": config.pool_grid, "tokens_per_frame": config.tokens,
+                         "latent_dim": config.output_dim, "dtype": "bf16" if bf16 else "fp32",
                          "samples": args.samples, "horizon": args.horizon, "rollout_ms": round(seconds * 1e3, 2),
                          "rollouts_per_s": round(args.samples / seconds, 1)})
 
     print(f"predictor {settings['depth']} layers x {settings['width']} wide, {settings['conditioning']} "
           f"conditioning, context {settings['context_frames']}; {args.samples} samples x horizon {args.horizon}, "
           f"{args.threads} threads")
-    print(f"{'k':>2} {'tokens':>6} {'dtype':>5} {'ms/rollout':>10} {'rollouts/s':>10}")
+    print(f"{'layout':>8} {'tokens':>6} {'width':>5} {'dtype':>5} {'ms/rollout':>10} {'rollouts/s':>10}")
     for row in rows:
-        print(f"{row['pool_grid']:>2} {row['tokens_per_frame']:>6} {row['dtype']:>5} {row['rollout_ms']:>10.1f} "
-              f"{row['rollouts_per_s']:>10.0f}")
+        print(f"{row['layout']:>8} {row['tokens_per_frame']:>6} {row['latent_dim']:>5} {row['dtype']:>5} "
+              f"{row['rollout_ms']:>10.1f} {row['rollouts_per_s']:>10.0f}")
     atomic_write_json(args.output, {
         "benchmark": "predictor_speed", "model": settings, "threads": args.threads, "repeats": args.repeats,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "rows": rows})

@@ -8,9 +8,11 @@ contributes
     1 action token            (conditioning="token"), or the action modulates every layer's
                               LayerNorm of that frame's tokens instead (conditioning="adaln")
     1 proprio token           optional (proprio_dim > 0); the next proprio is then predicted too
-Attention is block-causal: tokens of frame t attend to tokens of frames <= t. The latent-token
-outputs of frame t predict frame t + 1's latent tokens as a residual on frame t's (the output layer
-starts at zero, so an untrained predictor is the copy-the-last-latent baseline).
+Attention is block-causal within a window: tokens of frame t attend to the tokens of frames
+t - C + 1 .. t (C = `context_frames`), with a learned bias per frame offset instead of absolute frame
+positions, so a rollout caches the keys and values of past frames and runs each new frame once.
+The latent-token outputs of frame t predict frame t + 1's latent tokens as a residual on frame t's
+(the output layer starts at zero, so an untrained predictor is the copy-the-last-latent baseline).
 
     forward(latents (B, F, N, D), actions (B, F, block*A)) -> next latents (B, F, N, D)
     rollout(context_latents (B, C, N, D), actions (B, H, block*A)) -> (B, H, N, D)
@@ -22,6 +24,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +49,9 @@ class PredictorConfig:
     depth: int = 6
     heads: int = 8
     mlp_ratio: float = 4.0
-    context_frames: int = 3      # the most frames the predictor attends over
+    context_frames: int = 3      # C: the attention window, in frames (the frame itself and C - 1 before)
     conditioning: str = "token"  # "token" (one action token per frame) | "adaln"
+    condition_width: int = 64    # adaln: width of the action embedding that modulates every layer
     proprio_dim: int = 0         # P > 0 adds a proprio token and predicts the next proprio
 
     @property
@@ -95,43 +99,93 @@ def pool_token_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
     return pooled.permute(0, 2, 3, 1).reshape(*leading, grid, grid, tokens.shape[-1])
 
 
-def block_causal_mask(frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
-    """Boolean (S, S) attention mask, S = frames * tokens_per_frame: True where a query may attend."""
-    frame_of_token = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame)  # (S,)
-    return frame_of_token[:, None] >= frame_of_token[None, :]
+class KeyValues(NamedTuple):
+    """One layer's attention keys and values of past frames, kept during a rollout."""
+    keys: torch.Tensor    # (B, heads, S, W/heads)
+    values: torch.Tensor  # (B, heads, S, W/heads)
+    frames: torch.Tensor  # (S,) frame index of every token
+
+    def last_frames(self, count: int, tokens_per_frame: int) -> "KeyValues":
+        keep = count * tokens_per_frame
+        if keep == 0:
+            return KeyValues(self.keys[:, :, :0], self.values[:, :, :0], self.frames[:0])
+        return KeyValues(self.keys[:, :, -keep:], self.values[:, :, -keep:], self.frames[-keep:])
+
+    def repeat(self, times: int) -> "KeyValues":
+        """(B, ...) -> (B * times, ...), each row repeated `times` times in a row."""
+        return KeyValues(self.keys.repeat_interleave(times, dim=0), self.values.repeat_interleave(times, dim=0),
+                         self.frames)
+
+
+def frame_attention_bias(query_frames: torch.Tensor, key_frames: torch.Tensor,
+                         offset_bias: torch.Tensor) -> torch.Tensor:
+    """Additive attention bias (heads, Sq, Sk) of a banded block-causal mask with relative positions.
+
+    query_frames (Sq,), key_frames (Sk,): the frame index of every token; offset_bias (heads, C): a
+    learned bias per frame offset 0..C-1. A query attends to the keys of its own frame and of the C - 1
+    frames before it (bias by offset), never to later or older ones (-inf). Nothing depends on the
+    absolute frame index, so the keys and values of a past frame can be cached and reused.
+    """
+    offsets = query_frames[:, None] - key_frames[None, :]  # (Sq, Sk)
+    window = offset_bias.shape[-1]
+    inside = (offsets >= 0) & (offsets < window)
+    bias = offset_bias[:, offsets.clamp(0, window - 1)]  # (heads, Sq, Sk)
+    return bias.masked_fill(~inside, float("-inf"))
 
 
 class TransformerBlock(nn.Module):
     """Pre-norm attention + MLP block; with a per-token `condition` its LayerNorms are modulated
-    (adaLN-Zero: shift, scale and a gate that starts at zero)."""
+    (adaLN-Zero: shift, scale and a gate that start at zero)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, adaptive: bool):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, window: int, condition_width: int | None):
         super().__init__()
         self.heads = heads
+        adaptive = condition_width is not None
         self.norm_attention = nn.LayerNorm(width, elementwise_affine=not adaptive)
         self.qkv = nn.Linear(width, 3 * width)
         self.attention_out = nn.Linear(width, width)
+        self.offset_bias = nn.Parameter(torch.zeros(heads, window))  # relative frame positions
         self.norm_mlp = nn.LayerNorm(width, elementwise_affine=not adaptive)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
-        self.modulation = nn.Linear(width, 6 * width) if adaptive else None
+        self.modulation = nn.Linear(condition_width, 6 * width) if adaptive else None
         if self.modulation is not None:
             nn.init.zeros_(self.modulation.weight)
             nn.init.zeros_(self.modulation.bias)
 
-    def attend(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def attend(self, tokens: torch.Tensor, query_frames: torch.Tensor, past: KeyValues | None):
+        """tokens (B, S, W) of new frames -> (attended (B, S, W), keys and values incl. `past`)."""
         batch, length, width = tokens.shape
         query, key, value = self.qkv(tokens).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)  # (B, heads, S, W/heads)
-        return self.attention_out(attended.transpose(1, 2).reshape(batch, length, width))
+        key_frames = query_frames  # (S,)
+        if past is not None:
+            key, value = torch.cat([past.keys, key], dim=2), torch.cat([past.values, value], dim=2)
+            key_frames = torch.cat([past.frames, query_frames])  # (S_past + S,)
+        bias = frame_attention_bias(query_frames, key_frames, self.offset_bias).to(query.dtype)
+        # plain attention: on a CPU it beats the fused kernels at these few-token lengths, and for a
+        # handful of tokens broadcasting beats batched matrix products of (1 x 32) @ (32 x 2)
+        if query.shape[2] * key.shape[2] <= 16:
+            scores = (query.unsqueeze(3) * key.unsqueeze(2)).sum(-1)  # (B, heads, S, S_keys)
+        else:
+            scores = query @ key.transpose(-2, -1)
+        weights = (scores * query.shape[-1] ** -0.5 + bias).softmax(dim=-1).to(value.dtype)
+        if query.shape[2] * key.shape[2] <= 16:
+            attended = (weights.unsqueeze(-1) * value.unsqueeze(2)).sum(3)  # (B, heads, S, W/heads)
+        else:
+            attended = weights @ value
+        output = self.attention_out(attended.transpose(1, 2).reshape(batch, length, width))
+        return output, KeyValues(key, value, key_frames)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, query_frames: torch.Tensor, condition: torch.Tensor | None,
+                past: KeyValues | None = None) -> tuple[torch.Tensor, KeyValues]:
         if self.modulation is None:
-            tokens = tokens + self.attend(self.norm_attention(tokens), mask)
-            return tokens + self.mlp(self.norm_mlp(tokens))
+            attended, cache = self.attend(self.norm_attention(tokens), query_frames, past)
+            tokens = tokens + attended
+            return tokens + self.mlp(self.norm_mlp(tokens)), cache
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(condition).chunk(6, dim=-1)
-        tokens = tokens + gate_a * self.attend(self.norm_attention(tokens) * (1 + scale_a) + shift_a, mask)
-        return tokens + gate_m * self.mlp(self.norm_mlp(tokens) * (1 + scale_m) + shift_m)
+        attended, cache = self.attend(self.norm_attention(tokens) * (1 + scale_a) + shift_a, query_frames, past)
+        tokens = tokens + gate_a * attended
+        return tokens + gate_m * self.mlp(self.norm_mlp(tokens) * (1 + scale_m) + shift_m), cache
 
 
 class Predictor(nn.Module):
@@ -147,8 +201,9 @@ class Predictor(nn.Module):
             self.register_buffer("projection_mean", torch.zeros(config.token_dim))
             self.register_buffer("projection", torch.eye(config.token_dim)[:, : config.projection_dim])
         self.latent_in = nn.Linear(latent_width, width)
-        self.action_in = nn.Sequential(nn.Linear(config.block * config.action_dim, width), nn.SiLU(),
-                                       nn.Linear(width, width))
+        action_width = width if self.uses_action_token else config.condition_width
+        self.action_in = nn.Sequential(nn.Linear(config.block * config.action_dim, action_width), nn.SiLU(),
+                                       nn.Linear(action_width, action_width))
         if config.proprio_dim:
             self.register_buffer("proprio_mean", torch.zeros(config.proprio_dim))
             self.register_buffer("proprio_std", torch.ones(config.proprio_dim))
@@ -156,10 +211,10 @@ class Predictor(nn.Module):
             self.proprio_out = nn.Linear(width, config.proprio_dim)
             nn.init.zeros_(self.proprio_out.weight)
             nn.init.zeros_(self.proprio_out.bias)
-        self.frame_position = nn.Parameter(0.02 * torch.randn(config.context_frames, width))
-        self.token_position = nn.Parameter(0.02 * torch.randn(self.tokens_per_frame, width))
+        self.token_position = nn.Parameter(0.02 * torch.randn(self.tokens_per_frame, width))  # within a frame
         self.blocks = nn.ModuleList(
-            TransformerBlock(width, config.heads, config.mlp_ratio, adaptive=not self.uses_action_token)
+            TransformerBlock(width, config.heads, config.mlp_ratio, config.context_frames,
+                             condition_width=None if self.uses_action_token else config.condition_width)
             for _ in range(config.depth)
         )
         self.final_norm = nn.LayerNorm(width)
@@ -207,66 +262,94 @@ class Predictor(nn.Module):
         latents (B, F, N, D') prepared, actions (B, F, block*A) executed after each frame,
         proprio (B, F, P) standardised or None -> (next latents (B, F, N, D'), next proprio (B, F, P) | None).
         """
+        (next_latents, next_proprio), _ = self.advance(latents, actions, proprio, caches=None, first_frame=0)
+        return next_latents, next_proprio
+
+    def advance(self, latents: torch.Tensor, actions: torch.Tensor, proprio: torch.Tensor | None,
+                caches: list[KeyValues] | None, first_frame: int):
+        """Run F new frames after the cached ones: latents (B, F, N, D'), actions (B, F, block*A),
+        proprio (B, F, P) | None, caches (one per layer) | None, `first_frame` the index of the first
+        new frame -> ((next latents (B, F, N, D'), next proprio (B, F, P) | None), caches incl. the new frames).
+        """
         batch, frames, tokens, _ = latents.shape
-        if frames > self.config.context_frames:
-            raise ValueError(f"{frames} frames exceed the predictor's context_frames={self.config.context_frames}")
-        action_embedding = self.action_in(actions)  # (B, F, W)
+        action_embedding = self.action_in(actions)  # (B, F, W) token, (B, F, condition_width) adaln
         parts = [self.latent_in(latents)]  # (B, F, N, W)
         if self.uses_action_token:
             parts.append(action_embedding.unsqueeze(2))  # (B, F, 1, W)
         if self.config.proprio_dim:
             parts.append(self.proprio_in(proprio).unsqueeze(2))  # (B, F, 1, W)
-        sequence = torch.cat(parts, dim=2) + self.token_position + self.frame_position[:frames, None]  # (B, F, T, W)
-        sequence = sequence.flatten(1, 2)  # (B, S, W), S = F * tokens_per_frame
+        sequence = (torch.cat(parts, dim=2) + self.token_position).flatten(1, 2)  # (B, S, W), S = F * T
         condition = None
         if not self.uses_action_token:
-            condition = action_embedding.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, S, W)
-        mask = block_causal_mask(frames, self.tokens_per_frame, device=latents.device)
-        for block in self.blocks:
-            sequence = block(sequence, mask, condition)
+            condition = action_embedding.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, S, condition_width)
+        query_frames = torch.arange(first_frame, first_frame + frames, device=latents.device)
+        query_frames = query_frames.repeat_interleave(self.tokens_per_frame)  # (S,)
+        new_caches = []
+        for layer, block in enumerate(self.blocks):
+            sequence, cache = block(sequence, query_frames, condition, None if caches is None else caches[layer])
+            new_caches.append(cache)
         outputs = self.final_norm(sequence).view(batch, frames, self.tokens_per_frame, -1)
         next_latents = latents + self.latent_out(outputs[:, :, :tokens]).to(latents.dtype)  # (B, F, N, D')
         next_proprio = None
         if self.config.proprio_dim:
             next_proprio = proprio + self.proprio_out(outputs[:, :, -1]).to(proprio.dtype)  # (B, F, P)
-        return next_latents, next_proprio
+        return (next_latents, next_proprio), new_caches
 
     def rollout(self, context_latents: torch.Tensor, actions: torch.Tensor,
                 context_actions: torch.Tensor | None = None, context_proprio: torch.Tensor | None = None,
                 return_proprio: bool = False):
         """Autoregressive prediction of H action blocks, feeding predictions back.
 
-        context_latents (B, C, N, D') prepared latents of the last C observed frames (C >= 1; only the
+        context_latents (Bc, C, N, D') prepared latents of the last C observed frames (C >= 1; only the
         last `context_frames` are used), actions (B, H, block*A) to execute from the last context frame,
-        context_actions (B, C-1, block*A): the blocks executed between the context frames (None = zeros),
-        context_proprio (B, C, P) standardised (required when the model uses proprio).
+        context_actions (Bc, C-1, block*A): the blocks executed between the context frames (None = zeros),
+        context_proprio (Bc, C, P) standardised (required when the model uses proprio).
+        B may be a multiple of Bc: rows b*K .. b*K + K - 1 of `actions` (K = B / Bc candidates) share
+        context row b, whose frames are then run once instead of K times.
         Returns predicted latents (B, H, N, D') [and proprio (B, H, P) when return_proprio].
+
+        Each new frame runs once: the keys and values of the frames in the attention window are cached
+        (exact, since attention only uses relative frame offsets).
         """
-        batch, context, tokens, width = context_latents.shape
-        window = self.config.context_frames
+        context_batch, context = context_latents.shape[:2]
+        if actions.shape[0] % context_batch:
+            raise ValueError(f"{actions.shape[0]} action rows are not a multiple of {context_batch} contexts")
+        samples, window = actions.shape[0] // context_batch, self.config.context_frames
         if context_actions is None:
-            context_actions = actions.new_zeros(batch, context - 1, actions.shape[-1])
+            context_actions = actions.new_zeros(context_batch, context - 1, actions.shape[-1])
         if self.config.proprio_dim and context_proprio is None:
             raise ValueError("this predictor uses proprio: rollout needs context_proprio (B, C, P)")
         keep = min(context, window)
-        window_latents = context_latents[:, context - keep:]  # (B, C', N, D')
-        window_actions = context_actions[:, context_actions.shape[1] - (keep - 1):]  # (B, C'-1, block*A)
+        window_latents = context_latents[:, context - keep:]  # (Bc, C', N, D')
+        window_actions = context_actions[:, context_actions.shape[1] - (keep - 1):]  # (Bc, C'-1, block*A)
         window_proprio = context_proprio[:, context - keep:] if self.config.proprio_dim else None
+        caches = None
+        if keep > 1:  # frames before the last one: their actions are known, the same for every candidate
+            _, caches = self.advance(window_latents[:, :-1], window_actions,
+                                     window_proprio[:, :-1] if window_proprio is not None else None, None, 0)
+            caches = [cache.repeat(samples) for cache in caches] if samples > 1 else caches
+        frame_latents = window_latents[:, -1:].repeat_interleave(samples, dim=0)  # (B, 1, N, D')
+        frame_proprio = None
+        if window_proprio is not None:
+            frame_proprio = window_proprio[:, -1:].repeat_interleave(samples, dim=0)  # (B, 1, P)
+        latents, proprio = self.roll_on(frame_latents, frame_proprio, caches, actions, keep - 1)
+        return (latents, proprio) if return_proprio else latents
+
+    def roll_on(self, frame_latents: torch.Tensor, frame_proprio: torch.Tensor | None,
+                caches: list[KeyValues] | None, actions: torch.Tensor, frame: int):
+        """The rollout loop: frame `frame` (latents (B, 1, N, D'), proprio (B, 1, P) | None) after the
+        cached frames, actions (B, H, block*A) from it -> (latents (B, H, N, D'), proprio (B, H, P) | None)."""
         predicted_latents, predicted_proprio = [], []
         for step in range(actions.shape[1]):
-            frame_actions = torch.cat([window_actions, actions[:, step : step + 1]], dim=1)  # (B, C', block*A)
-            next_latents, next_proprio = self(window_latents, frame_actions, window_proprio)
-            predicted_latents.append(next_latents[:, -1])
-            keep = min(frame_actions.shape[1] + 1, window)
-            window_latents = torch.cat([window_latents, next_latents[:, -1:]], dim=1)[:, -keep:]
-            window_actions = frame_actions[:, frame_actions.shape[1] - (keep - 1):]
-            if next_proprio is not None:
-                predicted_proprio.append(next_proprio[:, -1])
-                window_proprio = torch.cat([window_proprio, next_proprio[:, -1:]], dim=1)[:, -keep:]
+            if caches is not None:
+                caches = [cache.last_frames(self.config.context_frames - 1, self.tokens_per_frame) for cache in caches]
+            (frame_latents, frame_proprio), caches = self.advance(
+                frame_latents, actions[:, step : step + 1], frame_proprio, caches, frame + step)
+            predicted_latents.append(frame_latents[:, 0])
+            if frame_proprio is not None:
+                predicted_proprio.append(frame_proprio[:, 0])
         latents = torch.stack(predicted_latents, dim=1)  # (B, H, N, D')
-        if return_proprio:
-            return latents, torch.stack(predicted_proprio, dim=1) if predicted_proprio else None
-        return latents
+        return latents, torch.stack(predicted_proprio, dim=1) if predicted_proprio else None
 
 
 def save_predictor(model: Predictor, directory: str | Path, meta: dict) -> Path:

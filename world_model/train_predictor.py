@@ -4,8 +4,8 @@ A training window is episode e, start t (any offset), frames t, t + block, ..., 
 with C = `predictor.context_frames` and R = `predictor.train.rollout_steps`. On prepared
 (pooled, layer-normed) latents, with the L1 or L2 distance of `world_model.energy`:
     teacher forcing: true frames 0..C-1 and their action blocks predict frames 1..C (block-causal);
-    rollout:         the prediction of frame C is fed back (window: true 1..C-1 + predicted C) and
-                     the model rolls on to frames C+1..C+R-1; loss = teacher forcing + rollout.
+    rollout:         the prediction of frame C is fed back (attending to the cached true frames, as in
+                     planning) and the model rolls on to frames C+1..C+R-1; loss = teacher forcing + rollout.
 AdamW, linear warmup then cosine decay. After each epoch: validation loss on held-out episodes (the
 `val` cache) next to the copy-the-last-latent baseline, and `checkpoints/last.pt` (also every
 `checkpoint_every` steps); a rerun resumes from it. A non-finite loss stops training and leaves the
@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from tqdm import tqdm
 
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from world_model.energy import latent_distance
-from world_model.encoder import resolve_device
+from world_model import distributed
 from world_model.latent_cache import LatentCache, load_stage_encoder
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
 
@@ -49,14 +50,20 @@ def predictor_config(predictor_cfg: DictConfig, cache: LatentCache) -> Predictor
     if predictor_cfg.projection_dim is not None and predictor_cfg.projection_dim > token_dim:
         raise ValueError(f"predictor.projection_dim={predictor_cfg.projection_dim} exceeds the token width "
                          f"{token_dim}")
+    return model_config(predictor_cfg, cache.dim, cache.action_dim,
+                        cache.proprio.shape[-1] if predictor_cfg.use_proprio else 0)
+
+
+def model_config(predictor_cfg: DictConfig, latent_dim: int, action_dim: int, proprio_dim: int = 0) -> PredictorConfig:
+    """`cfg.predictor` -> PredictorConfig for latents of width `latent_dim` and a task's action dim."""
     return PredictorConfig(
-        latent_dim=cache.dim, action_dim=cache.action_dim, block=predictor_cfg.block,
+        latent_dim=latent_dim, action_dim=action_dim, block=predictor_cfg.block,
         pool_grid=predictor_cfg.pool_grid, projection_dim=predictor_cfg.projection_dim,
         flatten_grid=bool(predictor_cfg.flatten_grid),
         width=predictor_cfg.width, depth=predictor_cfg.depth, heads=predictor_cfg.heads,
         mlp_ratio=predictor_cfg.mlp_ratio, context_frames=predictor_cfg.context_frames,
-        conditioning=predictor_cfg.conditioning,
-        proprio_dim=cache.proprio.shape[-1] if predictor_cfg.use_proprio else 0,
+        conditioning=predictor_cfg.conditioning, condition_width=predictor_cfg.condition_width,
+        proprio_dim=proprio_dim,
     )
 
 
@@ -100,29 +107,37 @@ class WindowData:
 def window_losses(model: Predictor, latents, actions, proprio, rollout_steps: int, norm: str) -> dict:
     """Teacher-forcing and rollout losses (scalars) of a batch of windows; see the module docstring."""
     context = model.config.context_frames
-    predicted, predicted_proprio = model(latents[:, :context], actions[:, :context],
-                                         proprio[:, :context] if proprio is not None else None)
+    (predicted, predicted_proprio), caches = model.advance(
+        latents[:, :context], actions[:, :context], proprio[:, :context] if proprio is not None else None,
+        caches=None, first_frame=0)  # (B, C, N, D'): predictions of frames 1..C
     teacher_forcing = latent_distance(predicted, latents[:, 1 : context + 1], norm).mean()
     if proprio is not None:
         teacher_forcing = teacher_forcing + latent_distance(
             predicted_proprio.unsqueeze(-2), proprio[:, 1 : context + 1].unsqueeze(-2), norm).mean()
     rollout = torch.zeros((), device=latents.device)
-    if rollout_steps > 1:
-        context_proprio = None
+    if rollout_steps > 1:  # exactly as a planning rollout goes on: the prediction of frame C fed back
+        rolled, rolled_proprio = model.roll_on(
+            predicted[:, -1:], predicted_proprio[:, -1:] if proprio is not None else None, caches,
+            actions[:, context : context + rollout_steps - 1], frame=context)  # frames C+1 .. C+R-1
+        rollout = latent_distance(rolled, latents[:, context + 1 :], norm).mean()
         if proprio is not None:
-            context_proprio = torch.cat([proprio[:, 1:context], predicted_proprio[:, -1:]], dim=1)
-        rolled = model.rollout(
-            torch.cat([latents[:, 1:context], predicted[:, -1:]], dim=1),  # (B, C, N, D'): last one predicted
-            actions[:, context : context + rollout_steps - 1],
-            context_actions=actions[:, 1:context], context_proprio=context_proprio, return_proprio=True,
-        )
-        rollout = latent_distance(rolled[0], latents[:, context + 1 :], norm).mean()
-        if proprio is not None:
-            rollout = rollout + latent_distance(rolled[1].unsqueeze(-2), proprio[:, context + 1 :].unsqueeze(-2),
+            rollout = rollout + latent_distance(rolled_proprio.unsqueeze(-2), proprio[:, context + 1 :].unsqueeze(-2),
                                                 norm).mean()
     copy_last = latent_distance(latents[:, context - 1 : context], latents[:, context:], norm).mean()
     return {"loss": teacher_forcing + rollout, "teacher_forcing": teacher_forcing, "rollout": rollout,
             "copy_last": copy_last}
+
+
+class WindowObjective(nn.Module):
+    """`window_losses` as a module, so that DistributedDataParallel can wrap it (DDP averages the
+    gradients of whatever runs inside a wrapped module's forward)."""
+
+    def __init__(self, model: Predictor, rollout_steps: int, norm: str):
+        super().__init__()
+        self.model, self.rollout_steps, self.norm = model, rollout_steps, norm
+
+    def forward(self, latents, actions, proprio) -> dict:
+        return window_losses(self.model, latents, actions, proprio, self.rollout_steps, self.norm)
 
 
 def autocast_context(device: torch.device, bf16: bool):
@@ -131,7 +146,7 @@ def autocast_context(device: torch.device, bf16: bool):
 
 @torch.no_grad()
 def validate(model: Predictor, data: WindowData, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
-    model.eval()
+    model.eval()  # in a torchrun job only rank 0 validates, on the unwrapped model
     totals: dict[str, float] = {}
     for start in range(0, len(windows), train_cfg.batch_size):
         chunk = windows[start : start + train_cfg.batch_size]
@@ -169,10 +184,23 @@ def save_checkpoint(path: Path, model, optimizer, step: int, history: list, fing
 
 
 def main(cfg: DictConfig) -> None:
-    """`jepa-agent train`: fit the predictor on `cfg.paths.latents`, write it to `cfg.paths.predictor`."""
-    train_cfg, device = cfg.predictor.train, resolve_device(cfg.device)
+    """`jepa-agent train`: fit the predictor on `cfg.paths.latents`, write it to `cfg.paths.predictor`.
+    Under torchrun, data parallel over the processes (see `world_model.distributed`)."""
+    train_cfg = cfg.predictor.train
     if train_cfg.loss not in ("l1", "l2"):
         raise ValueError(f"predictor.train.loss={train_cfg.loss!r} is invalid; expected l1 or l2")
+    processes = distributed.start(cfg.device)
+    try:
+        train(cfg, processes)
+    finally:
+        processes.close()
+
+
+def train(cfg: DictConfig, processes: distributed.Processes) -> None:
+    train_cfg, device = cfg.predictor.train, processes.device
+    if train_cfg.batch_size % processes.world_size:
+        raise ValueError(f"predictor.train.batch_size={train_cfg.batch_size} is not divisible by the "
+                         f"{processes.world_size} torchrun processes")
     fingerprint = load_stage_encoder(cfg).fingerprint
     train_cache = LatentCache(Path(cfg.paths.latents) / "train", fingerprint)
     val_cache = LatentCache(Path(cfg.paths.latents) / "val", fingerprint)
@@ -208,18 +236,25 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"{len(train_data.windows)} training windows are fewer than one batch of "
                          f"predictor.train.batch_size={train_cfg.batch_size}")
     total_steps = train_cfg.epochs * steps_per_epoch
-    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if processes.is_main:
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    objective = processes.wrap(WindowObjective(model, train_cfg.rollout_steps, train_cfg.loss))
+    if processes.distributed and processes.is_main:
+        print(f"data parallel: {processes.world_size} processes, {train_cfg.batch_size // processes.world_size} "
+              f"windows each per step")
     model.train()
-    progress = tqdm(total=total_steps, initial=step, unit="step", desc="train predictor", dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=step, unit="step", desc="train predictor", dynamic_ncols=True,
+                    disable=not processes.is_main)
     while step < total_steps:
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
         order = torch.randperm(len(train_data.windows), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
         for index in range(step_in_epoch, steps_per_epoch):
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
+            windows = processes.shard(windows)  # (batch_size / processes, 2)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, train_cfg)
             with autocast_context(device, train_cfg.bf16):
-                losses = window_losses(model, *train_data.batch(windows, device), train_cfg.rollout_steps, train_cfg.loss)
+                losses = objective(*train_data.batch(windows, device))
             loss_value = losses["loss"].item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
@@ -232,16 +267,20 @@ def main(cfg: DictConfig) -> None:
             step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}", copy_last=f"{losses['copy_last'].item():.4f}")
-            if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch:
+            if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch and processes.is_main:
                 save_checkpoint(checkpoint_path, model, optimizer, step, history, fingerprint)
-        val = validate(model, val_data, val_windows, train_cfg, device)
-        history.append({"epoch": epoch + 1, "step": step, "train_loss": loss_value,
-                        **{f"val_{name}": value for name, value in val.items()}})
-        progress.write(f"epoch {epoch + 1}: train {loss_value:.4f}  val {val['loss']:.4f} "
-                       f"(teacher forcing {val['teacher_forcing']:.4f}, rollout {val['rollout']:.4f}, "
-                       f"copy-last {val['copy_last']:.4f})")
-        save_checkpoint(checkpoint_path, model, optimizer, step, history, fingerprint)
+        if processes.is_main:
+            val = validate(model, val_data, val_windows, train_cfg, device)
+            history.append({"epoch": epoch + 1, "step": step, "train_loss": loss_value,
+                            **{f"val_{name}": value for name, value in val.items()}})
+            progress.write(f"epoch {epoch + 1}: train {loss_value:.4f}  val {val['loss']:.4f} "
+                           f"(teacher forcing {val['teacher_forcing']:.4f}, rollout {val['rollout']:.4f}, "
+                           f"copy-last {val['copy_last']:.4f})")
+            save_checkpoint(checkpoint_path, model, optimizer, step, history, fingerprint)
+        processes.barrier()
     progress.close()
+    if not processes.is_main:
+        return
     meta = {"task": train_cache.manifest["task"], "action_dim": train_cache.action_dim,
             "block": model.config.block, "latent_grid": model.config.pool_grid, "latent_dim": model.config.output_dim,
             "cache_grid": train_cache.grid, "cache_dim": train_cache.dim, "encoder_fingerprint": fingerprint,

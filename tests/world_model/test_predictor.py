@@ -58,6 +58,37 @@ def test_rollout_shape_and_sliding_window():
     torch.testing.assert_close(predicted[:, 0], first_step)
 
 
+@pytest.mark.parametrize("conditioning", ["token", "adaln"])
+@pytest.mark.parametrize("proprio_dim", [0, 3])
+def test_cached_rollout_equals_recomputing_every_frame(conditioning, proprio_dim):
+    model = tiny_predictor(context_frames=2, conditioning=conditioning, proprio_dim=proprio_dim)
+    context, context_actions = torch.randn(3, 2, 4, 16), torch.randn(3, 1, 6)
+    actions = torch.randn(3, 4, 6)
+    context_proprio = torch.randn(3, 2, 3) if proprio_dim else None
+    predicted = model.rollout(context, actions, context_actions, context_proprio, return_proprio=True)
+    # without a cache: run the whole sequence so far through the banded attention at every step
+    latents, all_actions, proprio = context, torch.cat([context_actions, actions[:, :1]], dim=1), context_proprio
+    for step in range(actions.shape[1]):
+        next_latents, next_proprio = model(latents, all_actions, proprio)
+        torch.testing.assert_close(predicted[0][:, step], next_latents[:, -1])
+        if proprio_dim:
+            torch.testing.assert_close(predicted[1][:, step], next_proprio[:, -1])
+            proprio = torch.cat([proprio, next_proprio[:, -1:]], dim=1)
+        latents = torch.cat([latents, next_latents[:, -1:]], dim=1)
+        all_actions = torch.cat([all_actions, actions[:, step + 1 : step + 2]], dim=1)
+
+
+def test_candidates_can_share_one_context_row():
+    model = tiny_predictor(context_frames=3)
+    context, context_actions = torch.randn(2, 3, 4, 16), torch.randn(2, 2, 6)
+    actions = torch.randn(2 * 5, 3, 6)  # 5 candidates per context row
+    shared = model.rollout(context, actions, context_actions)
+    repeated = model.rollout(context.repeat_interleave(5, dim=0), actions, context_actions.repeat_interleave(5, dim=0))
+    torch.testing.assert_close(shared, repeated)
+    with pytest.raises(ValueError, match="not a multiple of 2 contexts"):
+        model.rollout(context, actions[:7], context_actions)
+
+
 def test_untrained_predictor_is_the_copy_last_baseline():
     model = Predictor(PredictorConfig(latent_dim=16, action_dim=2, width=32, depth=1, heads=2))
     context = torch.randn(4, 2, 1, 16)
@@ -106,7 +137,8 @@ def test_speed_benchmark_smoke(tmp_path):
     from benchmarks.predictor_speed import main as benchmark
 
     rows = benchmark(["--smoke", "--threads", "1", "--output", str(tmp_path / "speed.json")])
-    assert {(row["pool_grid"], row["dtype"]) for row in rows} == {(1, "fp32"), (1, "bf16"), (2, "fp32"), (2, "bf16")}
+    assert {(row["layout"], row["dtype"]) for row in rows} == {
+        (layout, dtype) for layout in ("default", "k=1", "k=2") for dtype in ("fp32", "bf16")}
     assert all(row["rollouts_per_s"] > 0 for row in rows) and (tmp_path / "speed.json").exists()
 
 

@@ -3,7 +3,10 @@ weights, a non-finite loss keeps the last good checkpoint, mismatched inputs are
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import torch
 
 from agent.config import compose_config
 from envs.io import sha256_file
+from tests.conftest import REPO
 from tests.world_model.test_latent_cache import save_tiny_encoder
 from world_model import latent_cache, train_predictor
 from world_model.latent_cache import LatentCache
@@ -114,3 +118,21 @@ def test_mismatched_inputs_are_one_line_errors(tmp_path, embedded_run):
     other_encoder = save_tiny_encoder(tmp_path / "other_encoder", seed=5)
     with pytest.raises(ValueError, match="made by encoder .* not by the current encoder"):
         train_predictor.main(train_config(embedded_run, tmp_path / "c", f"paths.encoder={other_encoder}"))
+
+
+def test_torchrun_data_parallel_matches_one_process(tmp_path, embedded_run):
+    """Two Gloo processes under torchrun, each on half of every batch, train the same model as one
+    process on whole batches (DDP averages the gradients of the two halves)."""
+    overrides = [f"hydra.run.dir={embedded_run}", "device=cpu", "threads=1", *TINY_PREDICTOR]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "agent.cli", "train", f"paths.predictor={tmp_path / 'ddp'}", *overrides]
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data parallel: 2 processes, 8 windows each per step" in result.stdout
+    train_predictor.main(train_config(embedded_run, tmp_path / "single"))
+    parallel, _ = load_predictor(tmp_path / "ddp")
+    single, _ = load_predictor(tmp_path / "single")
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(parallel.state_dict()[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+    assert len(json.loads((tmp_path / "ddp" / "history.json").read_text())) == 2
