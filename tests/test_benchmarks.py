@@ -39,6 +39,12 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     data = json.loads((RESULTS / "success_vs_budget_smoke.json").read_text())
     assert {row["agent"] for row in data["rows"]} == {"latent", "oracle"}
     assert (RESULTS / "success_vs_budget_smoke.png").stat().st_size > 1000
+    output = RESULTS / "encoder_ceiling_smoke.json"
+    result = run_module("benchmarks.encoder_ceiling", str(micro_run_dir), "--pairs", "2", "--samples", "8",
+                        "--iterations", "2", "--output", str(output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(output.read_text())
+    assert 0.0 <= data["encoder"]["success_rate"] <= 1.0 and "random_encoder" in data
 
 
 def test_encoder_speed_benchmark_runs(tmp_path):

@@ -52,15 +52,20 @@ def sample_windows(data: WindowData, count: int, seed: int, stride: int = 1) -> 
 @torch.no_grad()
 def rollout_error(model: Predictor, data: WindowData, windows, horizon: int, norm: str, device) -> dict:
     context = model.config.context_frames
-    latents, actions, _ = data.batch(windows, device)  # (B, C+H, N, D'), (B, C+H-1, block*A)
+    latents, actions, proprio = data.batch(windows, device)  # (B, C+H, N, D'), (B, C+H-1, block*A)
     predicted = model.rollout(latents[:, :context], actions[:, context - 1 : context - 1 + horizon],
-                              context_actions=actions[:, : context - 1]).float()  # (B, H, N, D')
+                              actions[:, : context - 1], context_proprio(proprio, context)).float()  # (B, H, N, D')
     truth = latents[:, context : context + horizon]  # (B, H, N, D')
     model_error = latent_distance(predicted, truth, norm).mean(0)  # (H,)
     copy_error = latent_distance(latents[:, context - 1 : context], truth, norm).mean(0)  # (H,)
     return {"horizon_blocks": list(range(1, horizon + 1)), "model": model_error.tolist(),
             "copy_last": copy_error.tolist(), "windows": len(windows),
             "beats_copy_last": bool((model_error < copy_error).all())}
+
+
+def context_proprio(proprio: torch.Tensor | None, context: int) -> torch.Tensor | None:
+    """The context frames' proprio (B, C, P) for predictors with a proprio token, else None."""
+    return None if proprio is None else proprio[:, :context]
 
 
 def reciprocal_ranks(predicted: torch.Tensor, candidates: torch.Tensor, norm: str) -> torch.Tensor:
@@ -75,12 +80,14 @@ def reciprocal_ranks(predicted: torch.Tensor, candidates: torch.Tensor, norm: st
 @torch.no_grad()
 def retrieval(model: Predictor, data: WindowData, windows, norm: str, seed: int, device) -> dict:
     context = model.config.context_frames
-    latents, actions, _ = data.batch(windows, device)  # (M, C+1, N, D'), (M, C, block*A)
+    latents, actions, proprio = data.batch(windows, device)  # (M, C+1, N, D'), (M, C, block*A)
     candidates = latents[:, context]  # (M, N, D') the true next latents
     shift = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
     wrong_actions = actions[:, context - 1][shift.roll(1)][shift.argsort()]  # another transition's block
-    true_next = model.rollout(latents[:, :context], actions[:, context - 1 :], context_actions=actions[:, : context - 1])
-    wrong_next = model.rollout(latents[:, :context], wrong_actions[:, None], context_actions=actions[:, : context - 1])
+    true_next = model.rollout(latents[:, :context], actions[:, context - 1 :], actions[:, : context - 1],
+                              context_proprio(proprio, context))
+    wrong_next = model.rollout(latents[:, :context], wrong_actions[:, None], actions[:, : context - 1],
+                               context_proprio(proprio, context))
     scores = {
         "true_action": reciprocal_ranks(true_next[:, 0], candidates, norm),
         "wrong_action": reciprocal_ranks(wrong_next[:, 0], candidates, norm),
@@ -99,16 +106,16 @@ def energy_landscape(model: Predictor, data: WindowData, windows, diagnose_cfg: 
         return {"skipped": f"needs >= 2 action dims, the task has {model.config.action_dim}"}
     offsets = torch.linspace(-diagnose_cfg.landscape_radius, diagnose_cfg.landscape_radius, grid)  # (G,)
     offset_grid = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 2)  # (G*G, 2)
-    latents, actions, _ = data.batch(windows, device)  # (K, C+1, N, D'), (K, C, block*A)
+    latents, actions, proprio = data.batch(windows, device)  # (K, C+1, N, D'), (K, C, block*A)
     examples = []
     for index in range(len(windows)):
         true_block = actions[index, context - 1].view(block, -1)  # (block, A)
         candidate_blocks = true_block.repeat(len(offset_grid), 1, 1)  # (G*G, block, A)
         candidate_blocks[:, :, :2] += offset_grid[:, None].to(device)
         candidate_blocks = candidate_blocks.clamp(-1, 1).flatten(1)  # (G*G, block*A)
-        context_latents = latents[index : index + 1, :context].expand(len(offset_grid), -1, -1, -1)
-        context_actions = actions[index : index + 1, : context - 1].expand(len(offset_grid), -1, -1)
-        predicted = model.rollout(context_latents, candidate_blocks[:, None], context_actions=context_actions)
+        predicted = model.rollout(  # one context row shared by the G*G candidates
+            latents[index : index + 1, :context], candidate_blocks[:, None], actions[index : index + 1, : context - 1],
+            context_proprio(proprio[index : index + 1] if proprio is not None else None, context))
         energy = latent_distance(predicted[:, 0], latents[index, context], diagnose_cfg.norm).view(grid, grid)
         best = int(energy.argmin())
         best_offset = offset_grid[best]

@@ -54,3 +54,12 @@ def test_predictor_for_another_action_dim_is_refused(trained_run, tmp_path):
     cfg = compose_config(tmp_path, ["device=cpu", *TINY_DIAGNOSE, f"paths.latents={trained_run / 'latents'}"])
     with pytest.raises(ValueError, match="action dim mismatch: the predictor has 3 but latent cache .* has 2"):
         diagnostics.main(cfg)
+
+
+def test_diagnose_a_predictor_with_a_proprio_token(trained_run, tmp_path):
+    overrides = ["device=cpu", *TINY_PREDICTOR, "predictor.use_proprio=true", f"paths.predictor={tmp_path / 'p'}"]
+    train_predictor.main(compose_config(trained_run, [*overrides, "predictor.train.epochs=1"]))
+    diagnostics.main(compose_config(trained_run, [*overrides, *TINY_DIAGNOSE,
+                                                  f"diagnose.output_dir={tmp_path / 'diagnostics'}"]))
+    results = json.loads((tmp_path / "diagnostics" / "diagnostics.json").read_text())
+    assert results["model"]["proprio_dim"] == 4 and len(results["rollout_error"]["model"]) == 3
