@@ -52,13 +52,14 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
     if kind == "latent":
         encoder, predictor = load_world_model(cfg, task, device)
         block = predictor.config.block
-        world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
+        world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate, dims=energy.get("dims"),
                             autocast_bf16=bool(cfg.evaluate.autocast_bf16))
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)
     planner = make_planner(cfg.planner, block * action_dim, device=device if kind == "latent" else "cpu")
-    return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)))
+    return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)),
+                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)))
 
 
 def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides):

@@ -4,6 +4,12 @@
     actions = agent.act(pixels (B, H, W, 3), states (B, S))       # (B, A), once per task step
 
 B envs are planned at once (one planner call, one energy call per iteration for all of them).
+
+`shrink_horizon`: the plans of one H-block window all aim at its end. Replanning every k < H blocks,
+the plan made j blocks into the window is scored at block H - j only (a fixed deadline), so the final
+approach uses the predictor's short, most accurate predictions; a new window starts at the deadline.
+Without it every plan is scored at its own end (or its best block, by the world's aggregate), which
+with k < H is DESIGN.md's sliding-deadline trap.
 The world observes a frame at every block boundary, also between replans, so the predictor's
 context is always the latest `context_frames` frames and the blocks executed between them.
 """
@@ -33,6 +39,7 @@ class MPCAgent:
     block: int                # task steps per action block
     action_dim: int           # A
     execute_blocks: int       # blocks executed before replanning
+    shrink_horizon: bool = False  # score each plan at the end of its H-block window (see above)
     plans: list[PlanRecord] = field(default_factory=list)
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
@@ -61,8 +68,11 @@ class MPCAgent:
 
     def _replan(self) -> None:
         warm_start = None if self.plan is None else shift_plan(self.plan, self.execute_blocks)
+        blocks = None
+        if self.shrink_horizon:
+            blocks = self.planner.horizon - (self.step // self.block) % self.planner.horizon  # to the deadline
         started = time.perf_counter()
-        result = self.planner.plan(self.world.energy_fn(), warm_start, self.generators, batch_size=self.batch)
+        result = self.planner.plan(self.world.energy_fn(blocks), warm_start, self.generators, batch_size=self.batch)
         latency = time.perf_counter() - started
         self.plan = result.actions  # (B, H, block*A)
         executed = result.actions[:, : self.execute_blocks].cpu().numpy()  # (B, k, block*A)

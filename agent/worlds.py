@@ -4,7 +4,10 @@ A world keeps the context the agent has observed and turns a goal into the plann
 
     world.set_goal(goal_images (B, H, W, 3), goal_states (B, S))
     world.observe(pixels (B, H, W, 3), states (B, S), executed_block (B, block*A) | None)
-    world.energy_fn()(actions (B, K, H, block*A)) -> energies (B, K)       # K candidates
+    world.energy_fn(blocks=None)(actions (B, K, H, block*A)) -> energies (B, K)   # K candidates
+
+`blocks` (1..H) scores only the first `blocks` planned blocks (the window ends at a deadline that is
+closer than H blocks away; later blocks are not even predicted); None scores all H.
 
 `LatentWorld` is the JEPA world model: frozen encoder + action-conditioned predictor, energy =
 distance between predicted and goal latents. `SimulatorWorld` is the oracle: a copy of the true
@@ -40,10 +43,13 @@ def aggregate_over_blocks(distances: torch.Tensor, aggregate: str) -> torch.Tens
 class LatentWorld:
     """Plans in the encoder's latent space with the trained predictor."""
 
-    def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
+    def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last", dims: int | None = None,
                  autocast_bf16: bool = False, chunk_size: int = 4096):
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
-        self.encoder, self.predictor = encoder, predictor
+        width = predictor.config.output_dim
+        if dims is not None and not 1 <= dims <= width:
+            raise ValueError(f"evaluate.energy.dims={dims} is invalid; expected 1..{width} (the latent width) or null")
+        self.encoder, self.predictor, self.dims = encoder, predictor, dims
         self.norm, self.aggregate = norm, aggregate
         self.autocast_bf16, self.chunk_size = autocast_bf16, chunk_size
         self.device = next(predictor.parameters()).device
@@ -79,7 +85,7 @@ class LatentWorld:
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def energy_fn(self):
+    def energy_fn(self, blocks: int | None = None):
         context = torch.stack(self.context_latents, dim=1)  # (B, C, N, D')
         context_actions = torch.stack(self.context_actions, dim=1) if self.context_actions else None  # (B, C-1, bA)
         context_proprio = torch.stack(self.context_proprio, dim=1) if self.context_proprio else None  # (B, C, P)
@@ -87,6 +93,7 @@ class LatentWorld:
 
         @torch.no_grad()
         def energy(actions: torch.Tensor) -> torch.Tensor:
+            actions = actions[:, :, :blocks]  # (B, K, H', block*A)
             batch, samples, horizon, block_dim = actions.shape
             flat_actions = actions.to(self.device).reshape(batch * samples, horizon, block_dim)
             chunk_envs = max(1, self.chunk_size // samples)  # whole envs per predictor call
@@ -101,7 +108,8 @@ class LatentWorld:
                         None if context_proprio is None else context_proprio[envs],
                     )  # (chunk, H, N, D')
                 flat_goal = goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
-                distances.append(latent_distance(predicted.float(), flat_goal, self.norm))  # (chunk, H)
+                predicted = predicted.float()[..., : self.dims]  # the leading PCA channels when dims is set
+                distances.append(latent_distance(predicted, flat_goal[..., : self.dims], self.norm))  # (chunk, H)
             per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)
 
@@ -123,12 +131,13 @@ class SimulatorWorld:
     def observe(self, pixels, states: np.ndarray, executed_block=None) -> None:
         self.states = np.asarray(states, dtype=np.float64)  # (B, S)
 
-    def energy_fn(self):
+    def energy_fn(self, blocks: int | None = None):
         states, goals = self.states, self.goal_states
         action_dim = self.task.action_space.shape[0]
         substeps = self.block * self.task.action_repeat  # control steps per block
 
         def energy(actions: torch.Tensor) -> torch.Tensor:
+            actions = actions[:, :, :blocks]  # (B, K, H', block*A)
             batch, samples, horizon, _ = actions.shape
             step_actions = actions.detach().cpu().double().numpy().reshape(batch * samples, horizon * self.block, action_dim)
             initial = np.repeat(states, samples, axis=0)  # (B*K, S)

@@ -36,6 +36,27 @@ def test_oracle_reaches_reacher_goals_in_the_protocol(tiny_dataset_dir, tmp_path
     assert metrics["mean_min_distance"] < 0.05
 
 
+def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_dir, tmp_path):
+    """Replanning every block with planner.shrink_horizon: the plans of a 3-block window are scored at
+    blocks 3, 2, 1 (the window's end), then a new window starts; the oracle still reaches the goal."""
+    from agent.build import build_agent
+    from agent.evaluate import run_batch, sample_pairs
+    from envs.dataset import EpisodeStore
+
+    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "planner.samples=100",
+                                    "planner.iterations=8", "planner.top_k=10", "planner.horizon=3",
+                                    "planner.execute_blocks=1", "planner.shrink_horizon=true"])
+    task = envs.make_from_config(cfg.env)
+    pairs, _ = sample_pairs(EpisodeStore(tiny_dataset_dir / "eval"), task, 2, goal_offset=15, seed=0)
+    agent = build_agent(cfg, task, "oracle")
+    requested, energy_fn = [], agent.world.energy_fn
+    agent.world.energy_fn = lambda blocks=None: requested.append(blocks) or energy_fn(blocks)
+    tasks = [task, envs.make_from_config(cfg.env)]
+    records = run_batch(agent, tasks, pairs, budget=20, seeds=[0, 1], record=[True, False])
+    assert requested == [3, 2, 1, 3]  # 20 steps = 4 blocks of 5, one plan per block
+    assert all(record["success"] for record in records)
+
+
 def test_evaluation_is_reproducible(micro_run_dir, tmp_path):
     outcomes = []
     for name in ("first", "second"):
@@ -76,3 +97,22 @@ def test_missing_predictor_names_the_command(tmp_path, tiny_dataset_dir):
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "evaluate.agent=latent"])
     with pytest.raises(FileNotFoundError, match="jepa-agent train"):
         evaluate(cfg)
+
+
+def test_energy_dims_score_only_the_leading_channels():
+    from agent.worlds import LatentWorld
+    from world_model.predictor import Predictor, PredictorConfig
+
+    predictor = Predictor(PredictorConfig(latent_dim=8, action_dim=2, block=2, width=16, depth=1, heads=2,
+                                          context_frames=2)).eval()
+    world = LatentWorld(encoder=None, predictor=predictor, dims=3)
+    world.context_latents, world.context_actions = [torch.randn(2, 1, 8), torch.randn(2, 1, 8)], [torch.rand(2, 4)]
+    actions = torch.rand(2, 5, 3, 4) * 2 - 1  # (B, K, H, block*A)
+    world.goal_latents = torch.randn(2, 1, 8)
+    first = world.energy_fn()(actions)
+    world.goal_latents[..., 3:] += 10.0  # channels past `dims` do not count
+    torch.testing.assert_close(world.energy_fn()(actions), first)
+    world.goal_latents[..., 0] += 1.0
+    assert not torch.allclose(world.energy_fn()(actions), first)
+    with pytest.raises(ValueError, match="evaluate.energy.dims=9 is invalid; expected 1..8"):
+        LatentWorld(encoder=None, predictor=predictor, dims=9)
