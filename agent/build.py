@@ -52,7 +52,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
     if kind == "latent":
         encoder, predictor = load_world_model(cfg, task, device)
         block = predictor.config.block
-        world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate, dims=energy.get("dims"),
+        world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
                             autocast_bf16=bool(cfg.evaluate.autocast_bf16))
     else:
         block = int(cfg.predictor.block)

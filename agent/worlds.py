@@ -43,13 +43,10 @@ def aggregate_over_blocks(distances: torch.Tensor, aggregate: str) -> torch.Tens
 class LatentWorld:
     """Plans in the encoder's latent space with the trained predictor."""
 
-    def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last", dims: int | None = None,
+    def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
                  autocast_bf16: bool = False, chunk_size: int = 4096):
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
-        width = predictor.config.output_dim
-        if dims is not None and not 1 <= dims <= width:
-            raise ValueError(f"evaluate.energy.dims={dims} is invalid; expected 1..{width} (the latent width) or null")
-        self.encoder, self.predictor, self.dims = encoder, predictor, dims
+        self.encoder, self.predictor = encoder, predictor
         self.norm, self.aggregate = norm, aggregate
         self.autocast_bf16, self.chunk_size = autocast_bf16, chunk_size
         self.device = next(predictor.parameters()).device
@@ -108,8 +105,7 @@ class LatentWorld:
                         None if context_proprio is None else context_proprio[envs],
                     )  # (chunk, H, N, D')
                 flat_goal = goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
-                predicted = predicted.float()[..., : self.dims]  # the leading PCA channels when dims is set
-                distances.append(latent_distance(predicted, flat_goal[..., : self.dims], self.norm))  # (chunk, H)
+                distances.append(latent_distance(predicted.float(), flat_goal, self.norm))  # (chunk, H)
             per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)
 

@@ -99,25 +99,6 @@ def test_missing_predictor_names_the_command(tmp_path, tiny_dataset_dir):
         evaluate(cfg)
 
 
-def test_energy_dims_score_only_the_leading_channels():
-    from agent.worlds import LatentWorld
-    from world_model.predictor import Predictor, PredictorConfig
-
-    predictor = Predictor(PredictorConfig(latent_dim=8, action_dim=2, block=2, width=16, depth=1, heads=2,
-                                          context_frames=2)).eval()
-    world = LatentWorld(encoder=None, predictor=predictor, dims=3)
-    world.context_latents, world.context_actions = [torch.randn(2, 1, 8), torch.randn(2, 1, 8)], [torch.rand(2, 4)]
-    actions = torch.rand(2, 5, 3, 4) * 2 - 1  # (B, K, H, block*A)
-    world.goal_latents = torch.randn(2, 1, 8)
-    first = world.energy_fn()(actions)
-    world.goal_latents[..., 3:] += 10.0  # channels past `dims` do not count
-    torch.testing.assert_close(world.energy_fn()(actions), first)
-    world.goal_latents[..., 0] += 1.0
-    assert not torch.allclose(world.energy_fn()(actions), first)
-    with pytest.raises(ValueError, match="evaluate.energy.dims=9 is invalid; expected 1..8"):
-        LatentWorld(encoder=None, predictor=predictor, dims=9)
-
-
 def test_held_actions_repeat_one_action_per_block(tiny_dataset_dir, tmp_path):
     from agent.build import build_agent
     from agent.evaluate import run_batch, sample_pairs
