@@ -57,11 +57,9 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)
-    hold_actions = bool(cfg.planner.get("hold_actions", False))
-    planner = make_planner(cfg.planner, (1 if hold_actions else block) * action_dim,
-                           device=device if kind == "latent" else "cpu")
+    planner = make_planner(cfg.planner, block * action_dim, device=device if kind == "latent" else "cpu")
     return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)),
-                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)), hold_actions=hold_actions)
+                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)))
 
 
 def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides):

@@ -10,10 +10,6 @@ the plan made j blocks into the window is scored at block H - j only (a fixed de
 approach uses the predictor's short, most accurate predictions; a new window starts at the deadline.
 Without it every plan is scored at its own end (or its best block, by the world's aggregate), which
 with k < H is DESIGN.md's sliding-deadline trap.
-
-`hold_actions`: the planner searches one action per block, held for the block's `block` task steps
-(H * A numbers instead of H * block * A): a smaller search space, and smooth action sequences like
-the temporally correlated data the predictor was trained on.
 The world observes a frame at every block boundary, also between replans, so the predictor's
 context is always the latest `context_frames` frames and the blocks executed between them.
 """
@@ -27,11 +23,6 @@ import numpy as np
 import torch
 
 from planners import shift_plan
-
-
-def hold_within_blocks(actions: torch.Tensor, block: int) -> torch.Tensor:
-    """One action per block (..., A) -> the block's actions (..., block*A), each step the same."""
-    return actions.unsqueeze(-2).expand(*actions.shape[:-1], block, actions.shape[-1]).flatten(-2)
 
 
 @dataclass
@@ -49,7 +40,6 @@ class MPCAgent:
     action_dim: int           # A
     execute_blocks: int       # blocks executed before replanning
     shrink_horizon: bool = False  # score each plan at the end of its H-block window (see above)
-    hold_actions: bool = False    # plan one action per block, held for the whole block (see above)
     plans: list[PlanRecord] = field(default_factory=list)
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
@@ -81,18 +71,11 @@ class MPCAgent:
         blocks = None
         if self.shrink_horizon:
             blocks = self.planner.horizon - (self.step // self.block) % self.planner.horizon  # to the deadline
-        energy_fn = self.world.energy_fn(blocks)
-        if self.hold_actions:
-            world_energy_fn = energy_fn
-            energy_fn = lambda actions: world_energy_fn(hold_within_blocks(actions, self.block))  # noqa: E731
         started = time.perf_counter()
-        result = self.planner.plan(energy_fn, warm_start, self.generators, batch_size=self.batch)
+        result = self.planner.plan(self.world.energy_fn(blocks), warm_start, self.generators, batch_size=self.batch)
         latency = time.perf_counter() - started
-        self.plan = result.actions  # (B, H, block*A), or (B, H, A) when holding actions
-        executed = result.actions[:, : self.execute_blocks]
-        if self.hold_actions:
-            executed = hold_within_blocks(executed, self.block)
-        executed = executed.cpu().numpy()  # (B, k, block*A)
+        self.plan = result.actions  # (B, H, block*A)
+        executed = result.actions[:, : self.execute_blocks].cpu().numpy()  # (B, k, block*A)
         self.queue = executed.reshape(self.batch, -1, self.action_dim).astype(np.float32)  # (B, k*block, A)
         self.plans.append(PlanRecord(self.step, latency, result.energy.cpu().tolist()))
 

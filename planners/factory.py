@@ -2,9 +2,9 @@
 
 Swapping planners is a config change: `planner=cem` or `planner=mppi`. Keys read here:
 name, horizon, samples, iterations, init_std, min_std, low, high, seed, plus top_k (cem) or
-temperature (mppi). The agent reads `execute_blocks` (MPC blocks executed before replanning),
-`shrink_horizon` (score plans at the end of their window) and `hold_actions` (one action per block);
-`execute_blocks` is validated here so that a bad value fails before any model is loaded.
+temperature (mppi). `execute_blocks` (MPC blocks executed before replanning) and `shrink_horizon`
+(score plans at the end of their window) are read by the agent; `execute_blocks` is validated here so
+a bad value fails before any model is loaded.
 """
 from __future__ import annotations
 

@@ -97,27 +97,3 @@ def test_missing_predictor_names_the_command(tmp_path, tiny_dataset_dir):
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "evaluate.agent=latent"])
     with pytest.raises(FileNotFoundError, match="jepa-agent train"):
         evaluate(cfg)
-
-
-def test_held_actions_repeat_one_action_per_block(tiny_dataset_dir, tmp_path):
-    from agent.build import build_agent
-    from agent.evaluate import run_batch, sample_pairs
-    from envs.dataset import EpisodeStore
-
-    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "planner.samples=100",
-                                    "planner.iterations=8", "planner.top_k=10", "planner.horizon=3",
-                                    "planner.execute_blocks=2", "planner.hold_actions=true"])
-    tasks = [envs.make_from_config(cfg.env) for _ in range(2)]
-    pairs, _ = sample_pairs(EpisodeStore(tiny_dataset_dir / "eval"), tasks[0], 2, goal_offset=10, seed=0)
-    agent = build_agent(cfg, tasks[0], "oracle")
-    assert agent.planner.action_dim == 2  # one action per block, not block * A
-    records = run_batch(agent, tasks, pairs, budget=20, seeds=[0, 1], record=[False, False])
-    assert np.mean([r["min_distance"] for r in records]) < np.mean([r["initial_distance"] for r in records])
-
-    for task, pair in zip(tasks, pairs):
-        task.set_state(pair["start_state"])
-    agent.reset(np.stack([p["goal_image"] for p in pairs]), np.stack([p["goal_state"] for p in pairs]), [0, 1])
-    first = agent.act(np.stack([task.render() for task in tasks]), np.stack([task.get_state() for task in tasks]))
-    executed = np.concatenate([first[:, None], agent.queue], axis=1).reshape(2, 2, 5, 2)  # (B, blocks, block, A)
-    assert np.allclose(executed, executed[:, :, :1])  # every step of a block repeats its one action
-    assert not np.allclose(executed[:, 0], executed[:, 1])
