@@ -53,7 +53,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
         encoder, predictor = load_world_model(cfg, task, device)
         block = predictor.config.block
         world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
-                            autocast_bf16=bool(cfg.evaluate.autocast_bf16))
+                            autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile))
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)

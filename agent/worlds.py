@@ -44,9 +44,11 @@ class LatentWorld:
     """Plans in the encoder's latent space with the trained predictor."""
 
     def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
-                 autocast_bf16: bool = False, chunk_size: int = 4096):
+                 autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False):
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         self.encoder, self.predictor = encoder, predictor
+        if compile:
+            predictor.compile_advance()
         self.norm, self.aggregate = norm, aggregate
         self.autocast_bf16, self.chunk_size = autocast_bf16, chunk_size
         self.device = next(predictor.parameters()).device

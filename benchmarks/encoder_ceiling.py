@@ -52,23 +52,24 @@ class RenderedLatentWorld:
     def observe(self, pixels, states: np.ndarray, executed_block=None) -> None:
         self.states = np.asarray(states, dtype=np.float64)
 
-    def energy_fn(self):
+    def energy_fn(self, blocks: int | None = None):
         states, goals = self.states, self.goal_latents
         action_dim = self.task.action_space.shape[0]
         substeps = self.block * self.task.action_repeat
-        blocks = [-1] if self.aggregate == "last" else None
+        chosen_blocks = [-1] if self.aggregate == "last" else None  # render only the frames that count
 
         @torch.no_grad()
         def energy(actions: torch.Tensor) -> torch.Tensor:
+            actions = actions[:, :, :blocks]  # (B, K, H', block*A): the window may end early (shrink_horizon)
             batch, samples, horizon, _ = actions.shape
             step_actions = actions.cpu().double().numpy().reshape(batch * samples, horizon * self.block, action_dim)
             trajectory = self.task.simulate(np.repeat(states, samples, axis=0), step_actions)
             block_ends = trajectory[:, substeps - 1 :: substeps]  # (B*K, H, S)
-            chosen = block_ends[:, blocks] if blocks else block_ends  # (B*K, H', S)
+            chosen = block_ends[:, chosen_blocks] if chosen_blocks else block_ends  # (B*K, H'', S)
             images = np.stack([self.task.render_goal(state) for state in chosen.reshape(-1, chosen.shape[-1])])
             latents = self.embed(images).view(batch, samples, chosen.shape[1], *goals.shape[1:])  # (B, K, H', N, D')
             distances = latent_distance(latents, goals[:, None, None], "l2")  # (B, K, H')
-            return aggregate_over_blocks(distances, "last" if blocks else self.aggregate)
+            return aggregate_over_blocks(distances, "last" if chosen_blocks else self.aggregate)
 
         return energy
 
@@ -85,6 +86,8 @@ def evaluate(cfg, encoder, pairs, samples: int, iterations: int) -> dict:
                      int(planner_cfg.get("execute_blocks", planner_cfg.horizon)))
     started = time.perf_counter()
     records = run_batch(agent, tasks, pairs, cfg.evaluate.budget, list(range(len(pairs))), [False] * len(pairs))
+    for task in [*tasks, world.task]:
+        task.close()
     return {"success_rate": float(np.mean([r["success"] for r in records])),
             "mean_min_distance": float(np.mean([r["min_distance"] for r in records])),
             "seconds": round(time.perf_counter() - started, 1)}
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     task = envs.make_from_config(cfg.env)
     pairs, _ = sample_pairs(EpisodeStore(Path(cfg.paths.dataset) / "eval"), task, args.pairs,
                             cfg.evaluate.goal_offset, cfg.evaluate.seeds[0], cfg.evaluate.get("exclude_within", 0.0))
+    task.close()
     encoder = load_stage_encoder(cfg)
     baseline = random_encoder(encoder.config, 0, "cpu", encoder.autocast_bf16, encoder.chunk_size)
     results = {"run_dir": str(args.run_dir), "pairs": args.pairs, "samples": args.samples,

@@ -2,12 +2,13 @@
 
 The default predictor (configs/predictor/default.yaml; random weights: speed does not depend on them)
 on latents of the default encoder's width, CEM 300 x 30, top 30, horizon 5 blocks. For B = 1, 4, 16
-and fp32 vs bf16 autocast it reports seconds per plan, per env, rollouts/s, and the fraction of this
-machine's matrix-multiply peak (measured in the same run) that planning achieves (FLOPs counted with
-torch.utils.flop_counter on one energy call). Prints a table, writes benchmarks/results/planning_speed.json.
+and fp32 vs bf16 autocast (and bf16 with torch.compile, `+c`, under --compile) it reports seconds per
+plan, per env, rollouts/s, and the fraction of this machine's matrix-multiply peak (measured in the
+same run) that planning achieves (FLOPs counted with torch.utils.flop_counter on one energy call). Prints a table, writes benchmarks/results/planning_speed.json.
 
     python -m benchmarks.planning_speed
     python -m benchmarks.planning_speed predictor.pool_grid=2       # Hydra overrides of the root config
+    python -m benchmarks.planning_speed --compile                  # also rows with torch.compile (evaluate.compile)
     python -m benchmarks.planning_speed --smoke
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
     return world
 
 
-def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int) -> dict:
+def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int, compile: bool = False) -> dict:
     world = planning_world(cfg, latent_dim, batch, bf16)
     planner = make_planner(cfg.planner, cfg.predictor.block * 2)
     energy = world.energy_fn()
@@ -59,9 +60,11 @@ def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int) -> dict:
     with FlopCounterMode(display=False) as counter:
         energy(probe)
     flops_per_plan = counter.get_total_flops() * cfg.planner.iterations
+    if compile:  # after counting: the FLOP counter does not see inside compiled graphs
+        world.predictor.compile_advance()
     seconds = median_seconds(lambda: planner.plan(energy, batch_size=batch), repeats, warmup=1)
     rollouts = batch * cfg.planner.samples * cfg.planner.iterations
-    return {"batch_envs": batch, "bf16": bf16, "seconds_per_plan": seconds, "seconds_per_env": seconds / batch,
+    return {"batch_envs": batch, "bf16": bf16, "compiled": compile, "seconds_per_plan": seconds, "seconds_per_env": seconds / batch,
             "rollouts_per_s": rollouts / seconds, "flops_per_plan": flops_per_plan,
             "achieved_flops": flops_per_plan / seconds}
 
@@ -69,6 +72,7 @@ def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
+    parser.add_argument("--compile", action="store_true", help="also measure bf16 with torch.compile")
     parser.add_argument("--latent-dim", type=int, default=192, help="encoder width (vjepa_tiny: 192)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the root config")
     args = parser.parse_args()
@@ -81,9 +85,10 @@ def main() -> None:
     peaks = {"fp32": matmul_peak_flops(torch.float32, 256 if args.smoke else 2048),
              "bf16": matmul_peak_flops(torch.bfloat16, 256 if args.smoke else 2048)}
     rows = []
-    for bf16 in (False, True):
+    settings = [(False, False), (True, False)] + ([(True, True)] if args.compile else [])  # (bf16, compile)
+    for bf16, compile in settings:
         for batch in batches:
-            row = measure(cfg, args.latent_dim, batch, bf16, repeats)
+            row = measure(cfg, args.latent_dim, batch, bf16, repeats, compile)
             row["fraction_of_peak"] = row["achieved_flops"] / peaks["bf16" if bf16 else "fp32"]
             rows.append(row)
     p = cfg.planner
@@ -92,7 +97,8 @@ def main() -> None:
           f"matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     print(f"{'dtype':6} {'B':>3} {'s/plan':>8} {'s/env':>8} {'rollouts/s':>11} {'GFLOP/s':>8} {'of peak':>8}")
     for row in rows:
-        print(f"{'bf16' if row['bf16'] else 'fp32':6} {row['batch_envs']:>3} {row['seconds_per_plan']:8.3f} "
+        dtype = ("bf16" if row["bf16"] else "fp32") + ("+c" if row["compiled"] else "")
+        print(f"{dtype:6} {row['batch_envs']:>3} {row['seconds_per_plan']:8.3f} "
               f"{row['seconds_per_env']:8.3f} {row['rollouts_per_s']:11.0f} {row['achieved_flops'] / 1e9:8.1f} "
               f"{row['fraction_of_peak']:8.1%}")
     atomic_write_json(RESULTS if not args.smoke else RESULTS.with_name("planning_speed_smoke.json"), {

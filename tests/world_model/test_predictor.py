@@ -1,6 +1,8 @@
 """Predictor model: shapes, block causality, action use, rollout window, normalisation, save/load."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -153,3 +155,15 @@ def test_flattened_grid_gives_one_token_per_frame_that_keeps_the_layout():
     mirrored = model.prepare_latents(tokens.flip(1))  # same mean token, different layout
     assert not torch.allclose(latents, mirrored, atol=1e-3)
     assert model.rollout(latents[:4, None].expand(4, 2, 1, 6), torch.zeros(4, 3, 10)).shape == (4, 3, 1, 6)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_rollout_matches_eager():
+    model = tiny_predictor(context_frames=2, conditioning="adaln")
+    eager = tiny_predictor(context_frames=2, conditioning="adaln")
+    context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
+    model.compile_advance()
+    with torch.no_grad():
+        torch.testing.assert_close(model.rollout(context, actions, context_actions),
+                                   eager.rollout(context, actions, context_actions), rtol=1e-4, atol=1e-4)
