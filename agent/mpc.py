@@ -4,14 +4,14 @@
     actions = agent.act(pixels (B, H, W, 3), states (B, S))       # (B, A), once per task step
 
 B envs are planned at once (one planner call, one energy call per iteration for all of them).
+The world observes a frame at every block boundary, also between replans, so the predictor's
+context is always the latest `context_frames` frames and the blocks executed between them.
 
 `shrink_horizon`: the plans of one H-block window all aim at its end. Replanning every k < H blocks,
 the plan made j blocks into the window is scored at block H - j only (a fixed deadline), so the final
 approach uses the predictor's short, most accurate predictions; a new window starts at the deadline.
 Without it every plan is scored at its own end (or its best block, by the world's aggregate), which
 with k < H is DESIGN.md's sliding-deadline trap.
-The world observes a frame at every block boundary, also between replans, so the predictor's
-context is always the latest `context_frames` frames and the blocks executed between them.
 """
 from __future__ import annotations
 

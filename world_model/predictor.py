@@ -15,7 +15,7 @@ The latent-token outputs of frame t predict frame t + 1's latent tokens as a res
 (the output layer starts at zero, so an untrained predictor is the copy-the-last-latent baseline).
 
     forward(latents (B, F, N, D), actions (B, F, block*A)) -> next latents (B, F, N, D)
-    rollout(context_latents (B, C, N, D), actions (B, H, block*A)) -> (B, H, N, D)
+    rollout(context_latents (Bc, C, N, D), actions (B, H, block*A)) -> (B, H, N, D), B a multiple of Bc
 """
 from __future__ import annotations
 
