@@ -56,7 +56,7 @@ class LatentWorld:
         self.goal_latents: torch.Tensor | None = None
         self.context_latents: list[torch.Tensor] = []
         self.context_actions: list[torch.Tensor] = []
-        self.context_proprio: list[torch.Tensor] = []  # only for predictors with a proprio token
+        self.context_proprio: list[torch.Tensor] = []  # only for predictors that read the proprio
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""

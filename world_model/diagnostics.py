@@ -64,7 +64,7 @@ def rollout_error(model: Predictor, data: WindowData, windows, horizon: int, nor
 
 
 def context_proprio(proprio: torch.Tensor | None, context: int) -> torch.Tensor | None:
-    """The context frames' proprio (B, C, P) for predictors with a proprio token, else None."""
+    """The context frames' proprio (B, C, P) for predictors that read the proprio, else None."""
     return None if proprio is None else proprio[:, :context]
 
 

@@ -7,7 +7,8 @@ contributes
                               to a narrower width (fixed PCA basis), then layer-normed (no affine)
     1 action token            (conditioning="token"), or the action modulates every layer's
                               LayerNorm of that frame's tokens instead (conditioning="adaln")
-    1 proprio token           optional (proprio_dim > 0); the next proprio is then predicted too
+and, optionally (proprio_dim > 0), the proprio (e.g. qpos, qvel) embedded from Fourier features and
+added to the frame's latent tokens; the next proprio is then predicted too, from the same tokens.
 Attention is block-causal within a window: tokens of frame t attend to the tokens of frames
 t - C + 1 .. t (C = `context_frames`), with a learned bias per frame offset instead of absolute frame
 positions, so a rollout caches the keys and values of past frames and runs each new frame once.
@@ -52,7 +53,8 @@ class PredictorConfig:
     context_frames: int = 3      # C: the attention window, in frames (the frame itself and C - 1 before)
     conditioning: str = "token"  # "token" (one action token per frame) | "adaln"
     condition_width: int = 64    # adaln: width of the action embedding that modulates every layer
-    proprio_dim: int = 0         # P > 0 adds a proprio token and predicts the next proprio
+    proprio_dim: int = 0         # P > 0: the proprio enters every latent token; the next proprio is predicted
+    proprio_frequencies: int = 6  # F: Fourier features sin/cos(2^f x), f < F, of the standardised proprio
 
     @property
     def tokens(self) -> int:
@@ -74,6 +76,8 @@ class PredictorConfig:
             raise ValueError(f"predictor conditioning={self.conditioning!r} is invalid; expected 'token' or 'adaln'")
         if self.width % self.heads:
             raise ValueError(f"predictor width={self.width} is not divisible by heads={self.heads}")
+        if self.proprio_frequencies < 0:
+            raise ValueError(f"predictor proprio_frequencies={self.proprio_frequencies} is invalid; expected >= 0")
         if self.context_frames < 1 or self.block < 1 or self.pool_grid < 1:
             raise ValueError("predictor context_frames, block and pool_grid must be >= 1")
         if self.projection_dim is not None and not 0 < self.projection_dim <= self.token_dim:
@@ -201,7 +205,7 @@ class Predictor(nn.Module):
         self.config = config
         width, latent_width = config.width, config.output_dim
         self.uses_action_token = config.conditioning == "token"
-        self.tokens_per_frame = config.tokens + int(self.uses_action_token) + int(config.proprio_dim > 0)
+        self.tokens_per_frame = config.tokens + int(self.uses_action_token)
         if config.projection_dim is not None:
             self.register_buffer("projection_mean", torch.zeros(config.token_dim))
             self.register_buffer("projection", torch.eye(config.token_dim)[:, : config.projection_dim])
@@ -212,7 +216,9 @@ class Predictor(nn.Module):
         if config.proprio_dim:
             self.register_buffer("proprio_mean", torch.zeros(config.proprio_dim))
             self.register_buffer("proprio_std", torch.ones(config.proprio_dim))
-            self.proprio_in = nn.Linear(config.proprio_dim, width)
+            self.proprio_in = nn.Sequential(
+                nn.Linear(config.proprio_dim * (1 + 2 * config.proprio_frequencies), width), nn.SiLU(),
+                nn.Linear(width, width))
             self.proprio_out = nn.Linear(width, config.proprio_dim)
             nn.init.zeros_(self.proprio_out.weight)
             nn.init.zeros_(self.proprio_out.bias)
@@ -247,6 +253,13 @@ class Predictor(nn.Module):
         """Raw proprio (..., P) -> standardised (..., P) with the statistics of the training set."""
         return (proprio.float() - self.proprio_mean) / self.proprio_std
 
+    def proprio_features(self, proprio: torch.Tensor) -> torch.Tensor:
+        """Standardised proprio (..., P) -> (..., P * (1 + 2F)): itself and sin, cos(2^f x) for f < F. Where the
+        latent is a sharp function of the state (a thin arm), these let the model render it finely."""
+        frequencies = 2.0 ** torch.arange(self.config.proprio_frequencies, device=proprio.device)
+        angles = (proprio.unsqueeze(-1) * frequencies).flatten(-2)  # (..., P * F)
+        return torch.cat([proprio, angles.sin(), angles.cos()], dim=-1)
+
     @torch.no_grad()
     def fit_normalisation(self, pooled_tokens: torch.Tensor, proprio: torch.Tensor | None = None) -> None:
         """Fit the fixed PCA projection on pooled training tokens (M, token_dim) and the proprio statistics (M, P)."""
@@ -278,11 +291,12 @@ class Predictor(nn.Module):
         """
         batch, frames, tokens, _ = latents.shape
         action_embedding = self.action_in(actions)  # (B, F, W) token, (B, F, condition_width) adaln
-        parts = [self.latent_in(latents)]  # (B, F, N, W)
+        latent_tokens = self.latent_in(latents)  # (B, F, N, W)
+        if self.config.proprio_dim:
+            latent_tokens = latent_tokens + self.proprio_in(self.proprio_features(proprio)).unsqueeze(2)
+        parts = [latent_tokens]
         if self.uses_action_token:
             parts.append(action_embedding.unsqueeze(2))  # (B, F, 1, W)
-        if self.config.proprio_dim:
-            parts.append(self.proprio_in(proprio).unsqueeze(2))  # (B, F, 1, W)
         sequence = (torch.cat(parts, dim=2) + self.token_position).flatten(1, 2)  # (B, S, W), S = F * T
         condition = None
         if not self.uses_action_token:
@@ -297,7 +311,7 @@ class Predictor(nn.Module):
         next_latents = latents + self.latent_out(outputs[:, :, :tokens]).to(latents.dtype)  # (B, F, N, D')
         next_proprio = None
         if self.config.proprio_dim:
-            next_proprio = proprio + self.proprio_out(outputs[:, :, -1]).to(proprio.dtype)  # (B, F, P)
+            next_proprio = proprio + self.proprio_out(outputs[:, :, :tokens].mean(2)).to(proprio.dtype)  # (B, F, P)
         return (next_latents, next_proprio), new_caches
 
     def rollout(self, context_latents: torch.Tensor, actions: torch.Tensor,

@@ -63,7 +63,7 @@ def model_config(predictor_cfg: DictConfig, latent_dim: int, action_dim: int, pr
         width=predictor_cfg.width, depth=predictor_cfg.depth, heads=predictor_cfg.heads,
         mlp_ratio=predictor_cfg.mlp_ratio, context_frames=predictor_cfg.context_frames,
         conditioning=predictor_cfg.conditioning, condition_width=predictor_cfg.condition_width,
-        proprio_dim=proprio_dim,
+        proprio_dim=proprio_dim, proprio_frequencies=predictor_cfg.proprio_frequencies,
     )
 
 
