@@ -42,13 +42,16 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) ->
 def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
     """A LatentWorld with random context and goal latents (the encoder is not part of planning)."""
     predictor_cfg = cfg.predictor
-    config = model_config(predictor_cfg, latent_dim, action_dim=2)
+    config = model_config(predictor_cfg, latent_dim, action_dim=2,  # reacher: 2 actions, proprio qpos + qvel
+                          proprio_dim=4 if predictor_cfg.use_proprio else 0)
     predictor = Predictor(config).eval()
     world = LatentWorld(encoder=None, predictor=predictor, autocast_bf16=bf16)
     shape = (batch, config.tokens, config.output_dim)  # prepared latents (B, N, D')
     world.goal_latents = torch.randn(shape)
     world.context_latents = [torch.randn(shape) for _ in range(predictor_cfg.context_frames)]
     world.context_actions = [torch.rand(batch, predictor_cfg.block * 2) for _ in range(predictor_cfg.context_frames - 1)]
+    world.context_proprio = [torch.randn(batch, config.proprio_dim) for _ in range(predictor_cfg.context_frames)
+                             if config.proprio_dim]
     return world
 
 

@@ -34,7 +34,9 @@ def model_settings(smoke: bool) -> tuple[dict, dict]:
     predictor = OmegaConf.load(REPO / "configs/predictor/default.yaml")
     encoder = OmegaConf.load(REPO / "configs/encoder/vjepa_tiny.yaml")
     settings = {key: predictor[key] for key in MODEL_KEYS}
-    settings.update(latent_dim=int(encoder.architecture.hidden_size), action_dim=2)  # reacher
+    settings.update(latent_dim=int(encoder.architecture.hidden_size), action_dim=2,  # reacher: 2 actions,
+                    proprio_dim=4 if predictor.use_proprio else 0,                  # qpos (2) + qvel (2)
+                    proprio_frequencies=int(predictor.proprio_frequencies))
     default_layout = {key: predictor[key] for key in ("pool_grid", "flatten_grid", "projection_dim")}
     if smoke:
         settings.update(width=32, depth=1, heads=2)
@@ -67,12 +69,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         context = torch.randn(1, config.context_frames, config.tokens, config.output_dim)  # one env's context
         context = torch.nn.functional.layer_norm(context, context.shape[-1:])  # (1, C, N, D')
         actions = torch.rand(args.samples, args.horizon, config.block * config.action_dim) * 2 - 1
+        context_proprio = torch.randn(1, config.context_frames, config.proprio_dim) if config.proprio_dim else None
         for bf16 in (False, True):
             autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
 
             def rollout():
                 with torch.inference_mode(), autocast:
-                    model.rollout(context, actions)
+                    model.rollout(context, actions, context_proprio=context_proprio)
 
             seconds = median_seconds(rollout, args.repeats, warmup=0 if args.smoke else 2)
             rows.append({"layout": name, "pool_grid": config.pool_grid, "tokens_per_frame": config.tokens,
