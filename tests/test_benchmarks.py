@@ -45,6 +45,13 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(output.read_text())
     assert 0.0 <= data["encoder"]["success_rate"] <= 1.0 and "random_encoder" in data
+    output = RESULTS / "predictor_inputs_smoke.json"
+    result = run_module("benchmarks.predictor_inputs", str(micro_run_dir), "--steps", "20", "--width", "32",
+                        "--output", str(output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(output.read_text())["rows"]
+    assert [row["kind"] for row in rows] == ["latents", "latents+proprio", "latents+fourier", "fourier"]
+    assert all(row["mse"] > 0 and row["copy_last_mse"] > 0 for row in rows)
 
 
 def test_encoder_speed_benchmark_runs(tmp_path):
