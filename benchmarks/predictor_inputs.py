@@ -4,7 +4,7 @@ to predict the latent one action block ahead from different inputs, and scored o
 
     latents            the prepared latents of the last two frames (what a predictor without proprio reads)
     latents+proprio    plus the standardised proprio (qpos, qvel) of the current frame
-    latents+fourier    plus the proprio as the predictor's Fourier features (sin, cos of 2^f x)
+    latents+fourier    plus the proprio as the predictor's Fourier features (`proprio_features`)
     fourier            the Fourier features alone, no latents
 
 Every input also gets the block's actions. The latents are prepared with the run's trained predictor
@@ -46,14 +46,9 @@ def load_split(cache: LatentCache, model) -> dict[str, torch.Tensor]:
             "proprio": proprio}
 
 
-def fourier_features(proprio: torch.Tensor, frequencies: int) -> torch.Tensor:
-    """(..., P) -> (..., P * (1 + 2F)), as `Predictor.proprio_features`."""
-    angles = (proprio.unsqueeze(-1) * 2.0 ** torch.arange(frequencies)).flatten(-2)
-    return torch.cat([proprio, angles.sin(), angles.cos()], dim=-1)
-
-
-def inputs(kind: str, data: dict, episodes: torch.Tensor, steps: torch.Tensor, block: int, frequencies: int):
-    """Windows (episode, step t) -> (inputs (M, X), target latents at t + block (M, D'))."""
+def inputs(kind: str, data: dict, episodes: torch.Tensor, steps: torch.Tensor, block: int, fourier):
+    """Windows (episode, step t) -> (inputs (M, X), target latents at t + block (M, D')); `fourier` maps
+    proprio (M, P) to its Fourier features."""
     latents, proprio = data["latents"], data["proprio"]
     parts = []
     if kind.startswith("latents"):
@@ -61,7 +56,7 @@ def inputs(kind: str, data: dict, episodes: torch.Tensor, steps: torch.Tensor, b
     if kind.endswith("+proprio"):
         parts.append(proprio[episodes, steps])
     if kind.endswith("fourier"):
-        parts.append(fourier_features(proprio[episodes, steps], frequencies))
+        parts.append(fourier(proprio[episodes, steps]))
     parts.append(data["actions"][episodes[:, None], steps[:, None] + torch.arange(block)].flatten(1))  # (M, block*A)
     return torch.cat(parts, dim=-1), latents[episodes, steps + block]
 
@@ -73,17 +68,17 @@ def draw_windows(data: dict, count: int, block: int, generator: torch.Generator 
             torch.randint(block, length - block + 1, (count,), generator=generator))
 
 
-def fit_and_score(kind: str, train: dict, held_out: dict, block: int, frequencies: int, steps: int,
-                  width: int, seed: int) -> dict:
+def fit_and_score(kind: str, train: dict, held_out: dict, block: int, fourier, steps: int, width: int,
+                  seed: int) -> dict:
     torch.manual_seed(seed)
-    input_width = inputs(kind, train, *draw_windows(train, 1, block), block, frequencies)[0].shape[-1]
+    input_width = inputs(kind, train, *draw_windows(train, 1, block), block, fourier)[0].shape[-1]
     mlp = nn.Sequential(nn.Linear(input_width, width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
                         nn.Linear(width, width), nn.GELU(), nn.Linear(width, train["latents"].shape[-1]))
     optimizer = torch.optim.AdamW(mlp.parameters(), 1e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=max(0.05, 2 / steps))
     started = time.perf_counter()
     for _ in range(steps):
-        features, target = inputs(kind, train, *draw_windows(train, 256, block), block, frequencies)
+        features, target = inputs(kind, train, *draw_windows(train, 256, block), block, fourier)
         loss = (mlp(features) - target).abs().mean()
         optimizer.zero_grad()
         loss.backward()
@@ -92,7 +87,7 @@ def fit_and_score(kind: str, train: dict, held_out: dict, block: int, frequencie
     generator = torch.Generator().manual_seed(seed + 1)
     held_episodes, held_steps = draw_windows(held_out, 4000, block, generator)
     with torch.no_grad():
-        features, target = inputs(kind, held_out, held_episodes, held_steps, block, frequencies)
+        features, target = inputs(kind, held_out, held_episodes, held_steps, block, fourier)
         copy_last = F.mse_loss(held_out["latents"][held_episodes, held_steps], target).item()
         return {"kind": kind, "mse": F.mse_loss(mlp(features), target).item(), "copy_last_mse": copy_last,
                 "train_episodes": train["latents"].shape[0], "seconds": round(time.perf_counter() - started, 1)}
@@ -105,7 +100,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--steps", type=int, default=8000, help="MLP training steps (batch 256)")
     parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--frequencies", type=int, default=6, help="Fourier octaves of the proprio")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -116,13 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
                          "expects the flattened layout (predictor.flatten_grid=true)")
     train = load_split(LatentCache(args.run_dir / "latents" / "train"), model)
     held_out = load_split(LatentCache(args.run_dir / "latents" / "val"), model)
-    rows = [fit_and_score(kind, train, held_out, model.config.block, args.frequencies, args.steps, args.width,
+    rows = [fit_and_score(kind, train, held_out, model.config.block, model.proprio_features, args.steps, args.width,
                           args.seed) for kind in args.kinds]
     print(f"{'inputs (+ actions)':18} {'held-out MSE':>13} {'copy-last':>10}")
     for row in rows:
         print(f"{row['kind']:18} {row['mse']:13.3f} {row['copy_last_mse']:10.3f}")
     report = {"run_dir": str(args.run_dir), "predictor": str(predictor_dir), "steps": args.steps, "width": args.width,
-              "frequencies": args.frequencies, "rows": rows}
+              "frequencies": model.config.proprio_frequencies, "rows": rows}
     atomic_write_json(args.output or Path(__file__).parent / "results" / "predictor_inputs.json", report)
     return report
 
