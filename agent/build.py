@@ -52,8 +52,15 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
     if kind == "latent":
         encoder, predictor = load_world_model(cfg, task, device)
         block = predictor.config.block
+        position_weight = float(energy.get("position_weight", 0.0))
+        readout = None
+        if position_weight:
+            from world_model.position_readout import load_position_readout
+
+            readout = load_position_readout(cfg.paths.predictor, device)
         world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
-                            autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile))
+                            autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile),
+                            position_readout=readout, position_weight=position_weight)
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)

@@ -10,8 +10,10 @@ A world keeps the context the agent has observed and turns a goal into the plann
 closer than H blocks away; later blocks are not even predicted); None scores all H.
 
 `LatentWorld` is the JEPA world model: frozen encoder + action-conditioned predictor, energy =
-distance between predicted and goal latents. `SimulatorWorld` is the oracle: a copy of the true
-MuJoCo simulator set to the current state, energy = the task's true distance to the goal state.
+distance between predicted and goal latents (plus, with `position_weight`, the squared distance
+between the predicted qpos and the goal's qpos read from the goal image by
+`world_model.position_readout`). `SimulatorWorld` is the oracle: a copy of the true MuJoCo simulator
+set to the current state, energy = the task's true distance to the goal state.
 
 `aggregate` says which planned blocks the energy looks at: `last` (the end of the window), `sum`
 (every block) or `min` (the best block: avoids the sliding-deadline trap of DESIGN.md when
@@ -44,9 +46,17 @@ class LatentWorld:
     """Plans in the encoder's latent space with the trained predictor."""
 
     def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
-                 autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False):
+                 autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
+                 position_readout=None, position_weight: float = 0.0):
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
+        if position_weight < 0:
+            raise ValueError(f"evaluate.energy.position_weight={position_weight} is invalid; expected >= 0")
+        if position_weight and (position_readout is None or not predictor.config.proprio_dim):
+            raise ValueError(f"evaluate.energy.position_weight={position_weight} needs a predictor that predicts the "
+                             "proprio (predictor.use_proprio=true) and its position readout (predictor.readout.steps > 0)")
         self.encoder, self.predictor = encoder, predictor
+        self.position_readout, self.position_weight = position_readout, float(position_weight)
+        self.goal_positions: torch.Tensor | None = None  # (B, nq) standardised like the predictor's proprio
         if compile:
             predictor.compile_advance()
         self.norm, self.aggregate = norm, aggregate
@@ -64,7 +74,13 @@ class LatentWorld:
         return self.predictor.prepare_latents(tokens)
 
     def set_goal(self, goal_images: np.ndarray, goal_states: np.ndarray | None = None) -> None:
-        self.goal_latents = self.embed(goal_images)  # (B, N, D')
+        """Only the goal images are used: the goal's qpos, where needed, is read from them."""
+        tokens = self.encoder.encode_images(goal_images).to(self.device)  # (B, N_enc, D)
+        self.goal_latents = self.predictor.prepare_latents(tokens)  # (B, N, D')
+        if self.position_weight:
+            positions = self.position_readout(tokens.float())  # (B, nq) in the task's units
+            count = positions.shape[-1]
+            self.goal_positions = (positions - self.predictor.proprio_mean[:count]) / self.predictor.proprio_std[:count]
         self.context_latents, self.context_actions, self.context_proprio = [], [], []
 
     def observe(self, pixels: np.ndarray, states=None, executed_block: np.ndarray | None = None) -> None:
@@ -88,7 +104,7 @@ class LatentWorld:
         context = torch.stack(self.context_latents, dim=1)  # (B, C, N, D')
         context_actions = torch.stack(self.context_actions, dim=1) if self.context_actions else None  # (B, C-1, bA)
         context_proprio = torch.stack(self.context_proprio, dim=1) if self.context_proprio else None  # (B, C, P)
-        goal = self.goal_latents  # (B, N, D')
+        goal, goal_positions = self.goal_latents, self.goal_positions  # (B, N, D'), (B, nq) | None
 
         @torch.no_grad()
         def energy(actions: torch.Tensor) -> torch.Tensor:
@@ -101,13 +117,18 @@ class LatentWorld:
                 envs = slice(start, start + chunk_envs)
                 rows = slice(start * samples, (start + chunk_envs) * samples)
                 with self._autocast():
-                    predicted = self.predictor.rollout(  # each env's context is run once for its K candidates
+                    predicted, predicted_proprio = self.predictor.rollout(  # an env's context runs once for its K candidates
                         context[envs], flat_actions[rows],
                         None if context_actions is None else context_actions[envs],
-                        None if context_proprio is None else context_proprio[envs],
-                    )  # (chunk, H, N, D')
+                        None if context_proprio is None else context_proprio[envs], return_proprio=True,
+                    )  # (chunk, H, N, D'), (chunk, H, P) | None
                 flat_goal = goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
-                distances.append(latent_distance(predicted.float(), flat_goal, self.norm))  # (chunk, H)
+                distance = latent_distance(predicted.float(), flat_goal, self.norm)  # (chunk, H)
+                if self.position_weight:
+                    flat_positions = goal_positions[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, nq)
+                    positions = predicted_proprio[..., : flat_positions.shape[-1]].float()  # (chunk, H, nq)
+                    distance = distance + self.position_weight * (positions - flat_positions).square().mean(-1)
+                distances.append(distance)
             per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)
 

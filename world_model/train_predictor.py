@@ -10,7 +10,8 @@ AdamW, linear warmup then cosine decay. After each epoch: validation loss on hel
 `val` cache) next to the copy-the-last-latent baseline, and `checkpoints/last.pt` (also every
 `checkpoint_every` steps); a rerun resumes from it. A non-finite loss stops training and leaves the
 last good checkpoint as it was. Outputs in `cfg.paths.predictor`: `predictor.safetensors`,
-`meta.json`, `config.yaml`, `history.json`.
+`meta.json`, `config.yaml`, `history.json`, and with `predictor.readout.steps > 0` the position
+readout (`world_model.position_readout`, trained after the predictor; a rerun retrains only it).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_wr
 from world_model.energy import latent_distance
 from world_model import distributed
 from world_model.latent_cache import LatentCache, load_stage_encoder
+from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
 
 
@@ -289,3 +291,5 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     save_predictor(model, output_dir, meta)
     atomic_write_json(output_dir / "history.json", history)
     print(f"predictor: {output_dir / 'predictor.safetensors'} (val loss {meta['val_loss']})")
+    if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight
+        train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed)

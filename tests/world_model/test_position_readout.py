@@ -1,0 +1,87 @@
+"""The position readout: it learns where a marked token is, the train stage writes it next to the
+predictor, and the latent world's energy adds exactly `position_weight` x its squared position error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from agent.worlds import LatentWorld
+from envs.dataset import EpisodeStore
+from tests.world_model.test_train_predictor import embedded_run, train_config  # noqa: F401 (fixture)
+from world_model import train_predictor
+from world_model.latent_cache import load_stage_encoder
+from world_model.position_readout import load_position_readout, train_position_readout
+from world_model.predictor import load_predictor
+
+READOUT = OmegaConf.create({"steps": 1500, "batch_size": 64, "lr": 3e-3, "hidden": 32, "val_frames": 200})
+
+
+class MarkedGridCache:
+    """A latent cache whose 4 x 4 token grid marks the mass: the token under it carries a bump that
+    also encodes where in the token the mass is; qpos is the mass's (x, y) in [-0.3, 0.3]."""
+
+    grid, dim = 4, 8
+
+    def __init__(self, episodes: int, seed: int):
+        generator = np.random.default_rng(seed)
+        qpos = generator.uniform(-0.3, 0.3, (episodes, 10, 2)).astype(np.float32)
+        cells = np.clip(((qpos + 0.3) / 0.6 * self.grid).astype(int), 0, self.grid - 1)  # (E, T, 2) column, row
+        within = (qpos + 0.3) / 0.6 * self.grid - cells  # (E, T, 2) in [0, 1)
+        self.latents = 0.1 * generator.standard_normal((episodes, 10, self.grid, self.grid, self.dim)).astype(np.float32)
+        episode_index, step_index = np.meshgrid(np.arange(episodes), np.arange(10), indexing="ij")
+        marked = self.latents[episode_index, step_index, cells[..., 1], cells[..., 0]]  # (E, T, D)
+        marked[..., 0] += 1.0
+        marked[..., 1:3] += within
+        self.latents[episode_index, step_index, cells[..., 1], cells[..., 0]] = marked
+        self.qpos = qpos
+
+    def __len__(self) -> int:
+        return len(self.qpos)
+
+    def field(self, name: str) -> np.ndarray:
+        assert name == "qpos"
+        return self.qpos
+
+
+def test_readout_learns_where_the_marked_token_is(tmp_path):
+    train, val = MarkedGridCache(200, seed=0), MarkedGridCache(40, seed=1)
+    metrics = train_position_readout(READOUT, train, val, tmp_path, seed=0)
+    readout = load_position_readout(tmp_path)
+    tokens = torch.from_numpy(val.latents[:, 0])  # (E, 4, 4, D)
+    with torch.no_grad():
+        errors = (readout(tokens) - torch.from_numpy(val.qpos[:, 0])).norm(dim=-1)
+    guessing_the_mean = np.linalg.norm(val.qpos[:, 0] - train.qpos.reshape(-1, 2).mean(0), axis=-1)
+    assert float(errors.median()) < 0.2 * float(np.median(guessing_the_mean))
+    assert metrics["val_median_error"] < 0.2 * float(np.median(guessing_the_mean))
+
+
+def test_train_stage_writes_the_readout_and_the_energy_adds_its_term(tmp_path, embedded_run, tiny_dataset_dir):  # noqa: F811
+    cfg = train_config(embedded_run, tmp_path / "predictor", "predictor.readout.steps=5",
+                       "predictor.readout.batch_size=16", "predictor.readout.val_frames=20")
+    train_predictor.main(cfg)
+    assert {"position_readout.safetensors", "position_readout.json"} <= {p.name for p in (tmp_path / "predictor").iterdir()}
+    predictor, _ = load_predictor(tmp_path / "predictor")
+    readout, encoder = load_position_readout(tmp_path / "predictor"), load_stage_encoder(cfg)
+    episode = EpisodeStore(tiny_dataset_dir / "val").episode(0)
+    frames, states = episode["frames"], episode["proprio"]
+    actions = torch.rand(1, 6, 2, predictor.config.block * 2) * 2 - 1  # (B, K, H, block*A)
+    energies = []
+    for weight in (0.0, 1.0, 2.0):
+        world = LatentWorld(encoder, predictor, position_readout=readout, position_weight=weight)
+        world.set_goal(frames[-1:], None)  # the goal image only
+        world.observe(frames[:1], states[:1])
+        energies.append(world.energy_fn()(actions))  # (1, K)
+    assert not torch.allclose(energies[1], energies[0])
+    torch.testing.assert_close(energies[2] - energies[0], 2 * (energies[1] - energies[0]), rtol=1e-4, atol=1e-5)
+
+
+def test_position_energy_without_a_readout_is_refused(tmp_path, embedded_run):  # noqa: F811
+    cfg = train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1")
+    train_predictor.main(cfg)
+    predictor, _ = load_predictor(tmp_path / "predictor")
+    with pytest.raises(ValueError, match="position_weight=1.0 needs .* position readout"):
+        LatentWorld(load_stage_encoder(cfg), predictor, position_weight=1.0)
+    with pytest.raises(FileNotFoundError, match="predictor.readout.steps"):
+        load_position_readout(tmp_path / "predictor")

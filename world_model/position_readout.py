@@ -1,0 +1,150 @@
+"""Position readout: the goal's joint positions read from its frozen encoder tokens.
+
+Where the robot is small in the frame (the point mass is 3 px wide at 96 px), the latent distance is
+flat: every frame without the mass on the goal is about equally far from the goal's latent, so the
+planner gets no signal until a candidate lands on the goal by chance (docs/experiments.md section
+9). The predictor also predicts the proprio (qpos, qvel); if the goal's qpos were known, the energy
+could measure how far a candidate ends from it. The goal is only an image, so this module reads the
+qpos from the goal image's encoder tokens, a frozen-feature probe in the V-JEPA sense.
+
+A spatial soft-argmax over the token grid: a shared MLP scores every token (with a learned position
+embedding) and proposes an offset within it; the softmax over tokens weights the token centres plus
+offsets into an image point, and a linear head maps that point and the weighted token features to
+qpos. Trained on the latent cache (`jepa-agent train` when `predictor.readout.steps > 0`), saved
+next to the predictor:
+
+    readout = PositionReadout(ReadoutConfig(grid=8, token_dim=192, positions=2))
+    qpos = readout(tokens (B, grid, grid, D))   # (B, positions), in the task's units
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from envs.io import atomic_save, atomic_write_json
+from world_model.predictor import pool_token_grid
+
+WEIGHTS_FILE = "position_readout.safetensors"
+META_FILE = "position_readout.json"
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    grid: int          # the token grid side it reads (the latent cache's grid)
+    token_dim: int     # D
+    positions: int     # nq: the leading proprio entries it predicts
+    hidden: int = 256
+
+
+class PositionReadout(nn.Module):
+    def __init__(self, config: ReadoutConfig):
+        super().__init__()
+        self.config = config
+        tokens, side = config.grid * config.grid, config.grid
+        self.register_buffer("token_mean", torch.zeros(config.token_dim))
+        self.register_buffer("token_std", torch.ones(config.token_dim))
+        self.register_buffer("position_mean", torch.zeros(config.positions))
+        self.register_buffer("position_std", torch.ones(config.positions))
+        rows, columns = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
+        self.register_buffer("centres", torch.stack([columns.flatten(), rows.flatten()], dim=-1))  # (N, 2)
+        self.token_position = nn.Parameter(torch.zeros(tokens, config.token_dim))
+        self.token_mlp = nn.Sequential(nn.Linear(config.token_dim, config.hidden), nn.GELU(),
+                                       nn.Linear(config.hidden, config.hidden), nn.GELU())
+        self.score_and_offset = nn.Linear(config.hidden, 3)
+        self.head = nn.Linear(2 + config.hidden, config.positions)
+
+    def fit_normalisation(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
+        """tokens (M, grid, grid, D) and positions (M, positions) of training frames."""
+        self.token_mean.copy_(tokens.float().mean(dim=(0, 1, 2)))
+        self.token_std.copy_(tokens.float().std(dim=(0, 1, 2)).clamp_min(1e-3))
+        self.position_mean.copy_(positions.float().mean(0))
+        self.position_std.copy_(positions.float().std(0).clamp_min(1e-6))
+
+    def standardised(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, grid, grid, D) -> standardised positions (B, positions)."""
+        tokens = ((tokens.float() - self.token_mean) / self.token_std).flatten(1, 2)  # (B, N, D)
+        features = self.token_mlp(tokens + self.token_position)  # (B, N, hidden)
+        score_and_offset = self.score_and_offset(features)  # (B, N, 3)
+        weights = score_and_offset[..., 0].softmax(dim=-1).unsqueeze(-1)  # (B, N, 1)
+        points = self.centres + score_and_offset[..., 1:] / self.config.grid  # (B, N, 2) image coordinates
+        point = (weights * points).sum(1)  # (B, 2)
+        return self.head(torch.cat([point, (weights * features).sum(1)], dim=-1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens (B, N_enc, D) or (B, h, w, D) -> positions (B, positions) in the task's units."""
+        tokens = pool_token_grid(tokens, self.config.grid)  # (B, grid, grid, D)
+        return self.standardised(tokens) * self.position_std + self.position_mean
+
+
+def random_frames(cache, count: int, generator: np.random.Generator):
+    """`count` random frames of a latent cache -> tokens (count, n, n, D), qpos (count, nq)."""
+    episodes = generator.integers(0, len(cache), count)
+    steps = generator.integers(0, cache.latents.shape[1], count)
+    order = np.lexsort((steps, episodes))  # sorted reads from the memory map
+    episodes, steps = episodes[order], steps[order]
+    tokens = torch.from_numpy(np.asarray(cache.latents[episodes, steps], dtype=np.float32))
+    positions = torch.from_numpy(np.asarray(cache.field("qpos")[episodes, steps], dtype=np.float32))
+    return tokens, positions
+
+
+def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, output_dir: str | Path,
+                           seed: int = 0) -> dict:
+    """Fit a readout of qpos from the cache's token grid; save it in `output_dir`; return its metrics
+    (held-out median and 90th-percentile position error, in the task's units)."""
+    generator = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    positions = int(train_cache.field("qpos").shape[-1])
+    readout = PositionReadout(ReadoutConfig(train_cache.grid, train_cache.dim, positions, int(readout_cfg.hidden)))
+    readout.fit_normalisation(*random_frames(train_cache, 20000, generator))
+    val_tokens, val_positions = random_frames(val_cache, int(readout_cfg.val_frames), generator)
+    optimizer = torch.optim.AdamW(readout.parameters(), lr=float(readout_cfg.lr), weight_decay=1e-4)
+    steps = int(readout_cfg.steps)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    progress = tqdm(range(steps), unit="step", desc="train position readout", dynamic_ncols=True)
+    for _ in progress:
+        tokens, targets = random_frames(train_cache, int(readout_cfg.batch_size), generator)
+        standardised_targets = (targets - readout.position_mean) / readout.position_std
+        loss = (readout.standardised(tokens) - standardised_targets).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+    readout.eval()
+    with torch.no_grad():
+        errors = (readout(val_tokens) - val_positions).norm(dim=-1)  # (M,)
+    metrics = {"val_frames": len(errors), "val_median_error": float(errors.median()),
+               "val_p90_error": float(errors.quantile(0.9)), "steps": steps}
+    save_position_readout(readout, output_dir, metrics)
+    print(f"position readout: held-out error median {metrics['val_median_error']:.4f}, "
+          f"90th percentile {metrics['val_p90_error']:.4f} (task units)")
+    return metrics
+
+
+def save_position_readout(readout: PositionReadout, directory: str | Path, metrics: dict) -> None:
+    directory = Path(directory)
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in readout.state_dict().items()}
+    atomic_save(directory / WEIGHTS_FILE, lambda temp: save_file(weights, str(temp)))
+    atomic_write_json(directory / META_FILE, {**metrics, "config": dataclasses.asdict(readout.config)})
+
+
+def load_position_readout(directory: str | Path, device: str | torch.device | None = None) -> PositionReadout:
+    """The readout saved next to a predictor (safetensors: loading runs no code from the file)."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
+        raise FileNotFoundError(f"no position readout in {str(directory)!r} (expected {WEIGHTS_FILE}); train "
+                                "one with `jepa-agent train predictor.readout.steps=4000`, or set "
+                                "evaluate.energy.position_weight=0")
+    config = ReadoutConfig(**json.loads((directory / META_FILE).read_text())["config"])
+    readout = PositionReadout(config)
+    readout.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    return readout.to(device or "cpu").eval()
