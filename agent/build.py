@@ -57,7 +57,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
         if position_weight:
             from world_model.position_readout import load_position_readout
 
-            readout = load_position_readout(cfg.paths.predictor, device)
+            readout = load_position_readout(cfg.paths.predictor, device, encoder.fingerprint)
         world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
                             autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile),
                             position_readout=readout, position_weight=position_weight)

@@ -97,9 +97,10 @@ def random_frames(cache, count: int, generator: np.random.Generator):
 
 
 def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, output_dir: str | Path,
-                           seed: int = 0) -> dict:
-    """Fit a readout of qpos from the cache's token grid; save it in `output_dir`; return its metrics
-    (held-out median and 90th-percentile position error, in the task's units)."""
+                           seed: int = 0, encoder_fingerprint: str | None = None) -> dict:
+    """Fit a readout of qpos from the cache's token grid; save it in `output_dir` (with the fingerprint
+    of the encoder whose tokens it reads); return its metrics (held-out median and 90th-percentile
+    position error, in the task's units)."""
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     positions = int(train_cache.field("qpos").shape[-1])
@@ -123,7 +124,7 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
     with torch.no_grad():
         errors = (readout(val_tokens) - val_positions).norm(dim=-1)  # (M,)
     metrics = {"val_frames": len(errors), "val_median_error": float(errors.median()),
-               "val_p90_error": float(errors.quantile(0.9)), "steps": steps}
+               "val_p90_error": float(errors.quantile(0.9)), "steps": steps, "encoder_fingerprint": encoder_fingerprint}
     save_position_readout(readout, output_dir, metrics)
     print(f"position readout: held-out error median {metrics['val_median_error']:.4f}, "
           f"90th percentile {metrics['val_p90_error']:.4f} (task units)")
@@ -137,14 +138,21 @@ def save_position_readout(readout: PositionReadout, directory: str | Path, metri
     atomic_write_json(directory / META_FILE, {**metrics, "config": dataclasses.asdict(readout.config)})
 
 
-def load_position_readout(directory: str | Path, device: str | torch.device | None = None) -> PositionReadout:
-    """The readout saved next to a predictor (safetensors: loading runs no code from the file)."""
+def load_position_readout(directory: str | Path, device: str | torch.device | None = None,
+                          encoder_fingerprint: str | None = None) -> PositionReadout:
+    """The readout saved next to a predictor (safetensors: loading runs no code from the file); with
+    `encoder_fingerprint`, one trained on another encoder's tokens is refused."""
     directory = Path(directory)
     if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
         raise FileNotFoundError(f"no position readout in {str(directory)!r} (expected {WEIGHTS_FILE}); train "
                                 "one with `jepa-agent train predictor.readout.steps=4000`, or set "
                                 "evaluate.energy.position_weight=0")
-    config = ReadoutConfig(**json.loads((directory / META_FILE).read_text())["config"])
+    meta = json.loads((directory / META_FILE).read_text())
+    trained_on = meta.get("encoder_fingerprint")
+    if encoder_fingerprint and trained_on and trained_on != encoder_fingerprint:
+        raise ValueError(f"position readout in {str(directory)!r} reads tokens of encoder {trained_on[:16]}, not of "
+                         f"the current encoder {encoder_fingerprint[:16]}; retrain it with `jepa-agent train`")
+    config = ReadoutConfig(**meta["config"])
     readout = PositionReadout(config)
     readout.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return readout.to(device or "cpu").eval()

@@ -292,4 +292,4 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     atomic_write_json(output_dir / "history.json", history)
     print(f"predictor: {output_dir / 'predictor.safetensors'} (val loss {meta['val_loss']})")
     if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight
-        train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed)
+        train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed, fingerprint)

@@ -63,7 +63,10 @@ def test_train_stage_writes_the_readout_and_the_energy_adds_its_term(tmp_path, e
     train_predictor.main(cfg)
     assert {"position_readout.safetensors", "position_readout.json"} <= {p.name for p in (tmp_path / "predictor").iterdir()}
     predictor, _ = load_predictor(tmp_path / "predictor")
-    readout, encoder = load_position_readout(tmp_path / "predictor"), load_stage_encoder(cfg)
+    encoder = load_stage_encoder(cfg)
+    readout = load_position_readout(tmp_path / "predictor", encoder_fingerprint=encoder.fingerprint)
+    with pytest.raises(ValueError, match="reads tokens of encoder .* not of the current encoder"):
+        load_position_readout(tmp_path / "predictor", encoder_fingerprint="0" * 64)
     episode = EpisodeStore(tiny_dataset_dir / "val").episode(0)
     frames, states = episode["frames"], episode["proprio"]
     actions = torch.rand(1, 6, 2, predictor.config.block * 2) * 2 - 1  # (B, K, H, block*A)
