@@ -56,7 +56,7 @@ class LatentWorld:
                              "proprio (predictor.use_proprio=true) and its position readout (predictor.readout.steps > 0)")
         self.encoder, self.predictor = encoder, predictor
         self.position_readout, self.position_weight = position_readout, float(position_weight)
-        self.goal_positions: torch.Tensor | None = None  # (B, nq) standardised like the predictor's proprio
+        self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
         if compile:
             predictor.compile_advance()
         self.norm, self.aggregate = norm, aggregate
@@ -78,9 +78,7 @@ class LatentWorld:
         tokens = self.encoder.encode_images(goal_images).to(self.device)  # (B, N_enc, D)
         self.goal_latents = self.predictor.prepare_latents(tokens)  # (B, N, D')
         if self.position_weight:
-            positions = self.position_readout(tokens.float())  # (B, nq) in the task's units
-            count = positions.shape[-1]
-            self.goal_positions = (positions - self.predictor.proprio_mean[:count]) / self.predictor.proprio_std[:count]
+            self.goal_positions = self.position_readout(tokens.float())  # (B, nq) in the task's units
         self.context_latents, self.context_actions, self.context_proprio = [], [], []
 
     def observe(self, pixels: np.ndarray, states=None, executed_block: np.ndarray | None = None) -> None:
@@ -98,6 +96,14 @@ class LatentWorld:
         if self.autocast_bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def position_distance(self, predicted_proprio: torch.Tensor, goal_positions: torch.Tensor) -> torch.Tensor:
+        """Mean squared joint error (chunk, H) between predicted proprio (chunk, H, P), standardised, and the
+        goal's read-out qpos (chunk, 1, nq), in units of the training set's qpos std (angles wrapped)."""
+        count = goal_positions.shape[-1]
+        mean, std = self.predictor.proprio_mean[:count], self.predictor.proprio_std[:count]
+        positions = predicted_proprio[..., :count].float() * std + mean  # (chunk, H, nq) in the task's units
+        return (self.position_readout.position_error(positions, goal_positions) / std).square().mean(-1)
 
     @torch.no_grad()
     def energy_fn(self, blocks: int | None = None):
@@ -125,9 +131,8 @@ class LatentWorld:
                 flat_goal = goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
                 distance = latent_distance(predicted.float(), flat_goal, self.norm)  # (chunk, H)
                 if self.position_weight:
-                    flat_positions = goal_positions[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, nq)
-                    positions = predicted_proprio[..., : flat_positions.shape[-1]].float()  # (chunk, H, nq)
-                    distance = distance + self.position_weight * (positions - flat_positions).square().mean(-1)
+                    distance = distance + self.position_weight * self.position_distance(
+                        predicted_proprio, goal_positions[envs].repeat_interleave(samples, dim=0)[:, None])
                 distances.append(distance)
             per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)

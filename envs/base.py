@@ -37,6 +37,7 @@ class PixelTask(gym.Env, abc.ABC):
     dm_task: str = "easy"
     hidden_geoms: tuple[str, ...] = ("target",)
     success_threshold: float = 0.0
+    angular_positions: bool = False  # qpos are hinge angles (an image shows them only modulo 2 pi)
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ class Reacher(PixelTask):
     dm_task = "easy"
     hidden_geoms = ("target",)
     success_threshold = 0.05  # rad, every joint
+    angular_positions = True
 
     def __init__(self, angle_error: str = "unwrapped", **kwargs):
         if angle_error not in ("unwrapped", "wrapped"):

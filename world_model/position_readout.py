@@ -8,18 +8,22 @@ could measure how far a candidate ends from it. The goal is only an image, so th
 qpos from the goal image's encoder tokens, a frozen-feature probe in the V-JEPA sense.
 
 A spatial soft-argmax over the token grid: a shared MLP scores every token (with a learned position
-embedding) and proposes an offset within it; the softmax over tokens weights the token centres plus
-offsets into an image point, and a linear head maps that point and the weighted token features to
-qpos. Trained on the latent cache (`jepa-agent train` when `predictor.readout.steps > 0`), saved
-next to the predictor:
+embedding) for each of `points` keypoints and proposes an offset within it; the softmax over tokens
+weights the token centres plus offsets into an image point per keypoint, and an MLP head maps those
+points and the weighted token features to qpos. Slide joints (the point mass) are regressed in
+standardised units; hinge joints (`angles=True`, the reacher's freely turning shoulder) as (sin, cos),
+so that an image, which cannot show how often a joint has turned, maps to one answer in [-pi, pi).
+Trained on the latent cache (`jepa-agent train` when `predictor.readout.steps > 0`), saved next to
+the predictor:
 
     readout = PositionReadout(ReadoutConfig(grid=8, token_dim=192, positions=2))
-    qpos = readout(tokens (B, grid, grid, D))   # (B, positions), in the task's units
+    qpos = readout(tokens (B, grid, grid, D))   # (B, positions), in the task's units (angles wrapped)
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +47,8 @@ class ReadoutConfig:
     token_dim: int     # D
     positions: int     # nq: the leading proprio entries it predicts
     hidden: int = 256
+    points: int = 1    # soft-argmax keypoints (one finds the point mass; the two-link arm needs more)
+    angles: bool = False  # hinge joints: read as (sin, cos), returned wrapped to [-pi, pi)
 
 
 class PositionReadout(nn.Module):
@@ -59,30 +65,51 @@ class PositionReadout(nn.Module):
         self.token_position = nn.Parameter(torch.zeros(tokens, config.token_dim))
         self.token_mlp = nn.Sequential(nn.Linear(config.token_dim, config.hidden), nn.GELU(),
                                        nn.Linear(config.hidden, config.hidden), nn.GELU())
-        self.score_and_offset = nn.Linear(config.hidden, 3)
-        self.head = nn.Linear(2 + config.hidden, config.positions)
+        self.score_and_offset = nn.Linear(config.hidden, 3 * config.points)
+        outputs = 2 * config.positions if config.angles else config.positions
+        self.head = nn.Sequential(nn.Linear(config.points * (2 + config.hidden), config.hidden), nn.GELU(),
+                                  nn.Linear(config.hidden, outputs))
 
     def fit_normalisation(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
         """tokens (M, grid, grid, D) and positions (M, positions) of training frames."""
         self.token_mean.copy_(tokens.float().mean(dim=(0, 1, 2)))
         self.token_std.copy_(tokens.float().std(dim=(0, 1, 2)).clamp_min(1e-3))
-        self.position_mean.copy_(positions.float().mean(0))
-        self.position_std.copy_(positions.float().std(0).clamp_min(1e-6))
+        if not self.config.angles:
+            self.position_mean.copy_(positions.float().mean(0))
+            self.position_std.copy_(positions.float().std(0).clamp_min(1e-6))
 
-    def standardised(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, grid, grid, D) -> standardised positions (B, positions)."""
+    def targets(self, positions: torch.Tensor) -> torch.Tensor:
+        """qpos (B, positions) -> what the network outputs: standardised, or (sin, cos) for angles."""
+        if self.config.angles:
+            return torch.cat([positions.sin(), positions.cos()], dim=-1)  # (B, 2 * positions)
+        return (positions - self.position_mean) / self.position_std
+
+    def outputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, grid, grid, D) -> network outputs (B, positions or 2 * positions), see `targets`."""
         tokens = ((tokens.float() - self.token_mean) / self.token_std).flatten(1, 2)  # (B, N, D)
         features = self.token_mlp(tokens + self.token_position)  # (B, N, hidden)
-        score_and_offset = self.score_and_offset(features)  # (B, N, 3)
-        weights = score_and_offset[..., 0].softmax(dim=-1).unsqueeze(-1)  # (B, N, 1)
-        points = self.centres + score_and_offset[..., 1:] / self.config.grid  # (B, N, 2) image coordinates
-        point = (weights * points).sum(1)  # (B, 2)
-        return self.head(torch.cat([point, (weights * features).sum(1)], dim=-1))
+        batch, count = features.shape[:2]
+        score_and_offset = self.score_and_offset(features).view(batch, count, self.config.points, 3)  # (B, N, K, 3)
+        weights = score_and_offset[..., 0].softmax(dim=1).unsqueeze(-1)  # (B, N, K, 1), over tokens
+        points = self.centres[:, None] + score_and_offset[..., 1:] / self.config.grid  # (B, N, K, 2) image coordinates
+        point = (weights * points).sum(1)  # (B, K, 2)
+        point_features = (weights * features[:, :, None]).sum(1)  # (B, K, hidden)
+        return self.head(torch.cat([point, point_features], dim=-1).flatten(1))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Encoder tokens (B, N_enc, D) or (B, h, w, D) -> positions (B, positions) in the task's units."""
-        tokens = pool_token_grid(tokens, self.config.grid)  # (B, grid, grid, D)
-        return self.standardised(tokens) * self.position_std + self.position_mean
+        outputs = self.outputs(pool_token_grid(tokens, self.config.grid))  # (B, positions or 2 * positions)
+        if self.config.angles:
+            sines, cosines = outputs.chunk(2, dim=-1)
+            return torch.atan2(sines, cosines)
+        return outputs * self.position_std + self.position_mean
+
+    def position_error(self, positions: torch.Tensor, goal_positions: torch.Tensor) -> torch.Tensor:
+        """Per-joint difference (..., positions), angles wrapped to [-pi, pi)."""
+        difference = positions - goal_positions
+        if self.config.angles:
+            difference = torch.remainder(difference + math.pi, 2 * math.pi) - math.pi
+        return difference
 
 
 def random_frames(cache, count: int, generator: np.random.Generator):
@@ -97,14 +124,15 @@ def random_frames(cache, count: int, generator: np.random.Generator):
 
 
 def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, output_dir: str | Path,
-                           seed: int = 0, encoder_fingerprint: str | None = None) -> dict:
-    """Fit a readout of qpos from the cache's token grid; save it in `output_dir` (with the fingerprint
-    of the encoder whose tokens it reads); return its metrics (held-out median and 90th-percentile
-    position error, in the task's units)."""
+                           seed: int = 0, encoder_fingerprint: str | None = None, angles: bool = False) -> dict:
+    """Fit a readout of qpos from the cache's token grid (`angles`: the joints are hinges); save it in
+    `output_dir` (with the fingerprint of the encoder whose tokens it reads); return its metrics
+    (held-out median and 90th-percentile position error, in the task's units, angles wrapped)."""
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     positions = int(train_cache.field("qpos").shape[-1])
-    readout = PositionReadout(ReadoutConfig(train_cache.grid, train_cache.dim, positions, int(readout_cfg.hidden)))
+    readout = PositionReadout(ReadoutConfig(train_cache.grid, train_cache.dim, positions, int(readout_cfg.hidden),
+                                            int(readout_cfg.points), bool(angles)))
     readout.fit_normalisation(*random_frames(train_cache, 20000, generator))
     val_tokens, val_positions = random_frames(val_cache, int(readout_cfg.val_frames), generator)
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(readout_cfg.lr), weight_decay=1e-4)
@@ -113,8 +141,7 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
     progress = tqdm(range(steps), unit="step", desc="train position readout", dynamic_ncols=True)
     for _ in progress:
         tokens, targets = random_frames(train_cache, int(readout_cfg.batch_size), generator)
-        standardised_targets = (targets - readout.position_mean) / readout.position_std
-        loss = (readout.standardised(tokens) - standardised_targets).square().mean()
+        loss = (readout.outputs(tokens) - readout.targets(targets)).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -122,7 +149,7 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
         progress.set_postfix(loss=f"{loss.item():.4f}")
     readout.eval()
     with torch.no_grad():
-        errors = (readout(val_tokens) - val_positions).norm(dim=-1)  # (M,)
+        errors = readout.position_error(readout(val_tokens), val_positions).norm(dim=-1)  # (M,)
     metrics = {"val_frames": len(errors), "val_median_error": float(errors.median()),
                "val_p90_error": float(errors.quantile(0.9)), "steps": steps, "encoder_fingerprint": encoder_fingerprint}
     save_position_readout(readout, output_dir, metrics)

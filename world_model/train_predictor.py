@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from envs.registry import task_class
 from world_model.energy import latent_distance
 from world_model import distributed
 from world_model.latent_cache import LatentCache, load_stage_encoder
@@ -292,4 +293,5 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     atomic_write_json(output_dir / "history.json", history)
     print(f"predictor: {output_dir / 'predictor.safetensors'} (val loss {meta['val_loss']})")
     if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight
-        train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed, fingerprint)
+        angles = task_class(train_cache.manifest["task"]).angular_positions  # hinge joints: read as (sin, cos)
+        train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed, fingerprint, angles)

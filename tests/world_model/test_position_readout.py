@@ -1,5 +1,6 @@
-"""The position readout: it learns where a marked token is, the train stage writes it next to the
-predictor, and the latent world's energy adds exactly `position_weight` x its squared position error."""
+"""The position readout: it learns where a marked token is (a position, or an angle that has turned
+several times), the train stage writes it next to the predictor, and the latent world's energy adds
+exactly `position_weight` x its squared position error."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,20 +16,25 @@ from world_model.latent_cache import load_stage_encoder
 from world_model.position_readout import load_position_readout, train_position_readout
 from world_model.predictor import load_predictor
 
-READOUT = OmegaConf.create({"steps": 1500, "batch_size": 64, "lr": 3e-3, "hidden": 32, "val_frames": 200})
+READOUT = OmegaConf.create({"steps": 1500, "batch_size": 64, "lr": 3e-3, "hidden": 32, "points": 1, "val_frames": 200})
 
 
 class MarkedGridCache:
-    """A latent cache whose 4 x 4 token grid marks the mass: the token under it carries a bump that
-    also encodes where in the token the mass is; qpos is the mass's (x, y) in [-0.3, 0.3]."""
+    """A latent cache whose 4 x 4 token grid marks a point: the token under it carries a bump that also
+    encodes where in the token the point is. qpos is the point's (x, y) in [-0.3, 0.3], or with
+    `angle=True` the angle, in [-3 pi, 3 pi), of a point turning on a circle of radius 0.25."""
 
     grid, dim = 4, 8
 
-    def __init__(self, episodes: int, seed: int):
+    def __init__(self, episodes: int, seed: int, angle: bool = False):
         generator = np.random.default_rng(seed)
-        qpos = generator.uniform(-0.3, 0.3, (episodes, 10, 2)).astype(np.float32)
-        cells = np.clip(((qpos + 0.3) / 0.6 * self.grid).astype(int), 0, self.grid - 1)  # (E, T, 2) column, row
-        within = (qpos + 0.3) / 0.6 * self.grid - cells  # (E, T, 2) in [0, 1)
+        if angle:
+            qpos = generator.uniform(-3 * np.pi, 3 * np.pi, (episodes, 10, 1)).astype(np.float32)
+            point = 0.25 * np.concatenate([np.cos(qpos), np.sin(qpos)], axis=-1)  # (E, T, 2)
+        else:
+            qpos = point = generator.uniform(-0.3, 0.3, (episodes, 10, 2)).astype(np.float32)
+        cells = np.clip(((point + 0.3) / 0.6 * self.grid).astype(int), 0, self.grid - 1)  # (E, T, 2) column, row
+        within = (point + 0.3) / 0.6 * self.grid - cells  # (E, T, 2) in [0, 1)
         self.latents = 0.1 * generator.standard_normal((episodes, 10, self.grid, self.grid, self.dim)).astype(np.float32)
         episode_index, step_index = np.meshgrid(np.arange(episodes), np.arange(10), indexing="ij")
         marked = self.latents[episode_index, step_index, cells[..., 1], cells[..., 0]]  # (E, T, D)
@@ -55,6 +61,24 @@ def test_readout_learns_where_the_marked_token_is(tmp_path):
     guessing_the_mean = np.linalg.norm(val.qpos[:, 0] - train.qpos.reshape(-1, 2).mean(0), axis=-1)
     assert float(errors.median()) < 0.2 * float(np.median(guessing_the_mean))
     assert metrics["val_median_error"] < 0.2 * float(np.median(guessing_the_mean))
+
+
+def test_readout_reads_an_angle_modulo_full_turns(tmp_path):
+    """A frame shows an angle only modulo 2 pi: the readout returns it wrapped, and its error is the
+    wrapped difference (a plain regression of the unwrapped angle could not beat guessing)."""
+    train, val = MarkedGridCache(200, seed=0, angle=True), MarkedGridCache(40, seed=1, angle=True)
+    metrics = train_position_readout(READOUT, train, val, tmp_path, seed=0, angles=True)
+    readout = load_position_readout(tmp_path)
+    assert readout.config.angles
+    tokens = torch.from_numpy(val.latents[:, 0])  # (E, 4, 4, D)
+    with torch.no_grad():
+        angles = readout(tokens)  # (E, 1)
+    assert float(angles.abs().max()) <= np.pi
+    errors = readout.position_error(angles, torch.from_numpy(val.qpos[:, 0])).abs()  # (E, 1), wrapped
+    assert float(errors.median()) < 0.15  # rad; a guess is off by pi / 2 on average
+    assert metrics["val_median_error"] < 0.15
+    turned = readout.position_error(torch.tensor([[3.1]]), torch.tensor([[-3.1 + 4 * np.pi]]))
+    torch.testing.assert_close(turned, torch.tensor([[6.2 - 2 * np.pi]]))
 
 
 def test_train_stage_writes_the_readout_and_the_energy_adds_its_term(tmp_path, embedded_run, tiny_dataset_dir):  # noqa: F811
