@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     if name not in STAGES:
         print(f"error: unknown subcommand {name!r}; expected one of: {', '.join(STAGES)}", file=sys.stderr)
         sys.exit(2)
+    if name == "tasks":  # reads no config and writes nothing, so it makes no Hydra run directory either
+        from envs.registry import print_tasks
+
+        print_tasks()
+        return
     run_stage(name, rest)
 
 

@@ -34,7 +34,7 @@ def make_from_config(env_cfg) -> Any:
     return make(name, **settings)
 
 
-def print_tasks(cfg=None) -> None:
+def print_tasks() -> None:
     """`jepa-agent tasks`: one line per registered task."""
     width = max(len(name) for name in TASKS)
     for name, (_, description) in TASKS.items():

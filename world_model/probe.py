@@ -3,8 +3,8 @@
 For the encoder `cfg.encoder.source` and a randomly initialised encoder of the same architecture,
 probes are fitted from frozen tokens of train episodes to the simulator state and scored with R^2
 on held-out episodes, per target group:
-    angles      reacher joint angles, as (sin, cos)        (tasks listed as `angles` in probe.qpos_kind)
-    positions   point-mass x, y                            (tasks listed as `positions`)
+    angles      reacher joint angles, as (sin, cos)        (tasks whose `angular_positions` is true)
+    positions   point-mass x, y                            (the others)
     velocities  qvel
 Probes: `linear` (ridge on mean-pooled tokens) and `attentive` (learned-query pooler + linear head).
 Writes `cfg.run_dir/probe/probe.json`, `probe.png` (bar chart, encoder vs random) and `config.yaml`.
@@ -19,20 +19,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from envs.registry import task_class
 from world_model.encoder import FrozenEncoder, load_encoder, random_encoder
 from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
 
 
-def state_targets(qpos: np.ndarray, qvel: np.ndarray, qpos_kind: str) -> dict[str, np.ndarray]:
-    """Probe targets per group from qpos (T, nq) and qvel (T, nv): {group: (T, k)}."""
-    if qpos_kind == "angles":
+def state_targets(qpos: np.ndarray, qvel: np.ndarray, angles: bool) -> dict[str, np.ndarray]:
+    """Probe targets per group from qpos (T, nq) and qvel (T, nv): {group: (T, k)}; hinge joints
+    (`angles`) as (sin, cos), since a frame shows an angle only modulo 2 pi."""
+    if angles:
         return {"angles": np.concatenate([np.sin(qpos), np.cos(qpos)], axis=1), "velocities": qvel}
-    if qpos_kind == "positions":
-        return {"positions": qpos, "velocities": qvel}
-    raise ValueError(f"probe.qpos_kind must map tasks to 'angles' or 'positions', got {qpos_kind!r}")
+    return {"positions": qpos, "velocities": qvel}
 
 
-def probe_samples(store, stride: int, max_frames: int, clip_frames: int, qpos_kind: str):
+def probe_samples(store, stride: int, max_frames: int, clip_frames: int, angles: bool):
     """Frames (M, clip_frames, H, W, 3) ending at the probed step, targets {group: (M, k)}, episode ids (M,)."""
     frames, targets, episode_ids = [], [], []
     for index in range(len(store)):
@@ -40,7 +40,7 @@ def probe_samples(store, stride: int, max_frames: int, clip_frames: int, qpos_ki
         steps = np.arange(clip_frames - 1, len(episode["frames"]), stride)  # (S,)
         clips = np.stack([episode["frames"][step - clip_frames + 1:step + 1] for step in steps])
         frames.append(clips)
-        targets.append(state_targets(episode["qpos"][steps], episode["qvel"][steps], qpos_kind))
+        targets.append(state_targets(episode["qpos"][steps], episode["qvel"][steps], angles))
         episode_ids.append(np.full(len(steps), index))
         if sum(len(f) for f in frames) >= max_frames:
             break
@@ -113,10 +113,9 @@ def main(cfg: DictConfig) -> None:
     stores = {split: EpisodeStore(Path(cfg.paths.dataset) / split)
               for split in (settings.train_split, settings.test_split)}
     task = stores[settings.train_split].meta.get("task")
-    if task not in settings.qpos_kind:
-        raise ValueError(f"probe.qpos_kind has no entry for task {task!r}; known: {sorted(settings.qpos_kind)}")
+    angles = task_class(task).angular_positions
     train, test = (probe_samples(stores[split], settings.frame_stride, settings.max_frames,
-                                 settings.clip_frames, settings.qpos_kind[task])
+                                 settings.clip_frames, angles)
                    for split in (settings.train_split, settings.test_split))
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     results = {"encoder": evaluate_encoder(encoder, train, test, settings, cfg.seed),

@@ -27,9 +27,12 @@ def test_help_lists_subcommands():
 
 
 def test_tasks_lists_registered_tasks():
+    outputs = REPO / "outputs"
+    before = sorted(outputs.rglob("*")) if outputs.exists() else []
     result = cli("tasks")
     assert result.returncode == 0, result.stderr
     assert "reacher" in result.stdout and "point_mass" in result.stdout
+    assert (sorted(outputs.rglob("*")) if outputs.exists() else []) == before  # no run directory in the cwd
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@ several times), the train stage writes it next to the predictor, and the latent 
 exactly `position_weight` x its squared position error."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +114,14 @@ def test_position_energy_without_a_readout_is_refused(tmp_path, embedded_run):  
         LatentWorld(load_stage_encoder(cfg), predictor, position_weight=1.0)
     with pytest.raises(FileNotFoundError, match="predictor.readout.steps"):
         load_position_readout(tmp_path / "predictor")
+
+
+def test_readout_of_another_layout_is_refused(tmp_path):
+    few_steps = OmegaConf.merge(READOUT, {"steps": 5})
+    train_position_readout(few_steps, MarkedGridCache(20, seed=0), MarkedGridCache(5, seed=1), tmp_path, seed=0)
+    meta_path = tmp_path / "position_readout.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["points"] = 3  # weights saved for 1 keypoint
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not match its config .* retrain it"):
+        load_position_readout(tmp_path)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 from transformers import VJEPA2Config, VJEPA2Model
 
+import envs.registry
 from tests.conftest import compose_config
 from world_model import probe
 from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
@@ -44,11 +44,11 @@ def test_attentive_probe_reads_a_value_at_one_token_position_where_mean_pooling_
 
 def test_state_targets_encode_angles_as_sin_cos():
     qpos, qvel = np.array([[0.0, np.pi / 2]]), np.array([[1.0, -1.0]])
-    targets = probe.state_targets(qpos, qvel, "angles")
+    targets = probe.state_targets(qpos, qvel, angles=True)
     np.testing.assert_allclose(targets["angles"], [[0.0, 1.0, 1.0, 0.0]], atol=1e-12)
-    assert set(probe.state_targets(qpos, qvel, "positions")) == {"positions", "velocities"}
-    with pytest.raises(ValueError, match="'angles' or 'positions'"):
-        probe.state_targets(qpos, qvel, "quaternions")
+    assert set(probe.state_targets(qpos, qvel, angles=False)) == {"positions", "velocities"}
+    assert envs.registry.task_class("reacher").angular_positions
+    assert not envs.registry.task_class("point_mass").angular_positions
 
 
 def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir, tmp_path):
