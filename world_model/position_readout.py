@@ -9,8 +9,8 @@ qpos from the goal image's encoder tokens, a frozen-feature probe in the V-JEPA 
 
 A spatial soft-argmax over the token grid: a shared MLP scores every token (with a learned position
 embedding) for each of `points` keypoints and proposes an offset within it; the softmax over tokens
-weights the token centres plus offsets into an image point per keypoint, and an MLP head maps those
-points and the weighted token features to qpos. Slide joints (the point mass) are regressed in
+weights the token centres plus offsets into an image point per keypoint, and a linear (or MLP) head
+maps those points and the weighted token features to qpos. Slide joints (the point mass) are regressed in
 standardised units; hinge joints (`angles=True`, the reacher's freely turning shoulder) as (sin, cos),
 so that an image, which cannot show how often a joint has turned, maps to one answer in [-pi, pi).
 Trained on the latent cache (`jepa-agent train` when `predictor.readout.steps > 0`), saved next to
@@ -48,6 +48,7 @@ class ReadoutConfig:
     positions: int     # nq: the leading proprio entries it predicts
     hidden: int = 256
     points: int = 1    # soft-argmax keypoints (one finds the point mass; the two-link arm needs more)
+    mlp_head: bool = False  # an MLP head instead of a linear one (the arm's angles: yes; the mass's x, y: no)
     angles: bool = False  # hinge joints: read as (sin, cos), returned wrapped to [-pi, pi)
 
 
@@ -67,8 +68,9 @@ class PositionReadout(nn.Module):
                                        nn.Linear(config.hidden, config.hidden), nn.GELU())
         self.score_and_offset = nn.Linear(config.hidden, 3 * config.points)
         outputs = 2 * config.positions if config.angles else config.positions
-        self.head = nn.Sequential(nn.Linear(config.points * (2 + config.hidden), config.hidden), nn.GELU(),
-                                  nn.Linear(config.hidden, outputs))
+        inputs = config.points * (2 + config.hidden)
+        self.head = (nn.Sequential(nn.Linear(inputs, config.hidden), nn.GELU(), nn.Linear(config.hidden, outputs))
+                     if config.mlp_head else nn.Linear(inputs, outputs))
 
     def fit_normalisation(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
         """tokens (M, grid, grid, D) and positions (M, positions) of training frames."""
@@ -132,7 +134,7 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
     torch.manual_seed(seed)
     positions = int(train_cache.field("qpos").shape[-1])
     readout = PositionReadout(ReadoutConfig(train_cache.grid, train_cache.dim, positions, int(readout_cfg.hidden),
-                                            int(readout_cfg.points), bool(angles)))
+                                            int(readout_cfg.points), bool(readout_cfg.mlp_head), bool(angles)))
     readout.fit_normalisation(*random_frames(train_cache, 20000, generator))
     val_tokens, val_positions = random_frames(val_cache, int(readout_cfg.val_frames), generator)
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(readout_cfg.lr), weight_decay=1e-4)

@@ -18,7 +18,8 @@ from world_model.latent_cache import load_stage_encoder
 from world_model.position_readout import load_position_readout, train_position_readout
 from world_model.predictor import load_predictor
 
-READOUT = OmegaConf.create({"steps": 1500, "batch_size": 64, "lr": 3e-3, "hidden": 32, "points": 1, "val_frames": 200})
+READOUT = OmegaConf.create({"steps": 1500, "batch_size": 64, "lr": 3e-3, "hidden": 32, "points": 1,
+                             "mlp_head": False, "val_frames": 200})
 
 
 class MarkedGridCache:
@@ -69,7 +70,8 @@ def test_readout_reads_an_angle_modulo_full_turns(tmp_path):
     """A frame shows an angle only modulo 2 pi: the readout returns it wrapped, and its error is the
     wrapped difference (a plain regression of the unwrapped angle could not beat guessing)."""
     train, val = MarkedGridCache(200, seed=0, angle=True), MarkedGridCache(40, seed=1, angle=True)
-    metrics = train_position_readout(READOUT, train, val, tmp_path, seed=0, angles=True)
+    two_points_mlp = OmegaConf.merge(READOUT, {"points": 2, "mlp_head": True})
+    metrics = train_position_readout(two_points_mlp, train, val, tmp_path, seed=0, angles=True)
     readout = load_position_readout(tmp_path)
     assert readout.config.angles
     tokens = torch.from_numpy(val.latents[:, 0])  # (E, 4, 4, D)
