@@ -1,16 +1,20 @@
 """`jepa-agent probe`: judge a frozen encoder the V-JEPA way, by probing it for the task state.
 
-For the encoder `cfg.encoder.source` and a randomly initialised encoder of the same architecture,
-probes are fitted from frozen tokens of train episodes to the simulator state and scored with R^2
-on held-out episodes, per target group:
+For the encoder `cfg.encoder.source` and randomly initialised encoders of the same architecture (one
+per seed in `probe.random_seeds`), probes are fitted from frozen tokens of train episodes to the
+simulator state and scored with R^2 on held-out episodes, per target group:
     angles      reacher joint angles, as (sin, cos)        (tasks whose `angular_positions` is true)
     positions   point-mass x, y                            (the others)
     velocities  qvel
-Probes: `linear` (ridge on mean-pooled tokens) and `attentive` (learned-query pooler + linear head).
-Writes `cfg.run_dir/probe/probe.json`, `probe.png` (bar chart, encoder vs random) and `config.yaml`.
+Probes: `linear` (ridge on the tokens average-pooled to the k x k grid the world model reads,
+`probe.linear_pool_grid`, flattened) and `attentive` (learned-query pooler + linear head on all tokens).
+The encoder clearly beats random on a probe when it reads the state (R^2 > 0) and its R^2 exceeds
+the best random seed's by `probe.clear_margin`. Writes `cfg.run_dir/probe/probe.json`, `probe.png` (bar chart, encoder vs the
+random seeds' mean and range) and `config.yaml`.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from envs.registry import task_class
 from world_model.encoder import FrozenEncoder, load_encoder, random_encoder
+from world_model.predictor import pool_token_grid
 from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
 
 
@@ -57,59 +62,91 @@ def embed(encoder: FrozenEncoder, clips: np.ndarray, batch_size: int = 256) -> t
     return torch.cat(tokens)
 
 
-def evaluate_encoder(encoder: FrozenEncoder, train, test, settings: DictConfig, seed: int) -> dict:
+def pooled_features(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """(M, N, D) tokens -> (M, grid * grid * D): the linear probe's input, the world model's latent layout."""
+    return pool_token_grid(tokens.float(), min(grid, math.isqrt(tokens.shape[1]))).flatten(1)
+
+
+def evaluate_encoder(encoder: FrozenEncoder, train, test, settings: DictConfig, seed: int, name: str) -> dict:
     """R^2 per probe kind and target group, e.g. {"linear": {"angles": 0.9, ...}, "attentive": {...}}."""
     (train_clips, train_targets, train_episodes), (test_clips, test_targets, _) = train, test
     train_tokens, test_tokens = embed(encoder, train_clips), embed(encoder, test_clips)  # (M, N, D)
+    train_features = pooled_features(train_tokens, settings.linear_pool_grid)  # (M, k * k * D)
+    test_features = pooled_features(test_tokens, settings.linear_pool_grid)
     results: dict[str, dict[str, float]] = {"linear": {}, "attentive": {}}
     attentive = settings.attentive
     for group in train_targets:
-        ridge = fit_ridge(train_tokens.float().mean(dim=1), train_targets[group], train_episodes,
-                          list(settings.ridge_alphas))
-        predicted = ridge.predict(test_tokens.float().mean(dim=1))
+        ridge = fit_ridge(train_features, train_targets[group], train_episodes, list(settings.ridge_alphas))
+        predicted = ridge.predict(test_features)
         results["linear"][group] = r2_scores(predicted, test_targets[group].double()).mean().item()
         probe = fit_attentive_probe(train_tokens, train_targets[group], attentive.steps, attentive.batch_size,
                                     attentive.lr, attentive.weight_decay, attentive.width,
-                                    attentive.num_queries, attentive.num_heads, seed)
+                                    attentive.num_queries, attentive.num_heads, seed,
+                                    description=f"attentive probe, {name}, {group}")
         predicted = probe.predict(test_tokens)
         results["attentive"][group] = r2_scores(predicted, test_targets[group].double()).mean().item()
     return results
 
 
-def plot(results: dict, path: Path) -> None:
-    """Grouped bars of R^2: (probe, group) on the x axis, encoder vs random encoder side by side."""
+def compare_with_random(encoder: dict, random_by_seed: list[dict], clear_margin: float) -> dict:
+    """Per probe and group: the random seeds' mean, min and max R^2, the encoder's margin over the best
+    random seed, and whether the encoder reads the state (R^2 > 0) with that margin >= `clear_margin`."""
+    comparison: dict[str, dict] = {key: {} for key in ("random_mean", "random_min", "random_max",
+                                                       "margin_over_best_random", "clearly_beats_random")}
+    for probe_kind, groups in encoder.items():
+        for key in comparison:
+            comparison[key][probe_kind] = {}
+        for group, value in groups.items():
+            scores = [seed_results[probe_kind][group] for seed_results in random_by_seed]
+            margin = value - max(scores)
+            comparison["random_mean"][probe_kind][group] = float(np.mean(scores))
+            comparison["random_min"][probe_kind][group] = min(scores)
+            comparison["random_max"][probe_kind][group] = max(scores)
+            comparison["margin_over_best_random"][probe_kind][group] = margin
+            # below R^2 = 0 a probe reads nothing (e.g. velocities from one frame), whatever the margin
+            comparison["clearly_beats_random"][probe_kind][group] = bool(margin >= clear_margin and value > 0)
+    return comparison
+
+
+def plot(encoder: dict, comparison: dict, path: Path) -> None:
+    """Grouped bars of R^2: (probe, group) on the x axis, the encoder beside the random seeds' mean
+    (error bar: their min to max)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [(probe, group) for probe in results["encoder"] for group in results["encoder"][probe]]
+    labels = [(probe, group) for probe in encoder for group in encoder[probe]]
     x = np.arange(len(labels))
+    clip = lambda value: max(value, -0.1)  # noqa: E731
     figure, axes = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.6))
-    for offset, name in ((-0.2, "encoder"), (0.2, "random")):
-        values = [max(results[name][probe][group], -0.1) for probe, group in labels]
-        axes.bar(x + offset, values, width=0.4, label="in-domain encoder" if name == "encoder" else "random init")
+    axes.bar(x - 0.2, [clip(encoder[probe][group]) for probe, group in labels], width=0.4, label="in-domain encoder")
+    mean = np.array([clip(comparison["random_mean"][probe][group]) for probe, group in labels])
+    low = np.array([clip(comparison["random_min"][probe][group]) for probe, group in labels])
+    high = np.array([clip(comparison["random_max"][probe][group]) for probe, group in labels])
+    axes.bar(x + 0.2, mean, width=0.4, yerr=np.stack([mean - low, high - mean]), capsize=3,
+             label="random init (mean, min-max over seeds)")
     axes.set_xticks(x, [f"{probe}\n{group}" for probe, group in labels])
     axes.set_ylabel("held-out R$^2$ (clipped at -0.1)")
-    axes.set_ylim(-0.1, 1.0)
+    axes.set_ylim(-0.1, 1.2)  # the band above 1 holds the legend
     axes.axhline(0.0, color="black", linewidth=0.8)
-    axes.legend(loc="upper right")
+    axes.legend(loc="upper center", ncol=2, fontsize=8)
     figure.tight_layout()
     atomic_save(path, lambda temp: figure.savefig(temp, format="png", dpi=120))
     plt.close(figure)
 
 
 def main(cfg: DictConfig) -> None:
-    """Probe `cfg.encoder.source` and a random encoder of its architecture; write probe.json/png."""
+    """Probe `cfg.encoder.source` and random encoders of its architecture; write probe.json/png."""
     from envs.dataset import EpisodeStore
 
     settings = cfg.probe
+    if not settings.random_seeds:
+        raise ValueError("probe.random_seeds is empty; expected at least one seed for the random baseline, e.g. [0, 1, 2]")
     output = ensure_writable_dir(Path(cfg.run_dir) / "probe", "probe directory")
     started = time.perf_counter()
     encode = cfg.encoder.encode
     encoder = load_encoder(cfg.encoder.source, cfg.device, encode.autocast_bf16, encode.chunk_size)
-    baseline = random_encoder(encoder.config, settings.random_seed, cfg.device, encode.autocast_bf16,
-                              encode.chunk_size)
     stores = {split: EpisodeStore(Path(cfg.paths.dataset) / split)
               for split in (settings.train_split, settings.test_split)}
     task = stores[settings.train_split].meta.get("task")
@@ -118,18 +155,28 @@ def main(cfg: DictConfig) -> None:
                                  settings.clip_frames, angles)
                    for split in (settings.train_split, settings.test_split))
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    results = {"encoder": evaluate_encoder(encoder, train, test, settings, cfg.seed),
-               "random": evaluate_encoder(baseline, train, test, settings, cfg.seed)}
+    encoder_r2 = evaluate_encoder(encoder, train, test, settings, cfg.seed, "encoder")
+    random_r2 = {}
+    for seed in map(int, settings.random_seeds):
+        baseline = random_encoder(encoder.config, seed, cfg.device, encode.autocast_bf16, encode.chunk_size)
+        random_r2[seed] = evaluate_encoder(baseline, train, test, settings, cfg.seed, f"random seed {seed}")
+    comparison = compare_with_random(encoder_r2, list(random_r2.values()), float(settings.clear_margin))
     report = {"task": task, "encoder": {"source": str(cfg.encoder.source), "fingerprint": encoder.fingerprint,
                                         "grid": list(encoder.grid), "dim": encoder.dim},
               "train_frames": len(train[0]), "test_frames": len(test[0]),
               "splits": {"train": settings.train_split, "test": settings.test_split},
-              "clip_frames": settings.clip_frames, "r2": results,
-              "seconds": round(time.perf_counter() - started, 1)}
+              "clip_frames": settings.clip_frames, "linear_pool_grid": settings.linear_pool_grid,
+              "clear_margin": settings.clear_margin,
+              "r2": {"encoder": encoder_r2, "random": comparison.pop("random_mean"), "random_by_seed": random_r2},
+              **comparison, "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_json(output / "probe.json", report)
-    plot(results, output / "probe.png")
-    print(f"probe: {task}, {len(train[0])} train / {len(test[0])} test frames, held-out R^2:")
-    for probe_kind in results["encoder"]:
-        for group, value in results["encoder"][probe_kind].items():
-            print(f"  {probe_kind:<9} {group:<10} encoder {value:6.3f}   random {results['random'][probe_kind][group]:6.3f}")
+    plot(encoder_r2, {**comparison, "random_mean": report["r2"]["random"]}, output / "probe.png")
+    print(f"probe: {task}, {len(train[0])} train / {len(test[0])} test frames, held-out R^2 "
+          f"(random: mean [min, max] over seeds {list(random_r2)}):")
+    for probe_kind, groups in encoder_r2.items():
+        for group, value in groups.items():
+            verdict = "clearly better" if comparison["clearly_beats_random"][probe_kind][group] else "not clearly better"
+            print(f"  {probe_kind:<9} {group:<10} encoder {value:6.3f}   random {report['r2']['random'][probe_kind][group]:6.3f} "
+                  f"[{comparison['random_min'][probe_kind][group]:.3f}, {comparison['random_max'][probe_kind][group]:.3f}]"
+                  f"   {verdict} (margin {comparison['margin_over_best_random'][probe_kind][group]:+.3f})")
     print(f"probe: wrote {output / 'probe.json'} and probe.png ({report['seconds']} s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from transformers import VJEPA2Config, VJEPA2Model
 
@@ -51,14 +52,32 @@ def test_state_targets_encode_angles_as_sin_cos():
     assert not envs.registry.task_class("point_mass").angular_positions
 
 
+def test_clear_win_needs_the_margin_over_the_best_random_seed():
+    encoder = {"linear": {"angles": 0.80, "velocities": 0.30}, "attentive": {"angles": -0.5, "velocities": 0.9}}
+    random_by_seed = [{"linear": {"angles": 0.70, "velocities": 0.20}, "attentive": {"angles": -1.0, "velocities": 0.5}},
+                      {"linear": {"angles": 0.78, "velocities": 0.10}, "attentive": {"angles": -0.9, "velocities": 0.6}}]
+    comparison = probe.compare_with_random(encoder, random_by_seed, clear_margin=0.05)
+    assert comparison["random_mean"]["linear"]["angles"] == pytest.approx(0.74)
+    assert comparison["margin_over_best_random"]["linear"]["angles"] == pytest.approx(0.02)
+    assert comparison["clearly_beats_random"]["linear"] == {"angles": False, "velocities": True}
+    assert comparison["clearly_beats_random"]["attentive"] == {"angles": False, "velocities": True}  # R^2 < 0 reads nothing
+
+
+def test_probe_refuses_an_empty_random_baseline(tiny_dataset_dir, tmp_path):
+    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "probe.random_seeds=[]"])
+    with pytest.raises(ValueError, match="probe.random_seeds is empty"):
+        probe.main(cfg)
+
+
 def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir, tmp_path):
-    torch.manual_seed(1)  # not the random baseline's seed (probe.random_seed=0)
+    torch.manual_seed(1)  # not a random baseline's seed
     config = VJEPA2Config(crop_size=32, patch_size=8, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
                           num_attention_heads=2, pred_hidden_size=16, pred_num_hidden_layers=1,
                           pred_num_attention_heads=2, frames_per_clip=2)
     VJEPA2Model(config).save_pretrained(tmp_path / "encoder")
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "device=cpu", "probe.max_frames=120",
-                                    "probe.attentive.steps=20", "probe.attentive.width=16"])
+                                    "probe.attentive.steps=20", "probe.attentive.width=16",
+                                    "probe.random_seeds=[0,2]"])
 
     probe.main(cfg)
 
@@ -71,5 +90,13 @@ def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir,
             assert set(scores) == {"angles", "velocities"}
             assert all(np.isfinite(value) and value <= 1.0 for value in scores.values())
     assert report["r2"]["encoder"] != report["r2"]["random"]
+    assert set(report["r2"]["random_by_seed"]) == {"0", "2"} and report["linear_pool_grid"] == 4
+    for kind in ("linear", "attentive"):
+        for group, value in report["r2"]["encoder"][kind].items():
+            seeds = [report["r2"]["random_by_seed"][seed][kind][group] for seed in ("0", "2")]
+            assert report["r2"]["random"][kind][group] == pytest.approx(np.mean(seeds))
+            assert report["margin_over_best_random"][kind][group] == pytest.approx(value - max(seeds))
+            assert report["clearly_beats_random"][kind][group] == (value - max(seeds) >= report["clear_margin"]
+                                                                   and value > 0)
     assert (tmp_path / "probe" / "probe.png").stat().st_size > 1000
     assert (tmp_path / "probe" / "config.yaml").is_file()

@@ -1,6 +1,6 @@
 """Probe heads that read a task state off frozen encoder tokens, and the R^2 score they are judged by.
 
-- `fit_ridge`: closed-form ridge regression on mean-pooled tokens (the linear probe); the ridge
+- `fit_ridge`: closed-form ridge regression on features (the linear probe: pooled tokens); the ridge
   strength is chosen on held-out training episodes, then the probe is refitted on all of them.
 - `fit_attentive_probe`: V-JEPA's attentive probe, small: learned queries cross-attend over the
   tokens (projected to a narrow width, plus a learned embedding of each token's grid position), then
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 
 def r2_scores(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -115,8 +116,9 @@ class FittedAttentiveProbe:
 
 def fit_attentive_probe(tokens: torch.Tensor, targets: torch.Tensor, steps: int, batch_size: int,
                         lr: float, weight_decay: float, width: int, num_queries: int, num_heads: int,
-                        seed: int = 0) -> FittedAttentiveProbe:
-    """Train an attentive probe on tokens (M, N, D) (any float dtype) -> targets (M, K) with MSE."""
+                        seed: int = 0, description: str | None = None) -> FittedAttentiveProbe:
+    """Train an attentive probe on tokens (M, N, D) (any float dtype) -> targets (M, K) with MSE;
+    `description` labels a progress bar (none without it)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -127,7 +129,7 @@ def fit_attentive_probe(tokens: torch.Tensor, targets: torch.Tensor, steps: int,
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     module.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc=description, unit="step", disable=description is None, dynamic_ncols=True):
         batch = torch.randint(len(tokens), (min(batch_size, len(tokens)),), generator=generator)
         loss = nn.functional.mse_loss(module(tokens[batch].float() / token_scale), scaled_targets[batch])
         optimizer.zero_grad(set_to_none=True)
