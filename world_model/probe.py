@@ -9,8 +9,8 @@ simulator state and scored with R^2 on held-out episodes, per target group:
 Probes: `linear` (ridge on the tokens average-pooled to the k x k grid the world model reads,
 `probe.linear_pool_grid`, flattened) and `attentive` (learned-query pooler + linear head on all tokens).
 The encoder clearly beats random on a probe when it reads the state (R^2 > 0) and its R^2 exceeds
-the best random seed's by `probe.clear_margin`. Writes `cfg.run_dir/probe/probe.json`, `probe.png` (bar chart, encoder vs the
-random seeds' mean and range) and `config.yaml`.
+the best random seed's by `probe.clear_margin`. Writes `cfg.run_dir/probe/probe.json`, `probe.png`
+(bar chart, encoder vs the random seeds' mean and range) and `config.yaml`.
 """
 from __future__ import annotations
 
@@ -167,10 +167,10 @@ def main(cfg: DictConfig) -> None:
               "splits": {"train": settings.train_split, "test": settings.test_split},
               "clip_frames": settings.clip_frames, "linear_pool_grid": settings.linear_pool_grid,
               "clear_margin": settings.clear_margin,
-              "r2": {"encoder": encoder_r2, "random": comparison.pop("random_mean"), "random_by_seed": random_r2},
-              **comparison, "seconds": round(time.perf_counter() - started, 1)}
+              "r2": {"encoder": encoder_r2, "random": comparison["random_mean"], "random_by_seed": random_r2},
+              **{key: value for key, value in comparison.items() if key != "random_mean"}, "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_json(output / "probe.json", report)
-    plot(encoder_r2, {**comparison, "random_mean": report["r2"]["random"]}, output / "probe.png")
+    plot(encoder_r2, comparison, output / "probe.png")
     print(f"probe: {task}, {len(train[0])} train / {len(test[0])} test frames, held-out R^2 "
           f"(random: mean [min, max] over seeds {list(random_r2)}):")
     for probe_kind, groups in encoder_r2.items():
