@@ -13,7 +13,7 @@ from world_model.encoder import load_encoder, preprocess_frames
 from world_model.vjepa import pretrain
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
-from world_model.vjepa.model import VJEPAPretrainingModel
+from world_model.vjepa.model import VJEPAPretrainingModel, variance_covariance
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
 
 
@@ -81,6 +81,32 @@ def test_ema_update_moves_each_target_weight_towards_the_context_encoder():
     for old, new, online in zip(before, model.target_encoder.parameters(), context):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
     assert not any(p.requires_grad for p in model.target_encoder.parameters())
+
+
+def test_variance_covariance_is_zero_for_whitened_tokens_and_high_for_collapsed_ones():
+    whitened = torch.randn(20000, 8) * 1.5  # (M, D): independent dimensions, std above 1
+    variance, covariance = variance_covariance(whitened)
+    assert variance.item() == 0.0 and covariance.item() < 0.01
+    collapsed = torch.randn(20000, 1).expand(-1, 8) * 0.1  # every dimension the same, std 0.1
+    variance, covariance = variance_covariance(collapsed)
+    torch.testing.assert_close(variance, torch.tensor(0.9), atol=0.01, rtol=0)
+    torch.testing.assert_close(covariance, torch.tensor(7 * 0.01 ** 2), atol=1e-4, rtol=0)  # 8*7 pairs / 8
+
+
+def test_variance_covariance_penalty_adds_to_the_prediction_loss():
+    config = build_config(TINY_ARCHITECTURE, clip_frames=4)
+    pixels = torch.randn(2, 4, 3, 32, 32)
+    masks = [MultiBlockMasker(BlockMaskSpec(1, (0.5, 0.5)), (8, 8), 2)(2, torch.Generator().manual_seed(0))]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        plain = VJEPAPretrainingModel(config)
+    penalised = VJEPAPretrainingModel(config, variance_weight=2.0, covariance_weight=3.0)
+    penalised.load_state_dict(plain.state_dict())
+    context = plain.encode_context(pixels, masks[0][0])
+    variance, covariance = variance_covariance(context)
+
+    torch.testing.assert_close(penalised.loss(pixels, masks)[0],
+                               plain.loss(pixels, masks)[0] + 2.0 * variance + 3.0 * covariance)
 
 
 def test_context_encoder_sees_only_visible_tokens():

@@ -6,7 +6,9 @@
   tokens plus positional mask tokens, predicts the target encoder's tokens at the masked positions;
 - target encoder: an exponential moving average of the context encoder, run on the whole clip
   without gradients; its outputs are layer-normed (as in V-JEPA) and are the regression targets.
-Loss: L1 in representation space, averaged over the mask families. `export()` is a complete
+Loss: L1 in representation space, averaged over the mask families, plus an optional VICReg-style
+variance-covariance penalty on the context tokens (as C-JEPA adds to I-JEPA) that keeps the encoder
+from collapsing onto a few directions. `export()` is a complete
 `VJEPA2Model` whose encoder is the EMA target encoder (what V-JEPA keeps) and whose predictor is ours.
 """
 from __future__ import annotations
@@ -24,13 +26,26 @@ def gather_tokens(tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return torch.gather(tokens, 1, indices.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
+def variance_covariance(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg terms of tokens (..., D), over all tokens: mean hinge of each dimension's std below 1,
+    and the sum of squared off-diagonal covariances divided by D."""
+    features = tokens.reshape(-1, tokens.shape[-1]).float()  # (M, D)
+    features = features - features.mean(dim=0)
+    variance = torch.relu(1.0 - (features.var(dim=0) + 1e-4).sqrt()).mean()
+    covariance = features.T @ features / (len(features) - 1)  # (D, D)
+    off_diagonal = covariance - torch.diag(torch.diag(covariance))
+    return variance, off_diagonal.pow(2).sum() / features.shape[1]
+
+
 class VJEPAPretrainingModel(nn.Module):
     """Context encoder + predictor (trained) and EMA target encoder; inputs are preprocessed clips
     `pixels float (B, T, 3, S, S)` (see `world_model.encoder.preprocess_frames`)."""
 
-    def __init__(self, config: VJEPA2Config):
+    def __init__(self, config: VJEPA2Config, variance_weight: float = 0.0, covariance_weight: float = 0.0):
         super().__init__()
         self.config = config
+        self.variance_weight = variance_weight
+        self.covariance_weight = covariance_weight
         self.context_model = VJEPA2Model(config)
         self.target_encoder = copy.deepcopy(self.context_model.encoder).requires_grad_(False)
 
@@ -59,7 +74,8 @@ class VJEPAPretrainingModel(nn.Module):
 
     def loss(self, pixels: torch.Tensor,
              masks: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean L1 over mask families of (context_ids (B, Nc), target_ids (B, Nt)) pairs.
+        """Mean over mask families of (context_ids (B, Nc), target_ids (B, Nt)) pairs of the L1 between
+        predicted and target tokens, plus the weighted variance-covariance penalty of the context tokens.
 
         Returns (scalar loss, target tokens (B, N, D)) so callers can log representation statistics.
         """
@@ -68,7 +84,11 @@ class VJEPAPretrainingModel(nn.Module):
         for context_ids, target_ids in masks:
             context = self.encode_context(pixels, context_ids)  # (B, Nc, D)
             predicted = self.predict(context, context_ids, target_ids, targets.shape[1])  # (B, Nt, D)
-            losses.append((predicted.float() - gather_tokens(targets, target_ids).float()).abs().mean())
+            loss = (predicted.float() - gather_tokens(targets, target_ids).float()).abs().mean()
+            if self.variance_weight or self.covariance_weight:
+                variance, covariance = variance_covariance(context)
+                loss = loss + self.variance_weight * variance + self.covariance_weight * covariance
+            losses.append(loss)
         return torch.stack(losses).mean(), targets
 
     @torch.no_grad()

@@ -44,6 +44,8 @@ class PretrainSettings:
     ema_end: float
     masks: list[dict] = field(default_factory=lambda: [dict(mask) for mask in V_JEPA_MASKS])
     min_context: int = 4
+    variance_weight: float = 0.0
+    covariance_weight: float = 0.0
     autocast_bf16: bool = True
     checkpoint_every: int = 200
     log_every: int = 25
@@ -90,7 +92,8 @@ class Pretrainer:
         self.device = device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = VJEPAPretrainingModel(config).to(device)
+            self.model = VJEPAPretrainingModel(config, settings.variance_weight,
+                                               settings.covariance_weight).to(device)
         self.optimizer = torch.optim.AdamW(self.model.trainable_parameter_groups(settings.weight_decay),
                                            lr=settings.start_lr, betas=(0.9, 0.999))
         grid = (config.crop_size // config.patch_size,) * 2
