@@ -194,3 +194,11 @@ def test_pretrain_stage_exports_a_loadable_encoder_resumes_and_skips_when_done(t
 def test_pretrain_refuses_released_weights_configs(tmp_path):
     with pytest.raises(ValueError, match="encoder=vjepa2_vitl loads released weights"):
         pretrain.main(compose_config(tmp_path, ["encoder=vjepa2_vitl"]))
+
+
+@pytest.mark.parametrize("changes, named", [({"unknown_key": 1}, "unknown_key"),
+                                            ({"ema_start": 0.9, "ema_end": 0.5}, "ema_start"),
+                                            ({"covariance_weight": -0.1}, "covariance_weight")])
+def test_pretrain_settings_refuse_bad_values_by_name(changes, named):
+    with pytest.raises(ValueError, match=named):
+        tiny_settings(**changes)

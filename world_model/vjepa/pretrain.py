@@ -5,7 +5,8 @@ collapse statistics). Writes `cfg.paths.encoder`:
     config.json, model.safetensors   transformers `VJEPA2Model` (EMA target encoder + predictor),
                                      read by `world_model.load_encoder(cfg.paths.encoder)`
     checkpoints/last.pt              resume state, rewritten every `checkpoint_every` steps
-    metrics.csv                      loss, lr, EMA momentum, val loss, token std, effective rank
+    metrics.csv                      loss (L1 + any penalties), lr, EMA momentum, val loss, token
+                                     std, effective rank
     pretrain_summary.json            written last: the run is finished
     config.yaml                      the resolved config
 A rerun after a kill resumes from the last checkpoint; a rerun of a finished run returns at once.

@@ -65,6 +65,9 @@ class PretrainSettings:
         if not 0 <= settings.ema_start <= settings.ema_end <= 1:
             raise ValueError(f"encoder.pretrain needs 0 <= ema_start <= ema_end <= 1, got "
                              f"{settings.ema_start}, {settings.ema_end}")
+        if settings.variance_weight < 0 or settings.covariance_weight < 0:
+            raise ValueError(f"encoder.pretrain needs variance_weight >= 0 and covariance_weight >= 0, got "
+                             f"{settings.variance_weight}, {settings.covariance_weight}")
         return settings
 
     def mask_specs(self) -> list[BlockMaskSpec]:
