@@ -8,18 +8,24 @@ import torch
 class ClipSampler:
     """Samples uint8 clips (B, F, H, W, 3) of F consecutive frames from episode frames (E, T+1, H, W, 3).
 
+    A `static_fraction` of the sampled clips instead repeat one frame of the clip F times: a still
+    image as a video, the way V-JEPA 2 mixes images into its pretraining and the way the planner
+    embeds a single observation or goal image.
     `frames` may be a memory-mapped array; only the sampled clips are read. Sampling draws from a
     `torch.Generator`, so a checkpointed generator state resumes the exact same stream of clips.
     """
 
-    def __init__(self, frames: np.ndarray, clip_frames: int):
+    def __init__(self, frames: np.ndarray, clip_frames: int, static_fraction: float = 0.0):
         if frames.ndim != 5 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"episode frames must be uint8 (E, T+1, H, W, 3), got {frames.dtype} {frames.shape}")
         if not 1 <= clip_frames <= frames.shape[1]:
             raise ValueError(f"clip_frames={clip_frames} must be between 1 and the episode length "
                              f"in frames ({frames.shape[1]})")
+        if not 0.0 <= static_fraction <= 1.0:
+            raise ValueError(f"static_fraction={static_fraction} must be between 0 and 1")
         self.frames = frames
         self.clip_frames = clip_frames
+        self.static_fraction = static_fraction
 
     @property
     def num_clips(self) -> int:
@@ -34,9 +40,15 @@ class ClipSampler:
         return np.asarray(self.frames[episode, start:start + self.clip_frames])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """uint8 (B, F, H, W, 3) clips drawn uniformly with replacement."""
+        """uint8 (B, F, H, W, 3) clips drawn uniformly with replacement, a `static_fraction` of them still."""
         indices = torch.randint(self.num_clips, (batch_size,), generator=generator).tolist()
-        return torch.from_numpy(np.stack([self.clip(index) for index in indices]))
+        clips = np.stack([self.clip(index) for index in indices])  # (B, F, H, W, 3)
+        if self.static_fraction > 0:  # draws nothing more otherwise, so the stream of moving clips is unchanged
+            still = (torch.rand(batch_size, generator=generator) < self.static_fraction).numpy()  # (B,)
+            shown = torch.randint(self.clip_frames, (batch_size,), generator=generator).numpy()  # (B,)
+            rows = np.flatnonzero(still)
+            clips[rows] = clips[rows, shown[rows]][:, None]  # (S, 1, H, W, 3) broadcast over the F frames
+        return torch.from_numpy(clips)
 
     def fixed(self, count: int, seed: int) -> torch.Tensor:
         """A reproducible set of `count` distinct clips (fewer if the data has fewer), for validation."""

@@ -78,7 +78,8 @@ def main(cfg: DictConfig) -> None:
     val_frames, _ = episode_frames(dataset / "val")
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     device = resolve_device(cfg.device)
-    trainer = Pretrainer(config, settings, ClipSampler(train_frames, settings.clip_frames), device, cfg.seed)
+    train_clips = ClipSampler(train_frames, settings.clip_frames, settings.static_fraction)
+    trainer = Pretrainer(config, settings, train_clips, device, cfg.seed)
     val_clips = ClipSampler(val_frames, settings.clip_frames).fixed(settings.val_clips, cfg.seed)
     checkpoint = output / "checkpoints" / "last.pt"
     if checkpoint.is_file():

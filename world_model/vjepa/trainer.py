@@ -46,6 +46,7 @@ class PretrainSettings:
     min_context: int = 4
     variance_weight: float = 0.0
     covariance_weight: float = 0.0
+    static_fraction: float = 0.0
     autocast_bf16: bool = True
     checkpoint_every: int = 200
     log_every: int = 25
@@ -68,6 +69,8 @@ class PretrainSettings:
         if settings.variance_weight < 0 or settings.covariance_weight < 0:
             raise ValueError(f"encoder.pretrain needs variance_weight >= 0 and covariance_weight >= 0, got "
                              f"{settings.variance_weight}, {settings.covariance_weight}")
+        if not 0 <= settings.static_fraction <= 1:
+            raise ValueError(f"encoder.pretrain needs 0 <= static_fraction <= 1, got {settings.static_fraction}")
         return settings
 
     def mask_specs(self) -> list[BlockMaskSpec]:
