@@ -67,6 +67,22 @@ def test_v_jepa_masks_are_disjoint_high_ratio_and_masked_through_every_tubelet(s
     assert 0.4 < sum(ratios) / len(ratios) < 0.95
 
 
+def test_clip_sampler_mixes_in_still_clips_without_changing_the_moving_ones(tiny_dataset_dir):
+    frames = train_frames(tiny_dataset_dir)
+    moving = ClipSampler(frames, 4).sample(32, torch.Generator().manual_seed(5))  # (B, F, H, W, 3)
+    mixed = ClipSampler(frames, 4, static_fraction=0.5).sample(32, torch.Generator().manual_seed(5))
+    still = (mixed == mixed[:, :1]).flatten(1).all(dim=1)  # (B,) one frame repeated through the clip
+    assert 0 < still.sum() < 32
+    assert torch.equal(mixed[~still], moving[~still])  # the same draws, the other clips untouched
+    for row in still.nonzero().flatten():  # each still clip shows one of its own clip's frames
+        assert any(torch.equal(mixed[row, 0], moving[row, index]) for index in range(4))
+    assert not (moving == moving[:, :1]).flatten(1).all(dim=1).any()  # the episodes move
+    all_still = ClipSampler(frames, 4, static_fraction=1.0).sample(8, torch.Generator().manual_seed(5))
+    assert (all_still == all_still[:, :1]).all()
+    with pytest.raises(ValueError, match="static_fraction=-0.1"):
+        ClipSampler(frames, 4, static_fraction=-0.1)
+
+
 def test_ema_update_moves_each_target_weight_towards_the_context_encoder():
     config = build_config(TINY_ARCHITECTURE, clip_frames=4)
     model = VJEPAPretrainingModel(config)
@@ -198,7 +214,8 @@ def test_pretrain_refuses_released_weights_configs(tmp_path):
 
 @pytest.mark.parametrize("changes, named", [({"unknown_key": 1}, "unknown_key"),
                                             ({"ema_start": 0.9, "ema_end": 0.5}, "ema_start"),
-                                            ({"covariance_weight": -0.1}, "covariance_weight")])
+                                            ({"covariance_weight": -0.1}, "covariance_weight"),
+                                            ({"static_fraction": 1.5}, "static_fraction")])
 def test_pretrain_settings_refuse_bad_values_by_name(changes, named):
     with pytest.raises(ValueError, match=named):
         tiny_settings(**changes)
