@@ -3,8 +3,8 @@
 - `fit_ridge`: closed-form ridge regression on features (the linear probe: pooled tokens); the ridge
   strength is chosen on held-out training episodes, then the probe is refitted on all of them.
 - `fit_attentive_probe`: V-JEPA's attentive probe, small: learned queries cross-attend over the
-  tokens (projected to a narrow width, plus a learned embedding of each token's grid position), then
-  a linear head.
+  tokens (projected to a narrow width, plus a learned embedding of each token's grid position), a
+  residual MLP refines the pooled queries (as in V-JEPA's pooler), then a linear head.
 Features and targets are standardised with training statistics inside each probe.
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ def fit_ridge(features: torch.Tensor, targets: torch.Tensor, episode_ids: torch.
 
 class AttentiveProbe(nn.Module):
     """tokens (B, N, D) -> predictions (B, K): tokens projected to `width`, learned queries
-    cross-attend over them, then a linear head."""
+    cross-attend over them (residual on the queries), a residual MLP, then a linear head."""
 
     def __init__(self, dim: int, num_tokens: int, outputs: int, width: int = 64, num_queries: int = 4,
                  num_heads: int = 4):
@@ -92,12 +92,16 @@ class AttentiveProbe(nn.Module):
         self.token_positions = nn.Parameter(torch.zeros(num_tokens, width))  # the probe knows the grid
         self.queries = nn.Parameter(torch.randn(num_queries, width) * 0.02)
         self.attention = nn.MultiheadAttention(width, num_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(),
+                                 nn.Linear(4 * width, width))
         self.head = nn.Linear(num_queries * width, outputs)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         keys = self.project(self.norm(tokens)) + self.token_positions  # (B, N, W)
         queries = self.queries.expand(len(tokens), -1, -1)  # (B, Q, W)
-        pooled, _ = self.attention(queries, keys, keys, need_weights=False)  # (B, Q, W)
+        attended, _ = self.attention(queries, keys, keys, need_weights=False)  # (B, Q, W)
+        pooled = queries + attended
+        pooled = pooled + self.mlp(pooled)  # (B, Q, W)
         return self.head(pooled.flatten(1))  # (B, K)
 
 
