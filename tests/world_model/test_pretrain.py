@@ -11,7 +11,7 @@ from envs.dataset import EpisodeStore
 from tests.conftest import compose_config
 from world_model.encoder import load_encoder, preprocess_frames
 from world_model.vjepa import pretrain
-from world_model.vjepa.clips import ClipSampler
+from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
 from world_model.vjepa.model import VJEPAPretrainingModel, variance_covariance
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
@@ -81,6 +81,19 @@ def test_clip_sampler_mixes_in_still_clips_without_changing_the_moving_ones(tiny
     assert (all_still == all_still[:, :1]).all()
     with pytest.raises(ValueError, match="static_fraction=-0.1"):
         ClipSampler(frames, 4, static_fraction=-0.1)
+
+
+def test_random_resized_crop_zooms_one_window_per_clip_through_all_its_frames():
+    ramp = torch.linspace(-1, 1, 16)  # (S,) pixel value = its x coordinate
+    pixels = ramp.expand(4, 2, 3, 16, 16).clone()  # (B, F, C, S, S)
+    whole = random_resized_crop(pixels, (1.0, 1.0), (1.0, 1.0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(whole, pixels, atol=1e-5, rtol=0)
+    cropped = random_resized_crop(pixels, (0.25, 0.25), (1.0, 1.0), torch.Generator().manual_seed(0))
+    assert cropped.shape == pixels.shape
+    assert torch.equal(cropped[:, 0], cropped[:, 1])  # the same window in every frame of a clip
+    span = cropped[..., -1] - cropped[..., 0]  # (B, F, C, S): a quarter of the area is half the width,
+    torch.testing.assert_close(span, torch.full_like(span, 1.0), atol=1e-4, rtol=0)  # so half the ramp
+    assert cropped[:, 0, 0, 0, 0].unique().numel() == 4  # each clip its own window
 
 
 def test_ema_update_moves_each_target_weight_towards_the_context_encoder():
@@ -215,7 +228,8 @@ def test_pretrain_refuses_released_weights_configs(tmp_path):
 @pytest.mark.parametrize("changes, named", [({"unknown_key": 1}, "unknown_key"),
                                             ({"ema_start": 0.9, "ema_end": 0.5}, "ema_start"),
                                             ({"covariance_weight": -0.1}, "covariance_weight"),
-                                            ({"static_fraction": 1.5}, "static_fraction")])
+                                            ({"static_fraction": 1.5}, "static_fraction"),
+                                            ({"crop_scale": (0.0, 1.0)}, "crop_scale")])
 def test_pretrain_settings_refuse_bad_values_by_name(changes, named):
     with pytest.raises(ValueError, match=named):
         tiny_settings(**changes)

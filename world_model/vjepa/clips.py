@@ -1,8 +1,11 @@
 """Random clips of consecutive frames cut from episodes, the unit of V-JEPA pretraining."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from torch.nn import functional
 
 
 class ClipSampler:
@@ -55,3 +58,23 @@ class ClipSampler:
         generator = torch.Generator().manual_seed(seed)
         indices = torch.randperm(self.num_clips, generator=generator)[:count].sort().values.tolist()
         return torch.from_numpy(np.stack([self.clip(index) for index in indices]))
+
+
+def random_resized_crop(pixels: torch.Tensor, scale: tuple[float, float], aspect_ratio: tuple[float, float],
+                        generator: torch.Generator) -> torch.Tensor:
+    """V-JEPA's video augmentation: per clip one crop, the same through all its frames, covering a
+    `scale` share of the image area with width/height in `aspect_ratio`, resized back to the full size.
+    pixels (B, F, C, S, S) float -> (B, F, C, S, S)."""
+    batch = len(pixels)
+    area = torch.empty(batch).uniform_(scale[0], scale[1], generator=generator)  # (B,)
+    ratio = torch.empty(batch).uniform_(math.log(aspect_ratio[0]), math.log(aspect_ratio[1]),
+                                        generator=generator).exp()  # (B,)
+    width, height = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)  # of the side
+    centre_x = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - width)  # crop inside the image
+    centre_y = (torch.rand(batch, generator=generator) * 2 - 1) * (1 - height)
+    theta = torch.zeros(batch, 2, 3)  # output [-1, 1] coordinates -> input coordinates
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = width, centre_x, height, centre_y
+    images = pixels.flatten(1, 2)  # (B, F*C, S, S)
+    grid = functional.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return functional.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                                  align_corners=False).view_as(pixels)

@@ -19,7 +19,7 @@ from transformers import VJEPA2Config
 
 from envs.io import atomic_save
 from world_model.encoder import preprocess_frames
-from world_model.vjepa.clips import ClipSampler
+from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
 from world_model.vjepa.model import VJEPAPretrainingModel
 from world_model.vjepa.schedules import ema_momentum, learning_rate
@@ -47,6 +47,8 @@ class PretrainSettings:
     variance_weight: float = 0.0
     covariance_weight: float = 0.0
     static_fraction: float = 0.0
+    crop_scale: tuple[float, float] = (1.0, 1.0)
+    crop_aspect_ratio: tuple[float, float] = (0.75, 1.35)
     autocast_bf16: bool = True
     checkpoint_every: int = 200
     log_every: int = 25
@@ -71,6 +73,9 @@ class PretrainSettings:
                              f"{settings.variance_weight}, {settings.covariance_weight}")
         if not 0 <= settings.static_fraction <= 1:
             raise ValueError(f"encoder.pretrain needs 0 <= static_fraction <= 1, got {settings.static_fraction}")
+        low, high = settings.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"encoder.pretrain needs 0 < crop_scale[0] <= crop_scale[1] <= 1, got {list(settings.crop_scale)}")
         return settings
 
     def mask_specs(self) -> list[BlockMaskSpec]:
@@ -128,6 +133,8 @@ class Pretrainer:
             group["lr"] = lr
         clips = self.train_clips.sample(settings.batch_size, self.generator).to(self.device)  # (B, F, H, W, 3)
         pixels = preprocess_frames(clips, self.config.crop_size)  # (B, F, 3, S, S)
+        if tuple(settings.crop_scale) != (1.0, 1.0):  # draws nothing otherwise: earlier runs reproduce
+            pixels = random_resized_crop(pixels, settings.crop_scale, settings.crop_aspect_ratio, self.generator)
         masks = self._masks(settings.batch_size, self.generator)
         self.model.train()
         with self._autocast():
