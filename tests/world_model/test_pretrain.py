@@ -229,7 +229,9 @@ def test_pretrain_refuses_released_weights_configs(tmp_path):
                                             ({"ema_start": 0.9, "ema_end": 0.5}, "ema_start"),
                                             ({"covariance_weight": -0.1}, "covariance_weight"),
                                             ({"static_fraction": 1.5}, "static_fraction"),
-                                            ({"crop_scale": (0.0, 1.0)}, "crop_scale")])
+                                            ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
+                                            ({"crop_scale": 0.5}, "crop_scale"),
+                                            ({"crop_aspect_ratio": (1.3, 0.7)}, "crop_aspect_ratio")])
 def test_pretrain_settings_refuse_bad_values_by_name(changes, named):
     with pytest.raises(ValueError, match=named):
         tiny_settings(**changes)

@@ -73,9 +73,17 @@ class PretrainSettings:
                              f"{settings.variance_weight}, {settings.covariance_weight}")
         if not 0 <= settings.static_fraction <= 1:
             raise ValueError(f"encoder.pretrain needs 0 <= static_fraction <= 1, got {settings.static_fraction}")
-        low, high = settings.crop_scale
+        for name in ("crop_scale", "crop_aspect_ratio"):
+            value = getattr(settings, name)
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise ValueError(f"encoder.pretrain.{name} must be a pair [low, high], got {value!r}")
+        (low, high), (narrowest, widest) = settings.crop_scale, settings.crop_aspect_ratio
         if not 0 < low <= high <= 1:
-            raise ValueError(f"encoder.pretrain needs 0 < crop_scale[0] <= crop_scale[1] <= 1, got {list(settings.crop_scale)}")
+            raise ValueError(f"encoder.pretrain needs 0 < crop_scale[0] <= crop_scale[1] <= 1, "
+                             f"got {list(settings.crop_scale)}")
+        if not 0 < narrowest <= widest:
+            raise ValueError(f"encoder.pretrain needs 0 < crop_aspect_ratio[0] <= crop_aspect_ratio[1], "
+                             f"got {list(settings.crop_aspect_ratio)}")
         return settings
 
     def mask_specs(self) -> list[BlockMaskSpec]:
