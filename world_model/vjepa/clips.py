@@ -1,4 +1,5 @@
-"""Random clips of consecutive frames cut from episodes, the unit of V-JEPA pretraining."""
+"""Random clips of consecutive frames cut from episodes, the unit of V-JEPA pretraining, and V-JEPA's
+random resized crop of them."""
 from __future__ import annotations
 
 import math
