@@ -7,7 +7,8 @@ simulator state and scored with R^2 on held-out episodes, per target group:
     positions   point-mass x, y                            (the others)
     velocities  qvel
 Probes: `linear` (ridge on the tokens average-pooled to the k x k grid the world model reads,
-`probe.linear_pool_grid`, flattened) and `attentive` (learned-query pooler + linear head on all tokens).
+`probe.linear_pool_grid`, flattened) and `attentive` (learned-query pooler + linear head on all tokens;
+its R^2 is the mean over the probe seeds `probe.attentive.seeds`, each seed's kept in the JSON).
 The encoder clearly beats random on a probe when it reads the state (R^2 > 0) and its R^2 exceeds
 the best random seed's by `probe.clear_margin`. Writes `cfg.run_dir/probe/probe.json`, `probe.png`
 (bar chart, encoder vs the random seeds' mean and range) and `config.yaml`.
@@ -67,25 +68,32 @@ def pooled_features(tokens: torch.Tensor, grid: int) -> torch.Tensor:
     return pool_token_grid(tokens.float(), min(grid, math.isqrt(tokens.shape[1]))).flatten(1)
 
 
-def evaluate_encoder(encoder: FrozenEncoder, train, test, settings: DictConfig, seed: int, name: str) -> dict:
-    """R^2 per probe kind and target group, e.g. {"linear": {"angles": 0.9, ...}, "attentive": {...}}."""
+def evaluate_encoder(encoder: FrozenEncoder, train, test, settings: DictConfig, name: str) -> tuple[dict, dict]:
+    """R^2 per probe kind and target group, e.g. {"linear": {"angles": 0.9, ...}, "attentive": {...}},
+    the attentive one averaged over the probe seeds `settings.attentive.seeds` (a single attentive
+    probe's R^2 moves by a few hundredths with its seed); and the attentive R^2 per probe seed,
+    {group: [R^2 per seed]}."""
     (train_clips, train_targets, train_episodes), (test_clips, test_targets, _) = train, test
     train_tokens, test_tokens = embed(encoder, train_clips), embed(encoder, test_clips)  # (M, N, D)
     train_features = pooled_features(train_tokens, settings.linear_pool_grid)  # (M, k * k * D)
     test_features = pooled_features(test_tokens, settings.linear_pool_grid)
     results: dict[str, dict[str, float]] = {"linear": {}, "attentive": {}}
+    attentive_by_seed: dict[str, list[float]] = {}
     attentive = settings.attentive
     for group in train_targets:
         ridge = fit_ridge(train_features, train_targets[group], train_episodes, list(settings.ridge_alphas))
         predicted = ridge.predict(test_features)
         results["linear"][group] = r2_scores(predicted, test_targets[group].double()).mean().item()
-        probe = fit_attentive_probe(train_tokens, train_targets[group], attentive.steps, attentive.batch_size,
-                                    attentive.lr, attentive.weight_decay, attentive.width,
-                                    attentive.num_queries, attentive.num_heads, seed,
-                                    description=f"attentive probe, {name}, {group}")
-        predicted = probe.predict(test_tokens)
-        results["attentive"][group] = r2_scores(predicted, test_targets[group].double()).mean().item()
-    return results
+        attentive_by_seed[group] = []
+        for seed in map(int, attentive.seeds):
+            probe = fit_attentive_probe(train_tokens, train_targets[group], attentive.steps, attentive.batch_size,
+                                        attentive.lr, attentive.weight_decay, attentive.width,
+                                        attentive.num_queries, attentive.num_heads, seed,
+                                        description=f"attentive probe, {name}, {group}, probe seed {seed}")
+            predicted = probe.predict(test_tokens)
+            attentive_by_seed[group].append(r2_scores(predicted, test_targets[group].double()).mean().item())
+        results["attentive"][group] = float(np.mean(attentive_by_seed[group]))
+    return results, attentive_by_seed
 
 
 def compare_with_random(encoder: dict, random_by_seed: list[dict], clear_margin: float) -> dict:
@@ -143,6 +151,8 @@ def main(cfg: DictConfig) -> None:
     settings = cfg.probe
     if not settings.random_seeds:
         raise ValueError("probe.random_seeds is empty; expected at least one seed for the random baseline, e.g. [0, 1, 2]")
+    if not settings.attentive.seeds:
+        raise ValueError("probe.attentive.seeds is empty; expected at least one seed for the attentive probe, e.g. [0, 1, 2]")
     output = ensure_writable_dir(Path(cfg.run_dir) / "probe", "probe directory")
     started = time.perf_counter()
     encode = cfg.encoder.encode
@@ -155,11 +165,12 @@ def main(cfg: DictConfig) -> None:
                                  settings.clip_frames, angles)
                    for split in (settings.train_split, settings.test_split))
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    encoder_r2 = evaluate_encoder(encoder, train, test, settings, cfg.seed, "encoder")
-    random_r2 = {}
+    encoder_r2, encoder_attentive_by_seed = evaluate_encoder(encoder, train, test, settings, "encoder")
+    random_r2, random_attentive_by_seed = {}, {}
     for seed in map(int, settings.random_seeds):
         baseline = random_encoder(encoder.config, seed, cfg.device, encode.autocast_bf16, encode.chunk_size)
-        random_r2[seed] = evaluate_encoder(baseline, train, test, settings, cfg.seed, f"random seed {seed}")
+        random_r2[seed], random_attentive_by_seed[seed] = evaluate_encoder(baseline, train, test, settings,
+                                                                           f"random seed {seed}")
     comparison = compare_with_random(encoder_r2, list(random_r2.values()), float(settings.clear_margin))
     report = {"task": task, "encoder": {"source": str(cfg.encoder.source), "fingerprint": encoder.fingerprint,
                                         "grid": list(encoder.grid), "dim": encoder.dim},
@@ -168,11 +179,15 @@ def main(cfg: DictConfig) -> None:
               "clip_frames": settings.clip_frames, "linear_pool_grid": settings.linear_pool_grid,
               "clear_margin": settings.clear_margin,
               "r2": {"encoder": encoder_r2, "random": comparison["random_mean"], "random_by_seed": random_r2},
+              "attentive_probe_seeds": [int(seed) for seed in settings.attentive.seeds],
+              "attentive_r2_by_probe_seed": {"encoder": encoder_attentive_by_seed,
+                                             "random_by_seed": random_attentive_by_seed},
               **{key: value for key, value in comparison.items() if key != "random_mean"}, "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_json(output / "probe.json", report)
     plot(encoder_r2, comparison, output / "probe.png")
     print(f"probe: {task}, {len(train[0])} train / {len(test[0])} test frames, held-out R^2 "
-          f"(random: mean [min, max] over seeds {list(random_r2)}):")
+          f"(random: mean [min, max] over seeds {list(random_r2)}; attentive: mean over probe seeds "
+          f"{report['attentive_probe_seeds']}):")
     for probe_kind, groups in encoder_r2.items():
         for group, value in groups.items():
             verdict = "clearly better" if comparison["clearly_beats_random"][probe_kind][group] else "not clearly better"

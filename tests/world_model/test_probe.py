@@ -11,9 +11,7 @@ from transformers import VJEPA2Config, VJEPA2Model
 import envs.registry
 from tests.conftest import compose_config
 from world_model import probe
-from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
-
-
+from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores, ridge_weights
 
 
 def test_r2_is_one_for_perfect_and_zero_for_the_mean():
@@ -29,6 +27,17 @@ def test_ridge_recovers_a_linear_map_on_held_out_samples():
     ridge = fit_ridge(features[:300], targets[:300], torch.arange(300) // 10, alphas=[1e-4, 1e-2, 1.0])
     assert ridge.alpha <= 1e-2
     assert r2_scores(ridge.predict(features[300:]), targets[300:].double()).min() > 0.999
+
+
+@pytest.mark.parametrize("samples, dims", [(60, 12), (12, 60)])  # the F x F path and the M x M one
+def test_ridge_weights_equal_the_direct_solve_for_every_strength(samples, dims):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(samples, dims, generator=generator, dtype=torch.float64)
+    targets = torch.randn(samples, 3, generator=generator, dtype=torch.float64)
+    alphas = [1e-3, 0.1, 10.0]
+    for alpha, weights in zip(alphas, ridge_weights(features, targets, alphas), strict=True):
+        gram = features.T @ features + alpha * samples * torch.eye(dims, dtype=torch.float64)
+        torch.testing.assert_close(weights, torch.linalg.solve(gram, features.T @ targets))
 
 
 def test_attentive_probe_reads_a_value_at_one_token_position_where_mean_pooling_cannot():
@@ -63,9 +72,10 @@ def test_clear_win_needs_the_margin_over_the_best_random_seed():
     assert comparison["clearly_beats_random"]["attentive"] == {"angles": False, "velocities": True}  # R^2 < 0 reads nothing
 
 
-def test_probe_refuses_an_empty_random_baseline(tiny_dataset_dir, tmp_path):
-    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "probe.random_seeds=[]"])
-    with pytest.raises(ValueError, match="probe.random_seeds is empty"):
+@pytest.mark.parametrize("key", ["probe.random_seeds", "probe.attentive.seeds"])
+def test_probe_refuses_an_empty_list_of_seeds(tiny_dataset_dir, tmp_path, key):
+    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", f"{key}=[]"])
+    with pytest.raises(ValueError, match=f"{key} is empty"):
         probe.main(cfg)
 
 
@@ -77,7 +87,7 @@ def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir,
     VJEPA2Model(config).save_pretrained(tmp_path / "encoder")
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "device=cpu", "probe.max_frames=120",
                                     "probe.attentive.steps=20", "probe.attentive.width=16",
-                                    "probe.random_seeds=[0,2]"])
+                                    "probe.random_seeds=[0,2]", "probe.attentive.seeds=[0,3]"])
 
     probe.main(cfg)
 
@@ -91,6 +101,14 @@ def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir,
             assert all(np.isfinite(value) and value <= 1.0 for value in scores.values())
     assert report["r2"]["encoder"] != report["r2"]["random"]
     assert set(report["r2"]["random_by_seed"]) == {"0", "2"} and report["linear_pool_grid"] == 4
+    assert report["attentive_probe_seeds"] == [0, 3]
+    per_probe_seed = report["attentive_r2_by_probe_seed"]
+    for group, value in report["r2"]["encoder"]["attentive"].items():
+        assert len(set(per_probe_seed["encoder"][group])) == 2  # two probe seeds, two different probes
+        assert value == pytest.approx(np.mean(per_probe_seed["encoder"][group]))
+        for seed in ("0", "2"):
+            assert report["r2"]["random_by_seed"][seed]["attentive"][group] == pytest.approx(
+                np.mean(per_probe_seed["random_by_seed"][seed][group]))
     for kind in ("linear", "attentive"):
         for group, value in report["r2"]["encoder"][kind].items():
             seeds = [report["r2"]["random_by_seed"][seed][kind][group] for seed in ("0", "2")]
