@@ -116,9 +116,9 @@ def compare_with_random(encoder: dict, random_by_seed: list[dict], clear_margin:
     return comparison
 
 
-def plot(encoder: dict, comparison: dict, path: Path) -> None:
-    """Grouped bars of R^2: (probe, group) on the x axis, the encoder beside the random seeds' mean
-    (error bar: their min to max)."""
+def plot(encoder: dict, encoder_attentive_by_seed: dict, comparison: dict, path: Path) -> None:
+    """Grouped bars of R^2: (probe, group) on the x axis, the encoder (error bar on the attentive
+    probe: min to max over its probe seeds) beside the random seeds' mean (error bar: their min to max)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,19 +126,24 @@ def plot(encoder: dict, comparison: dict, path: Path) -> None:
 
     labels = [(probe, group) for probe in encoder for group in encoder[probe]]
     x = np.arange(len(labels))
-    clip = lambda value: max(value, -0.1)  # noqa: E731
+    clip = lambda values: np.maximum(np.array(values), -0.1)  # noqa: E731
     figure, axes = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.6))
-    axes.bar(x - 0.2, [clip(encoder[probe][group]) for probe, group in labels], width=0.4, label="in-domain encoder")
-    mean = np.array([clip(comparison["random_mean"][probe][group]) for probe, group in labels])
-    low = np.array([clip(comparison["random_min"][probe][group]) for probe, group in labels])
-    high = np.array([clip(comparison["random_max"][probe][group]) for probe, group in labels])
+    value = clip([encoder[probe][group] for probe, group in labels])
+    per_seed = [encoder_attentive_by_seed[group] if probe == "attentive" else [encoder[probe][group]]
+                for probe, group in labels]
+    low, high = clip([min(seeds) for seeds in per_seed]), clip([max(seeds) for seeds in per_seed])
+    axes.bar(x - 0.2, value, width=0.4, yerr=np.stack([value - low, high - value]), capsize=3,
+             label="in-domain encoder (attentive: mean, min-max over probe seeds)")
+    mean = clip([comparison["random_mean"][probe][group] for probe, group in labels])
+    low = clip([comparison["random_min"][probe][group] for probe, group in labels])
+    high = clip([comparison["random_max"][probe][group] for probe, group in labels])
     axes.bar(x + 0.2, mean, width=0.4, yerr=np.stack([mean - low, high - mean]), capsize=3,
              label="random init (mean, min-max over seeds)")
     axes.set_xticks(x, [f"{probe}\n{group}" for probe, group in labels])
     axes.set_ylabel("held-out R$^2$ (clipped at -0.1)")
-    axes.set_ylim(-0.1, 1.2)  # the band above 1 holds the legend
+    axes.set_ylim(-0.1, 1.25)  # the band above 1 holds the legend
     axes.axhline(0.0, color="black", linewidth=0.8)
-    axes.legend(loc="upper center", ncol=2, fontsize=8)
+    axes.legend(loc="upper center", ncol=1, fontsize=8)
     figure.tight_layout()
     atomic_save(path, lambda temp: figure.savefig(temp, format="png", dpi=120))
     plt.close(figure)
@@ -184,7 +189,7 @@ def main(cfg: DictConfig) -> None:
                                              "random_by_seed": random_attentive_by_seed},
               **{key: value for key, value in comparison.items() if key != "random_mean"}, "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_json(output / "probe.json", report)
-    plot(encoder_r2, comparison, output / "probe.png")
+    plot(encoder_r2, encoder_attentive_by_seed, comparison, output / "probe.png")
     print(f"probe: {task}, {len(train[0])} train / {len(test[0])} test frames, held-out R^2 "
           f"(random: mean [min, max] over seeds {list(random_r2)}; attentive: mean over probe seeds "
           f"{report['attentive_probe_seeds']}):")
