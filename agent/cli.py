@@ -34,7 +34,7 @@ STAGES: dict[str, Stage] = {
     "tasks": Stage("envs.registry", "print_tasks", "list the registered tasks"),
     "collect": Stage("envs.collect", "main", "collect offline episodes into DIR/dataset (resumable)"),
     "pretrain": Stage("world_model.vjepa.pretrain", "main", "pretrain the V-JEPA encoder on DIR/dataset -> DIR/encoder"),
-    "probe": Stage("world_model.probe", "main", "linear/attentive probes of the frozen encoder vs a random one"),
+    "probe": Stage("world_model.probe", "main", "linear/attentive probes of the frozen encoder vs random ones"),
     "embed": Stage("world_model.latent_cache", "main", "embed every frame once with the frozen encoder -> DIR/latents"),
     "train": Stage("world_model.train_predictor", "main", "train the action-conditioned predictor -> DIR/predictor"),
     "diagnose": Stage("world_model.diagnostics", "main", "rollout error, action retrieval, energy landscape"),
