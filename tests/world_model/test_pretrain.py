@@ -138,6 +138,24 @@ def test_variance_covariance_penalty_adds_to_the_prediction_loss():
                                plain.loss(pixels, masks)[0] + 2.0 * variance + 3.0 * covariance)
 
 
+def test_multi_layer_targets_are_the_mean_of_the_layer_normed_block_outputs():
+    config = build_config(TINY_ARCHITECTURE, clip_frames=4)
+    model = VJEPAPretrainingModel(config, target_layers=2).eval()
+    pixels = torch.randn(2, 4, 3, 32, 32)
+    block_outputs = []  # read by hooks during transformers' own forward pass
+    hooks = [layer.register_forward_hook(lambda module, inputs, output: block_outputs.append(output[0]))
+             for layer in model.target_encoder.layer]
+    model.target_encoder(pixels)
+    for hook in hooks:
+        hook.remove()
+    normed = [torch.nn.functional.layer_norm(tokens, (32,)) for tokens in block_outputs]
+    expected = torch.nn.functional.layer_norm((normed[0] + normed[1]) / 2, (32,))
+
+    torch.testing.assert_close(model.encode_targets(pixels), expected)
+    with pytest.raises(ValueError, match="target_layers must be in \\[1, 2\\].*got 3"):
+        VJEPAPretrainingModel(config, target_layers=3)
+
+
 def test_context_encoder_sees_only_visible_tokens():
     model = VJEPAPretrainingModel(build_config(TINY_ARCHITECTURE, clip_frames=4)).eval()
     pixels = torch.randn(2, 4, 3, 32, 32)

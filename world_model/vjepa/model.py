@@ -5,7 +5,8 @@
 - predictor (`context_model.predictor`, transformers' narrow `VJEPA2Predictor`): from the context
   tokens plus positional mask tokens, predicts the target encoder's tokens at the masked positions;
 - target encoder: an exponential moving average of the context encoder, run on the whole clip
-  without gradients; its outputs are layer-normed (as in V-JEPA) and are the regression targets.
+  without gradients; its outputs are layer-normed (as in V-JEPA) and are the regression targets
+  (with `target_layers` K > 1, the mean of its last K blocks' layer-normed outputs, as data2vec).
 Loss: L1 in representation space, averaged over the mask families, plus an optional VICReg-style
 variance-covariance penalty on the context tokens (as C-JEPA adds to I-JEPA) that keeps the encoder
 from collapsing onto a few directions. `export()` is a complete
@@ -41,9 +42,14 @@ class VJEPAPretrainingModel(nn.Module):
     """Context encoder + predictor (trained) and EMA target encoder; inputs are preprocessed clips
     `pixels float (B, T, 3, S, S)` (see `world_model.encoder.preprocess_frames`)."""
 
-    def __init__(self, config: VJEPA2Config, variance_weight: float = 0.0, covariance_weight: float = 0.0):
+    def __init__(self, config: VJEPA2Config, variance_weight: float = 0.0, covariance_weight: float = 0.0,
+                 target_layers: int = 1):
         super().__init__()
+        if not 1 <= target_layers <= config.num_hidden_layers:
+            raise ValueError(f"target_layers must be in [1, {config.num_hidden_layers}] (the encoder's "
+                             f"num_hidden_layers), got {target_layers}")
         self.config = config
+        self.target_layers = target_layers
         self.variance_weight = variance_weight
         self.covariance_weight = covariance_weight
         self.context_model = VJEPA2Model(config)
@@ -59,9 +65,18 @@ class VJEPAPretrainingModel(nn.Module):
 
     @torch.no_grad()
     def encode_targets(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Target encoder on every token, layer-normed: -> (B, N, D)."""
-        tokens = self.target_encoder(pixels).last_hidden_state  # (B, N, D)
-        return F.layer_norm(tokens, tokens.shape[-1:])
+        """Target encoder on every token, layer-normed: -> (B, N, D). With K = `target_layers` > 1, the
+        layer-normed mean of the last K blocks' layer-normed outputs."""
+        if self.target_layers == 1:
+            tokens = self.target_encoder(pixels).last_hidden_state  # (B, N, D)
+            return F.layer_norm(tokens, tokens.shape[-1:])
+        tokens = self.target_encoder.embeddings(pixels)  # (B, N, D)
+        block_outputs = []
+        for layer in self.target_encoder.layer:
+            tokens = layer(tokens, None)[0]
+            block_outputs.append(F.layer_norm(tokens.float(), tokens.shape[-1:]))
+        mean = torch.stack(block_outputs[-self.target_layers:]).mean(0)  # (B, N, D)
+        return F.layer_norm(mean, mean.shape[-1:])
 
     def predict(self, context_tokens: torch.Tensor, context_ids: torch.Tensor,
                 target_ids: torch.Tensor, num_tokens: int) -> torch.Tensor:

@@ -46,6 +46,7 @@ class PretrainSettings:
     min_context: int = 4
     variance_weight: float = 0.0
     covariance_weight: float = 0.0
+    target_layers: int = 1
     static_fraction: float = 0.0
     crop_scale: tuple[float, float] = (1.0, 1.0)
     crop_aspect_ratio: tuple[float, float] = (0.75, 1.35)
@@ -111,8 +112,8 @@ class Pretrainer:
         self.device = device
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = VJEPAPretrainingModel(config, settings.variance_weight,
-                                               settings.covariance_weight).to(device)
+            self.model = VJEPAPretrainingModel(config, settings.variance_weight, settings.covariance_weight,
+                                               settings.target_layers).to(device)
         self.optimizer = torch.optim.AdamW(self.model.trainable_parameter_groups(settings.weight_decay),
                                            lr=settings.start_lr, betas=(0.9, 0.999))
         grid = (config.crop_size // config.patch_size,) * 2
