@@ -9,11 +9,13 @@ start = (episode, t), goal = the stored frame and state `goal_offset` steps late
 reset to the start state and the agent has `budget` task steps; an episode succeeds when the task's
 success predicate holds after any control step. Writes to `paths.evaluation/<agent>/`:
 `metrics.json` (aggregate + resolved config), `episodes.jsonl` (one record per episode) and
-`videos/*.mp4`. Finished episodes are kept: a rerun of the same config resumes.
+`videos/*.mp4`. Finished episodes are kept: a rerun of the same config resumes; one of another config
+(ignoring where and how it runs: `agent.pipeline.IGNORED_KEYS`) is refused unless `run.overwrite=true`.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -23,10 +25,11 @@ from tqdm import tqdm
 
 from agent.build import build_agent
 from agent.episode_video import write_episode_video
+from agent.pipeline import IGNORED_KEYS, comparable_config
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from envs.dataset import EpisodeStore
-from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
 
 
 def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: int,
@@ -163,9 +166,8 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     store = EpisodeStore(Path(cfg.paths.dataset) / "eval")
     tasks = [make_from_config(cfg.env) for _ in range(cfg.evaluate.batch_envs)]
     agent = build_agent(cfg, tasks[0], kind)
-    config_text = OmegaConf.to_yaml(cfg, resolve=True)
-    records = load_finished(out_dir, config_text)
-    atomic_write_text(out_dir / "config.yaml", config_text)
+    records = load_finished(out_dir, cfg)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     done = {(r["seed"], r["pair"]) for r in records}
     excluded, started = {}, time.perf_counter()
     total = len(cfg.evaluate.seeds) * cfg.evaluate.pairs
@@ -202,9 +204,15 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     return metrics
 
 
-def load_finished(out_dir: Path, config_text: str) -> list[dict]:
-    """Records of a previous run of the same config (resume); a different config starts afresh."""
+def load_finished(out_dir: Path, cfg: DictConfig) -> list[dict]:
+    """Records of an earlier evaluation of the same config (resume). One of another config is refused,
+    naming the differences, unless run.overwrite=true: then it starts afresh, its videos removed."""
     config_path, records_path = out_dir / "config.yaml", out_dir / "episodes.jsonl"
-    if config_path.exists() and records_path.exists() and config_path.read_text() == config_text:
+    if not (config_path.exists() and records_path.exists()):
+        return []
+    saved = {key: value for key, value in OmegaConf.to_container(OmegaConf.load(config_path)).items()
+             if key not in IGNORED_KEYS}
+    if may_resume("evaluation", out_dir, saved, comparable_config(cfg), bool(cfg.run.overwrite)):
         return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+    shutil.rmtree(out_dir / "videos", ignore_errors=True)
     return []

@@ -43,10 +43,12 @@ class MPCAgent:
     plans: list[PlanRecord] = field(default_factory=list)
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
-        """One seed per env: env b's planner noise depends on seeds[b] only, not on the batch."""
+        """One seed per env: env b's planner noise depends on seeds[b] and the planner's own seed only,
+        not on the batch (planner.seed 0 leaves each episode's seed as it is)."""
         self.batch = len(goal_states)
         self.world.set_goal(goal_images, goal_states)
-        self.generators = [self.planner.make_generators(1, int(seed))[0] for seed in seeds]
+        self.generators = [self.planner.make_generators(1, self.planner.seed * 1_000_003 + int(seed))[0]
+                           for seed in seeds]
         self.plan: torch.Tensor | None = None          # (B, H, block*A) last plan
         self.queue = np.zeros((self.batch, 0, self.action_dim), dtype=np.float32)  # actions to execute
         self.current_block: list[np.ndarray] = []     # actions executed since the last block boundary

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir
 
 # stage -> (config sections its outputs depend on, "module:function")
 STAGES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -31,7 +31,7 @@ STAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "train": (("seed", "env", "collect", "encoder", "embed", "predictor"), "world_model.train_predictor:main"),
 }
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
-IGNORED_KEYS = ("run_dir", "paths", "run", "device")  # where and how, not what
+IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
 
 
 def section_hash(cfg: DictConfig, sections: tuple[str, ...]) -> str:
@@ -39,13 +39,9 @@ def section_hash(cfg: DictConfig, sections: tuple[str, ...]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def flatten(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        items = {}
-        for key, value in node.items():
-            items.update(flatten(value, f"{prefix}{key}."))
-        return items
-    return {prefix[:-1]: node}
+def comparable_config(cfg: DictConfig) -> dict:
+    """The resolved config without the keys that say where and how a run goes, not what it computes."""
+    return {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key not in IGNORED_KEYS}
 
 
 def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
@@ -53,10 +49,9 @@ def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    current = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in IGNORED_KEYS}
-    saved = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(saved_path)).items() if k not in IGNORED_KEYS}
-    current, saved = flatten(current), flatten(saved)
-    differing = sorted(key for key in set(current) | set(saved) if current.get(key) != saved.get(key))
+    saved = {key: value for key, value in OmegaConf.to_container(OmegaConf.load(saved_path)).items()
+             if key not in IGNORED_KEYS}
+    differing = differing_keys(saved, comparable_config(cfg))
     if differing and not cfg.run.overwrite:
         shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
         raise ValueError(f"run directory {str(run_dir)!r} was made by a different config ({shown}); "

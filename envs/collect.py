@@ -5,12 +5,14 @@
 
 Every episode's reset seed and policy noise derive from (seed, split, episode index), so a rerun
 with the same config resumes after the last committed episode and reproduces the same data;
-raising `collect.episodes` appends. The evaluation split uses its own seed stream, so its episodes
+raising `collect.episodes` appends. A split collected with other settings (`split_meta`) is refused,
+naming them, unless `run.overwrite=true`, which deletes it and collects afresh. The evaluation split uses its own seed stream, so its episodes
 never coincide with training ones, and may use its own behaviour policy (`collect.eval_policy`): the
 evaluation protocol's goals are then as far from their starts as that policy moves in 25 steps.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -19,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from envs.base import check_image_size
-from envs.dataset import EpisodeStore, ShardWriter
-from envs.io import atomic_write_text, ensure_writable_dir
+from envs.dataset import EpisodeStore, ShardWriter, read_manifest
+from envs.io import atomic_write_text, ensure_writable_dir, may_resume
 from envs.policies import make_policy
 from envs.registry import make_from_config, task_class
 from envs.video import upscale, write_mp4
@@ -100,13 +102,23 @@ def split_meta(cfg: DictConfig, task, split: str) -> dict:
     }
 
 
+def open_writer(split_dir: Path, meta: dict, overwrite: bool) -> ShardWriter:
+    """The split's writer, resuming a split of the same `meta`; one of other settings is refused, or
+    deleted with `overwrite`."""
+    manifest = read_manifest(split_dir)
+    if manifest is not None and not may_resume("dataset split", split_dir, manifest["meta"], meta, overwrite):
+        shutil.rmtree(split_dir)
+    return ShardWriter(split_dir, meta)
+
+
 def main(cfg: DictConfig) -> None:
     validate(cfg)
     dataset_dir = ensure_writable_dir(cfg.paths.dataset, "dataset directory")
-    atomic_write_text(dataset_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     task = make_from_config(cfg.env)
     sizes = {split: count for split, count in split_sizes(cfg.collect).items() if count > 0}
-    writers = {split: ShardWriter(dataset_dir / split, split_meta(cfg, task, split)) for split in sizes}
+    writers = {split: open_writer(dataset_dir / split, split_meta(cfg, task, split), bool(cfg.run.overwrite))
+               for split in sizes}
+    atomic_write_text(dataset_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     todo = {split: max(0, sizes[split] - writers[split].num_committed) for split in sizes}
     frames_per_episode = cfg.collect.episode_length + 1
     progress = tqdm(total=sum(todo.values()), unit="episode", desc=f"collect {cfg.env.name}", dynamic_ncols=True)

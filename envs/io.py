@@ -1,13 +1,17 @@
-"""Crash-safe file writing: write to a temporary name in the same directory, fsync, then rename.
+"""Crash-safe file writing, and the rule for reruns over what an earlier run left on disk.
 
-A reader (or a rerun after SIGKILL) sees either the old file or the complete new one, never half.
+Writing: to a temporary name in the same directory, fsync, then rename; a reader (or a rerun after
+SIGKILL) sees either the old file or the complete new one, never half.
+
+Reruns: every stage records what its outputs depend on (its identity: settings, seed, inputs). A rerun
+with the same identity resumes; one with another identity is refused, naming the differing keys, unless
+`run.overwrite=true`, which starts that stage afresh (`may_resume`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -53,20 +57,6 @@ def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> Path:
     return _atomic_write(path, save)
 
 
-def atomic_replace_dir(temp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Path:
-    """Move a fully written directory into place; an existing `final_dir` is replaced."""
-    temp_dir, final_dir = Path(temp_dir), Path(final_dir)
-    if final_dir.exists():
-        trash = final_dir.with_name(f".{final_dir.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(final_dir, trash)
-        os.replace(temp_dir, final_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(temp_dir, final_dir)
-    return final_dir
-
-
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -85,3 +75,41 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output directory")
     except OSError as error:
         raise PermissionError(f"{what} {str(path)!r} is not writable ({error.strerror or error})") from None
     return path
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"dotted.key": leaf value}."""
+    if isinstance(node, dict):
+        items: dict[str, Any] = {}
+        for key, value in node.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+        return items
+    return {prefix[:-1]: node}
+
+
+def differing_keys(saved: dict, current: dict) -> list[str]:
+    """Sorted dotted keys whose values differ between two nested dicts (missing on one side counts)."""
+    saved, current = flatten(saved), flatten(current)
+    return sorted(key for key in set(saved) | set(current) if saved.get(key, "<missing>") != current.get(key, "<missing>"))
+
+
+def describe_differences(saved: dict, current: dict, limit: int = 4) -> str:
+    """'lr: 0.0005 -> 0.01, loss: 'l2' -> 'l1' and 3 more' (saved -> current)."""
+    saved_flat, current_flat = flatten(saved), flatten(current)
+    differing = differing_keys(saved, current)
+    shown = ", ".join(f"{key}: {saved_flat.get(key, '<missing>')!r} -> {current_flat.get(key, '<missing>')!r}"
+                      for key in differing[:limit])
+    return shown + (f" and {len(differing) - limit} more" if len(differing) > limit else "")
+
+
+def may_resume(what: str, path: str | os.PathLike, saved: dict, current: dict, overwrite: bool) -> bool:
+    """True when `path` (made with identity `saved`) may be resumed under identity `current`; False
+    when they differ and `overwrite` is set (start afresh); ValueError naming the differences otherwise."""
+    if not differing_keys(saved, current):
+        return True
+    differences = describe_differences(saved, current)
+    if overwrite:
+        print(f"{what} {str(path)!r} was made with other settings ({differences}); starting afresh (run.overwrite=true)")
+        return False
+    raise ValueError(f"{what} {str(path)!r} was made with other settings ({differences}); pass "
+                     "run.overwrite=true to start afresh, or write to another directory")

@@ -11,8 +11,9 @@ One directory per dataset split under `cfg.paths.latents`:
 
 Episodes are embedded in chunks written in place into `latents.npy` (memory-mapped); a chunk counts
 only once `progress.json` (replaced atomically) says so, so a killed embed resumes after the last
-chunk. A rerun over a complete matching cache is a no-op; a cache made by another encoder is refused
-(`embed.overwrite=true` replaces it). `LatentCache` reads a split back and refuses another encoder's.
+chunk. A rerun over a complete matching cache is a no-op; one with another identity (encoder, pool grid,
+dataset) is refused, naming the differences, unless `run.overwrite=true` (embed afresh). `config.yaml`
+is written once every split is complete. `LatentCache` reads a split back and refuses another encoder's.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from envs.dataset import EpisodeStore
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
 from world_model.predictor import pool_token_grid
 
 MANIFEST = "manifest.json"
@@ -37,7 +38,7 @@ COPIED_FIELDS = ("actions", "proprio", "qpos", "qvel")
 def encoder_mismatch(where: Path, cache_fingerprint: str, encoder_fingerprint: str) -> ValueError:
     return ValueError(
         f"latent cache {str(where)!r} was made by encoder {cache_fingerprint[:16]}, not by the current encoder "
-        f"{encoder_fingerprint[:16]}; rerun `jepa-agent embed embed.overwrite=true` or use another paths.latents"
+        f"{encoder_fingerprint[:16]}; rerun `jepa-agent embed run.overwrite=true` or use another paths.latents"
     )
 
 
@@ -111,18 +112,16 @@ def cache_identity(store: EpisodeStore, encoder, pool_grid: int) -> dict:
 
 
 def prepare_split_dir(split_dir: Path, identity: dict, overwrite: bool) -> int:
-    """Decide what to do with what is already there -> episodes already embedded (-1: cache complete)."""
+    """Decide what to do with what is already there -> episodes already embedded (-1: cache complete).
+    A cache of another identity: ValueError naming the differences, or with `overwrite` removed."""
     for name in (MANIFEST, PROGRESS):
         path = split_dir / name
         if not path.exists():
             continue
         recorded = json.loads(path.read_text())
-        recorded_identity = {key: recorded.get(key) for key in identity}
-        if recorded_identity == identity:
+        if may_resume("latent cache", split_dir, {key: recorded.get(key) for key in identity}, identity, overwrite):
             return -1 if name == MANIFEST else int(recorded["episodes_done"])
-        if recorded["encoder_fingerprint"] != identity["encoder_fingerprint"] and not overwrite:
-            raise encoder_mismatch(split_dir, recorded["encoder_fingerprint"], identity["encoder_fingerprint"])
-        break  # other settings (pool grid, dataset size) or overwrite: embed again from scratch
+        break
     shutil.rmtree(split_dir, ignore_errors=True)
     return 0
 
@@ -138,11 +137,12 @@ def embed_frames(encoder, frames: np.ndarray, grid: int, batch_size: int) -> np.
     return np.concatenate(pooled)
 
 
-def embed_split(store: EpisodeStore, encoder, split_dir: str | Path, embed_cfg: DictConfig) -> LatentCache:
+def embed_split(store: EpisodeStore, encoder, split_dir: str | Path, embed_cfg: DictConfig,
+                overwrite: bool = False) -> LatentCache:
     """Embed one split into `split_dir` (resumable); returns the complete cache."""
     split_dir = Path(split_dir)
     identity = cache_identity(store, encoder, int(embed_cfg.pool_grid))
-    episodes_done = prepare_split_dir(split_dir, identity, bool(embed_cfg.overwrite))
+    episodes_done = prepare_split_dir(split_dir, identity, overwrite)
     if episodes_done == -1:
         print(f"latent cache {split_dir} is complete; nothing to do")
         return LatentCache(split_dir, identity["encoder_fingerprint"])
@@ -185,8 +185,10 @@ def load_stage_encoder(cfg: DictConfig):
 
 def main(cfg: DictConfig) -> None:
     """`jepa-agent embed`: cache the latents of every split of `cfg.paths.dataset` in `cfg.paths.latents`."""
-    if int(cfg.embed.pool_grid) < 1 or int(cfg.embed.chunk_episodes) < 1 or int(cfg.embed.batch_size) < 1:
-        raise ValueError("embed.pool_grid, embed.chunk_episodes and embed.batch_size must be positive ints")
+    for key in ("pool_grid", "chunk_episodes", "batch_size"):
+        value = cfg.embed[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"embed.{key}={value!r} is invalid; expected a positive int")
     dataset_dir = Path(cfg.paths.dataset)
     splits = [split for split in cfg.embed.splits if (dataset_dir / split).exists()]
     if not splits:
@@ -194,7 +196,8 @@ def main(cfg: DictConfig) -> None:
                                 "make one with `jepa-agent collect`")
     encoder = load_stage_encoder(cfg)
     latents_dir = ensure_writable_dir(cfg.paths.latents, "latent cache directory")
-    atomic_write_text(latents_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     for split in splits:
-        cache = embed_split(EpisodeStore(dataset_dir / split), encoder, latents_dir / split, cfg.embed)
+        cache = embed_split(EpisodeStore(dataset_dir / split), encoder, latents_dir / split, cfg.embed,
+                            bool(cfg.run.overwrite))
         print(f"latents {split}: {cache.latents.shape} float16 in {cache.split_dir}")
+    atomic_write_text(latents_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -8,7 +8,9 @@ with C = `predictor.context_frames` and R = `predictor.train.rollout_steps`. On 
                      planning) and the model rolls on to frames C+1..C+R-1; loss = teacher forcing + rollout.
 AdamW, linear warmup then cosine decay. After each epoch: validation loss on held-out episodes (the
 `val` cache) next to the copy-the-last-latent baseline, and `checkpoints/last.pt` (also every
-`checkpoint_every` steps); a rerun resumes from it. A non-finite loss stops training and leaves the
+`checkpoint_every` steps); a rerun resumes from it when the run's identity (model, training settings,
+seed, encoder, episodes: `run_identity`) is the same, and refuses another unless `run.overwrite=true`
+(start afresh). A non-finite loss stops training and leaves the
 last good checkpoint as it was. Outputs in `cfg.paths.predictor`: `predictor.safetensors`,
 `meta.json`, `config.yaml`, `history.json`, and with `predictor.readout.steps > 0` the position
 readout (`world_model.position_readout`, trained after the predictor; a rerun retrains only it).
@@ -16,6 +18,7 @@ readout (`world_model.position_readout`, trained after the predictor; a rerun re
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
 from envs.registry import task_class
 from world_model.energy import latent_distance
 from world_model import distributed
@@ -37,11 +40,6 @@ from world_model.predictor import Predictor, PredictorConfig, save_predictor
 
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite."""
-
-
-def check_same(what: str, ours, theirs, ours_name: str, theirs_name: str) -> None:
-    if ours != theirs:
-        raise ValueError(f"{what} mismatch: {ours_name} has {ours!r} but {theirs_name} has {theirs!r}")
 
 
 def predictor_config(predictor_cfg: DictConfig, cache: LatentCache) -> PredictorConfig:
@@ -180,9 +178,21 @@ def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: 
     model.fit_normalisation(tokens, proprio)
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, history: list, fingerprint: str) -> None:
+BOOKKEEPING = ("val_windows", "checkpoint_every", "resume")  # how often and whether, not what is learned
+
+
+def run_identity(cfg: DictConfig, model: Predictor, fingerprint: str, train_episodes: int) -> dict:
+    """What the trained predictor depends on; JSON-normalised for comparison with a checkpoint's."""
+    train = {key: value for key, value in OmegaConf.to_container(cfg.predictor.train, resolve=True).items()
+             if key not in BOOKKEEPING}
+    identity = {"model": dataclasses.asdict(model.config), "train": train, "seed": int(cfg.seed),
+                "encoder_fingerprint": fingerprint, "train_episodes": train_episodes}
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, history: list, identity: dict) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
-             "config": dataclasses.asdict(model.config), "encoder_fingerprint": fingerprint}
+             "identity": identity}
     atomic_save(path, lambda temp: torch.save(state, temp))
 
 
@@ -207,19 +217,23 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     fingerprint = load_stage_encoder(cfg).fingerprint
     train_cache = LatentCache(Path(cfg.paths.latents) / "train", fingerprint)
     val_cache = LatentCache(Path(cfg.paths.latents) / "val", fingerprint)
-    check_same("task", train_cache.manifest["task"], cfg.env.name, "the latent cache", "env.name")
+    if train_cache.manifest["task"] != cfg.env.name:
+        raise ValueError(f"the latent cache {str(train_cache.split_dir)!r} holds task {train_cache.manifest['task']!r}, "
+                         f"but env.name={cfg.env.name!r}; pass the matching env= or another paths.latents")
     torch.manual_seed(cfg.seed)
     model = Predictor(predictor_config(cfg.predictor, train_cache)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     output_dir = ensure_writable_dir(cfg.paths.predictor, "predictor directory")
     checkpoint_path = output_dir / "checkpoints" / "last.pt"
     step, history = 0, []
+    identity = run_identity(cfg, model, fingerprint, len(train_cache))
+    state = None
     if train_cfg.resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        check_same("predictor config", state["config"], dataclasses.asdict(model.config), str(checkpoint_path),
-                   "the current config")
-        check_same("encoder fingerprint", state["encoder_fingerprint"], fingerprint, str(checkpoint_path),
-                   "the current encoder")
+        if not may_resume("predictor checkpoint", checkpoint_path, state.get("identity", {}), identity,
+                          bool(cfg.run.overwrite)):
+            state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
@@ -271,7 +285,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}", copy_last=f"{losses['copy_last'].item():.4f}")
             if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch and processes.is_main:
-                save_checkpoint(checkpoint_path, model, optimizer, step, history, fingerprint)
+                save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)
         if processes.is_main:
             val = validate(model, val_data, val_windows, train_cfg, device)
             history.append({"epoch": epoch + 1, "step": step, "train_loss": loss_value,
@@ -279,7 +293,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             progress.write(f"epoch {epoch + 1}: train {loss_value:.4f}  val {val['loss']:.4f} "
                            f"(teacher forcing {val['teacher_forcing']:.4f}, rollout {val['rollout']:.4f}, "
                            f"copy-last {val['copy_last']:.4f})")
-            save_checkpoint(checkpoint_path, model, optimizer, step, history, fingerprint)
+            save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)
         processes.barrier()
     progress.close()
     if not processes.is_main:

@@ -97,3 +97,33 @@ def test_missing_predictor_names_the_command(tmp_path, tiny_dataset_dir):
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "evaluate.agent=latent"])
     with pytest.raises(FileNotFoundError, match="jepa-agent train"):
         evaluate(cfg)
+
+
+def test_planner_seed_changes_the_plans_and_the_same_seed_repeats_them(micro_run_dir):
+    task = envs.make("reacher", image_size=32)
+    try:
+        observation, info = task.reset(seed=0)
+        goal_image = task.render_goal(info["state"] + np.array([0.3, -0.2, 0, 0]))
+        first_actions = {}
+        for name, planner_seed in (("a", 0), ("b", 0), ("c", 1)):
+            agent = load_agent(micro_run_dir, planner={"samples": 8, "top_k": 2, "seed": planner_seed})
+            agent.reset(goal_image[None], info["state"][None], seeds=[0])
+            first_actions[name] = agent.act(observation["pixels"][None], info["state"][None])
+    finally:
+        task.close()
+    np.testing.assert_array_equal(first_actions["a"], first_actions["b"])
+    assert not np.array_equal(first_actions["a"], first_actions["c"])
+
+
+def test_evaluation_of_another_config_is_refused_or_started_afresh(micro_run_dir, tmp_path):
+    base = ["experiment=micro", f"paths.evaluation={tmp_path}", "evaluate.videos=1"]
+    first = evaluate(compose_config(micro_run_dir, base), "random")
+    with pytest.raises(ValueError, match=r"evaluation .* other settings \(evaluate.budget: \d+ -> 7\); "
+                                         "pass run.overwrite=true"):
+        evaluate(compose_config(micro_run_dir, [*base, "evaluate.budget=7"]), "random")
+    resumed = evaluate(compose_config(micro_run_dir, [*base, "threads=1", "device=cpu"]), "random")  # where/how
+    assert resumed["episodes"] == first["episodes"] and resumed["success_rate"] == first["success_rate"]
+    changed = evaluate(compose_config(micro_run_dir, [*base, "evaluate.budget=7", "evaluate.videos=0",
+                                                      "run.overwrite=true"]), "random")
+    assert changed["episodes"] == first["episodes"] and changed["config"]["evaluate"]["budget"] == 7
+    assert not list((tmp_path / "random" / "videos").glob("*.mp4"))  # the old config's videos are gone

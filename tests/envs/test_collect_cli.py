@@ -113,3 +113,19 @@ def test_multirun_sweep_with_the_basic_launcher(tmp_path):
                  f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert [len(EpisodeStore(tmp_path / job / "dataset" / "train")) for job in ("0", "1")] == [2, 3]
+
+
+def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):
+    args = ["collect", "collect.episodes=4", "collect.val_fraction=0.25", *SMALL, f"hydra.run.dir={tmp_path}"]
+    assert cli(*args).returncode == 0
+    config_before = (tmp_path / "dataset" / "config.yaml").read_text()
+    refused = cli(*args, "collect.episode_length=6")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        f"error: dataset split '{tmp_path / 'dataset' / 'train'}' was made with other settings (episode_length: 10 -> 6")
+    assert (tmp_path / "dataset" / "config.yaml").read_text() == config_before  # nothing changed on disk
+    assert EpisodeStore(tmp_path / "dataset" / "train").episode_length == 10
+
+    assert cli(*args, "collect.episode_length=6", "run.overwrite=true").returncode == 0
+    store = EpisodeStore(tmp_path / "dataset" / "train")
+    assert store.episode_length == 6 and len(store) == 3 and store.verify() == []

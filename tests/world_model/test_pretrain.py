@@ -16,9 +16,6 @@ from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
 from world_model.vjepa.model import VJEPAPretrainingModel, variance_covariance
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
 
-
-
-
 TINY_ARCHITECTURE = dict(crop_size=32, patch_size=4, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=2, pred_hidden_size=16, pred_num_hidden_layers=1,
                          pred_num_attention_heads=2)
@@ -197,7 +194,7 @@ def test_resuming_from_a_checkpoint_continues_exactly(tiny_dataset_dir, tmp_path
     for _ in range(2):
         interrupted.train_step()
     interrupted.save_checkpoint(tmp_path / "last.pt")
-    resumed = Pretrainer(config, settings, clips, torch.device("cpu"), seed=99)
+    resumed = Pretrainer(config, settings, clips, torch.device("cpu"), seed=3)  # fresh weights, generator at step 0
     resumed.load_checkpoint(tmp_path / "last.pt")
     assert resumed.step == 2
     for _ in range(2):
@@ -207,26 +204,45 @@ def test_resuming_from_a_checkpoint_continues_exactly(tiny_dataset_dir, tmp_path
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
     other = Pretrainer(build_config({**TINY_ARCHITECTURE, "hidden_size": 64}, 4), settings, clips,
-                       torch.device("cpu"))
-    with pytest.raises(ValueError, match="different encoder architecture .*hidden_size"):
+                       torch.device("cpu"), seed=3)
+    with pytest.raises(ValueError, match=r"other settings \(architecture.hidden_size: 32 -> 64\)"):
         other.load_checkpoint(tmp_path / "last.pt")
+    assert not other.load_checkpoint(tmp_path / "last.pt", overwrite=True) and other.step == 0
 
 
-def test_pretrain_stage_exports_a_loadable_encoder_resumes_and_skips_when_done(tiny_dataset_dir, tmp_path):
+def test_pretrain_stage_exports_a_loadable_encoder_resumes_and_skips_when_done(tiny_dataset_dir, tmp_path,
+                                                                               monkeypatch):
     overrides = [*TINY_OVERRIDES, f"paths.dataset={tiny_dataset_dir}", "encoder.pretrain.checkpoint_every=2",
-                 "encoder.pretrain.log_every=1", "encoder.pretrain.val_every=2"]
-    pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.steps=2"]))
+                 "encoder.pretrain.log_every=1", "encoder.pretrain.val_every=2", "encoder.pretrain.steps=4"]
+    train_step = Pretrainer.train_step
+
+    def die_at_step_3(self):
+        if self.step == 2:
+            raise KeyboardInterrupt  # killed after the step-2 checkpoint
+        return train_step(self)
+
+    monkeypatch.setattr(Pretrainer, "train_step", die_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(compose_config(tmp_path, overrides))
+    monkeypatch.undo()
     output = tmp_path / "encoder"
+    assert not (output / "pretrain_summary.json").exists()
+
+    # the rerun resumes from the step-2 checkpoint and keeps the metrics of steps 1-2
+    pretrain.main(compose_config(tmp_path, overrides))
     assert {"config.json", "model.safetensors", "metrics.csv", "config.yaml", "pretrain_summary.json"} <= {
         p.name for p in output.iterdir()}
-
-    # more steps: resumes from the step-2 checkpoint and keeps the metrics of steps 1-2
-    pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.steps=4"]))
     with open(output / "metrics.csv") as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
     stamp = (output / "model.safetensors").stat().st_mtime_ns
-    pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.steps=4"]))
+    pretrain.main(compose_config(tmp_path, overrides))
     assert (output / "model.safetensors").stat().st_mtime_ns == stamp  # finished: nothing redone
+    # other settings: refused, naming them, unless run.overwrite=true
+    config_before = (output / "config.yaml").read_text()
+    with pytest.raises(ValueError, match=r"pretrained encoder .* other settings \(pretrain.lr: 0.0005 -> 0.001\); "
+                                         "pass run.overwrite=true"):
+        pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.lr=1e-3"]))
+    assert (output / "config.yaml").read_text() == config_before
 
     encoder = load_encoder(str(output), device="cpu")
     checkpoint = torch.load(output / "checkpoints" / "last.pt", weights_only=True)

@@ -97,23 +97,50 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, embedded_run, mon
         torch.testing.assert_close(actual, expected, msg=name)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, embedded_run):
-    train_predictor.main(train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1"))
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, embedded_run, monkeypatch):
+    shutil.copytree(embedded_run / "latents", tmp_path / "latents")
+    cfg = train_config(embedded_run, tmp_path / "predictor", f"paths.latents={tmp_path / 'latents'}")
+    save_checkpoint = train_predictor.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first checkpoint (step 3)
+
+    monkeypatch.setattr(train_predictor, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_predictor.main(cfg)
+    monkeypatch.undo()
     checkpoint = tmp_path / "predictor" / "checkpoints" / "last.pt"
     before = sha256_file(checkpoint)
-    shutil.copytree(embedded_run / "latents", tmp_path / "latents")
-    poisoned = np.load(tmp_path / "latents" / "train" / "latents.npy", mmap_mode="r+")
+    poisoned = np.load(tmp_path / "latents" / "train" / "actions.npy", mmap_mode="r+")
     poisoned[:] = np.nan
     poisoned.flush()
     with pytest.raises(train_predictor.NonFiniteLossError, match="non-finite training loss.*last good checkpoint"):
-        train_predictor.main(train_config(embedded_run, tmp_path / "predictor", f"paths.latents={tmp_path / 'latents'}"))
+        train_predictor.main(cfg)  # resumes at step 3, then the loss turns NaN
     assert sha256_file(checkpoint) == before
+
+
+def test_a_rerun_with_other_settings_is_refused_or_starts_afresh(tmp_path, embedded_run):
+    """Changed training settings never resume the old weights: refused by name, or with
+    run.overwrite=true trained afresh, to the weights of a fresh run."""
+    train_predictor.main(train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1"))
+    changed = ["predictor.train.epochs=1", "predictor.train.loss=l2"]
+    with pytest.raises(ValueError, match=r"predictor checkpoint .* other settings \(train.loss: 'l1' -> 'l2'\); "
+                                         "pass run.overwrite=true"):
+        train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed))
+    train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed, "run.overwrite=true"))
+    train_predictor.main(train_config(embedded_run, tmp_path / "fresh", *changed))
+    overwritten, meta = load_predictor(tmp_path / "predictor")
+    fresh, _ = load_predictor(tmp_path / "fresh")
+    assert meta["loss"] == "l2"
+    for name, tensor in fresh.state_dict().items():
+        torch.testing.assert_close(overwritten.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
 
 
 def test_mismatched_inputs_are_one_line_errors(tmp_path, embedded_run):
     with pytest.raises(ValueError, match=r"pool_grid=4 does not fit the latent cache grid 2x2"):
         train_predictor.main(train_config(embedded_run, tmp_path / "a", "predictor.pool_grid=4"))
-    with pytest.raises(ValueError, match="task mismatch: the latent cache has 'reacher' but env.name has 'point_mass'"):
+    with pytest.raises(ValueError, match="latent cache .* holds task 'reacher', but env.name='point_mass'"):
         train_predictor.main(train_config(embedded_run, tmp_path / "b", "env=point_mass"))
     other_encoder = save_tiny_encoder(tmp_path / "other_encoder", seed=5)
     with pytest.raises(ValueError, match="made by encoder .* not by the current encoder"):

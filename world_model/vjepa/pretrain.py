@@ -9,7 +9,10 @@ collapse statistics). Writes `cfg.paths.encoder`:
                                      std, effective rank
     pretrain_summary.json            written last: the run is finished
     config.yaml                      the resolved config
-A rerun after a kill resumes from the last checkpoint; a rerun of a finished run returns at once.
+A rerun after a kill resumes from the last checkpoint; a rerun of a finished run returns at once. Both
+only when the run's identity (architecture, settings, seed, training episodes: `run_identity`) is
+the same: another is refused, naming the differences, unless `run.overwrite=true` (start afresh).
+The training frames are read into memory (1.2 GB for the `reacher` preset).
 """
 from __future__ import annotations
 
@@ -17,15 +20,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
 from world_model.encoder import resolve_device
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.statistics import MetricsLog
-from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
+from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config, run_identity
 from world_model.vjepa.weights import save_vjepa2
 
 METRIC_FIELDS = ["loss", "lr", "momentum", "val_loss", "token_std", "min_dim_std", "effective_rank",
@@ -33,8 +35,7 @@ METRIC_FIELDS = ["loss", "lr", "momentum", "val_loss", "token_std", "min_dim_std
 SUMMARY_FILE = "pretrain_summary.json"
 
 
-def episode_frames(split_dir: Path) -> tuple[np.ndarray, dict]:
-    """All frames of a dataset split, uint8 (E, T+1, H, W, 3), and the split's metadata."""
+def open_split(split_dir: Path):
     from envs.dataset import EpisodeStore
 
     if not split_dir.is_dir():
@@ -43,18 +44,17 @@ def episode_frames(split_dir: Path) -> tuple[np.ndarray, dict]:
     store = EpisodeStore(split_dir)
     if len(store) == 0:
         raise ValueError(f"dataset split {str(split_dir)!r} holds no episodes")
-    return store.array("frames"), dict(store.meta)
+    return store
 
 
-def finished_summary(output: Path, settings: dict, architecture: dict) -> dict | None:
-    """The summary of a finished run with these settings in `output`, else None."""
+def finished_summary(output: Path, identity: dict, overwrite: bool) -> dict | None:
+    """The summary of a finished run of this identity in `output`; None when there is none, or when
+    there is one of another identity and `overwrite` is set (ValueError without it)."""
     summary_path = output / SUMMARY_FILE
     if not (summary_path.is_file() and (output / "config.json").is_file()):
         return None
     summary = json.loads(summary_path.read_text())
-    if summary.get("pretrain") == settings and summary.get("architecture") == architecture:
-        return summary
-    return None
+    return summary if may_resume("pretrained encoder", output, summary.get("identity", {}), identity, overwrite) else None
 
 
 def main(cfg: DictConfig) -> None:
@@ -67,24 +67,25 @@ def main(cfg: DictConfig) -> None:
     settings = PretrainSettings.from_mapping(settings_values)
     config = build_config(architecture, settings.clip_frames)
     output = ensure_writable_dir(cfg.paths.encoder, "encoder directory")
-    summary = finished_summary(output, settings_values, architecture)
+    dataset = Path(cfg.paths.dataset)
+    train_store, val_store = open_split(dataset / "train"), open_split(dataset / "val")
+    meta = dict(train_store.meta)
+    data = {"task": meta.get("task"), "train_episodes": len(train_store), "collect_seed": meta.get("seed")}
+    summary = finished_summary(output, run_identity(config, settings, int(cfg.seed), data), bool(cfg.run.overwrite))
     if summary is not None:
         print(f"pretrain: {output} already holds an encoder pretrained for {summary['steps']} steps "
               f"(final val loss {summary['final'].get('val_loss')}); nothing to do")
         return
 
-    dataset = Path(cfg.paths.dataset)
-    train_frames, meta = episode_frames(dataset / "train")
-    val_frames, _ = episode_frames(dataset / "val")
-    atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    train_frames = train_store.array("frames")  # (E, T+1, H, W, 3)
     device = resolve_device(cfg.device)
     train_clips = ClipSampler(train_frames, settings.clip_frames, settings.static_fraction)
-    trainer = Pretrainer(config, settings, train_clips, device, cfg.seed)
-    val_clips = ClipSampler(val_frames, settings.clip_frames).fixed(settings.val_clips, cfg.seed)
+    trainer = Pretrainer(config, settings, train_clips, device, int(cfg.seed), data)
+    val_clips = ClipSampler(val_store.array("frames"), settings.clip_frames).fixed(settings.val_clips, cfg.seed)
     checkpoint = output / "checkpoints" / "last.pt"
-    if checkpoint.is_file():
-        trainer.load_checkpoint(checkpoint)
+    if checkpoint.is_file() and trainer.load_checkpoint(checkpoint, overwrite=bool(cfg.run.overwrite)):
         print(f"pretrain: resuming from step {trainer.step} ({checkpoint})")
+    atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log = MetricsLog(output / "metrics.csv", METRIC_FIELDS, keep_until_step=trainer.step)
     print(f"pretrain: {meta.get('task', '?')} {train_frames.shape[0]} train episodes, "
           f"{sum(p.numel() for p in trainer.model.context_model.parameters()) / 1e6:.2f}M parameters, "
@@ -115,6 +116,7 @@ def main(cfg: DictConfig) -> None:
     final = {key: value for key, value in metrics.items() if key != "lr"}
     atomic_write_json(output / SUMMARY_FILE, {
         "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1), "device": device.type,
-        "task": meta.get("task"), "final": final, "pretrain": settings_values, "architecture": architecture})
+        "task": meta.get("task"), "final": final, "pretrain": settings_values, "architecture": architecture,
+        "identity": trainer.identity})
     print(f"pretrain: done in {trainer.train_seconds / 60:.1f} min of training; val loss "
           f"{final['val_loss']:.4f}, effective rank {final['effective_rank']:.1f}; encoder written to {output}")

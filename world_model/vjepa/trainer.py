@@ -2,7 +2,8 @@
 
 The stage (`world_model.vjepa.pretrain.main`) owns files and the loop; this class owns the state.
 A checkpoint holds every tensor needed to continue bit-for-bit: both encoders, the predictor, the
-optimiser moments, the step, and the random generator that draws clips and masks. It is written with
+optimiser moments, the step, and the random generator that draws clips and masks, plus the run's
+identity (`run_identity`); a checkpoint of another identity is not resumed. It is written with
 `torch.save` to a temporary name then renamed, and read with `torch.load(weights_only=True)`.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from transformers import VJEPA2Config
 
-from envs.io import atomic_save
+from envs.io import atomic_save, may_resume
 from world_model.encoder import preprocess_frames
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
@@ -26,6 +27,7 @@ from world_model.vjepa.schedules import ema_momentum, learning_rate
 from world_model.vjepa.statistics import representation_statistics
 
 V_JEPA_MASKS = ({"num_blocks": 8, "spatial_scale": [0.15, 0.15]}, {"num_blocks": 2, "spatial_scale": [0.7, 0.7]})
+BOOKKEEPING = ("checkpoint_every", "log_every", "val_every", "val_clips")  # how often, not what is learned
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,26 @@ def build_config(architecture: dict[str, Any], clip_frames: int) -> VJEPA2Config
     return config
 
 
+def run_identity(config: VJEPA2Config, settings: PretrainSettings, seed: int, data: dict) -> dict:
+    """What a pretraining run's weights depend on: the architecture, the settings but for how often it
+    logs and saves, the seed, and `data` (what identifies the training episodes). JSON-normalised."""
+    architecture = {key: value for key, value in config.to_dict().items() if key != "transformers_version"}
+    pretrain = {key: value for key, value in dataclasses.asdict(settings).items() if key not in BOOKKEEPING}
+    identity = {"architecture": architecture, "pretrain": pretrain, "seed": seed, "data": data}
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
 class Pretrainer:
-    """Context encoder + predictor trained by AdamW on L1 in representation space, EMA target."""
+    """Context encoder + predictor trained by AdamW on L1 in representation space, EMA target.
+    `data` identifies the training episodes in checkpoints (e.g. task and episode count)."""
 
     def __init__(self, config: VJEPA2Config, settings: PretrainSettings, train_clips: ClipSampler,
-                 device: torch.device, seed: int = 0):
+                 device: torch.device, seed: int = 0, data: dict | None = None):
         self.config = config
         self.settings = settings
         self.train_clips = train_clips
         self.device = device
+        self.identity = run_identity(config, settings, seed, data or {})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = VJEPAPretrainingModel(config, settings.variance_weight, settings.covariance_weight,
@@ -170,12 +183,8 @@ class Pretrainer:
         statistics = representation_statistics(torch.cat(targets))
         return {"val_loss": sum(losses) / len(clips), **statistics}
 
-    def _config_json(self) -> str:
-        return json.dumps(self.config.to_dict(), sort_keys=True, default=str)
-
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "train_seconds": self.train_seconds,
-                "config": self._config_json(),
+        return {"step": self.step, "train_seconds": self.train_seconds, "identity": self.identity,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state()}
 
@@ -183,19 +192,15 @@ class Pretrainer:
         state = self.state_dict()
         atomic_save(path, lambda temp: torch.save(state, temp))
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Continue from a checkpoint of the same architecture (ValueError otherwise)."""
+    def load_checkpoint(self, path: str | Path, overwrite: bool = False) -> bool:
+        """Continue from a checkpoint of the same identity -> True. Another identity: ValueError naming
+        the differences, or with `overwrite` False (the caller starts afresh)."""
         state = torch.load(path, map_location=self.device, weights_only=True)
-        saved = json.loads(state["config"])
-        current = json.loads(self._config_json())
-        differing = sorted(k for k in set(saved) | set(current)
-                           if k != "transformers_version" and saved.get(k) != current.get(k))
-        if differing:
-            raise ValueError(f"checkpoint {str(path)!r} was made with a different encoder architecture "
-                             f"({differing[0]}: {saved.get(differing[0])!r} vs {current.get(differing[0])!r}); "
-                             "use another run directory or delete the checkpoint")
+        if not may_resume("pretraining checkpoint", path, state.get("identity", {}), self.identity, overwrite):
+            return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
+        return True
