@@ -1,7 +1,7 @@
 """Building agents from a config or from a finished run directory.
 
     agent = load_agent("runs/reacher", planner={"samples": 100})   # drive it in any env loop
-    agent.reset(goal_images, goal_states); action = agent.act(pixels, states)
+    agent.reset(goal_images, goal_states, seeds=[0]); action = agent.act(pixels, states)
 """
 from __future__ import annotations
 
@@ -69,19 +69,26 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
                     shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)))
 
 
-def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides):
-    """The agent of a pipeline run directory; `overrides` replace config sections, e.g.
-    `load_agent(DIR, planner={"samples": 100}, evaluate={"energy": {"aggregate": "min"}})`."""
-    import envs
-
+def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
+    """The config of a pipeline run directory, its paths re-rooted at `run_dir` wherever it now lives;
+    `overrides` replace config sections, e.g. `planner={"samples": 100}`."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         raise FileNotFoundError(f"{str(config_path)!r} is missing; make the run with `jepa-agent run hydra.run.dir={run_dir}`")
     cfg = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.create(overrides))
-    cfg.run_dir = str(run_dir)  # the paths follow the directory, wherever it now lives
+    cfg.run_dir = str(run_dir)
     for name in ("dataset", "encoder", "latents", "predictor", "evaluation"):
         cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
     if (run_dir / "encoder").exists():
         cfg.encoder.source = str(run_dir / "encoder")
+    return cfg
+
+
+def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides):
+    """The agent of a pipeline run directory; `overrides` replace config sections, e.g.
+    `load_agent(DIR, planner={"samples": 100}, evaluate={"energy": {"aggregate": "min"}})`."""
+    import envs
+
+    cfg = load_run_config(run_dir, **overrides)
     return build_agent(cfg, task or envs.make_from_config(cfg.env), kind)

@@ -7,11 +7,12 @@ B envs are planned at once (one planner call, one energy call per iteration for 
 The world observes a frame at every block boundary, also between replans, so the predictor's
 context is always the latest `context_frames` frames and the blocks executed between them.
 
-`shrink_horizon`: the plans of one H-block window all aim at its end. Replanning every k < H blocks,
-the plan made j blocks into the window is scored at block H - j only (a fixed deadline), so the final
-approach uses the predictor's short, most accurate predictions; a new window starts at the deadline.
-Without it every plan is scored at its own end (or its best block, by the world's aggregate), which
-with k < H is DESIGN.md's sliding-deadline trap.
+`shrink_horizon`: the plans of one H-block window all end at its end. Replanning every k < H blocks,
+the plan made j blocks into the window is scored over its first H - j blocks only, up to a fixed
+deadline (by the world's aggregate: `last` scores the deadline block, `min` the best block before it),
+so the final approach uses the predictor's short, most accurate predictions; a new window starts at
+the deadline. Without it every plan is scored over all H blocks, which with k < H and `last` is
+DESIGN.md's sliding-deadline trap.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class MPCAgent:
     block: int                # task steps per action block
     action_dim: int           # A
     execute_blocks: int       # blocks executed before replanning
-    shrink_horizon: bool = False  # score each plan at the end of its H-block window (see above)
+    shrink_horizon: bool = False  # score each plan only up to the end of its H-block window (see above)
     plans: list[PlanRecord] = field(default_factory=list)
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import envs
+from agent.build import load_run_config
 from agent.evaluate import run_batch, sample_pairs
 from agent.mpc import MPCAgent
 from agent.worlds import aggregate_over_blocks
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    cfg = OmegaConf.load(args.run_dir / "config.yaml")
+    cfg = load_run_config(args.run_dir)
     torch.set_num_threads(int(cfg.get("threads") or torch.get_num_threads()))
     task = envs.make_from_config(cfg.env)
     pairs, _ = sample_pairs(EpisodeStore(Path(cfg.paths.dataset) / "eval"), task, args.pairs,

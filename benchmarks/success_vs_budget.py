@@ -14,8 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from agent.build import load_run_config
 from agent.evaluate import main as evaluate
 from envs.io import atomic_save, atomic_write_json
 
@@ -24,12 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def run_config(run_dir: Path, evaluation_dir: Path, samples: int, iterations: int, pairs: int):
     """The run's own config, with its paths re-rooted at run_dir and the given planner budget."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    cfg.run_dir = str(run_dir)
-    for name in ("dataset", "encoder", "latents", "predictor"):
-        cfg.paths[name] = str(run_dir / name)
-    if (run_dir / "encoder").exists():
-        cfg.encoder.source = str(run_dir / "encoder")
+    cfg = load_run_config(run_dir)
     cfg.paths.evaluation = str(evaluation_dir)
     cfg.planner.samples, cfg.planner.iterations = samples, iterations
     cfg.planner.top_k = min(cfg.planner.get("top_k", 30), max(1, samples // 10))

@@ -70,6 +70,8 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"collect.{key}={value!r} is invalid; expected a positive int")
     if not 0.0 <= collect.val_fraction < 1.0:
         raise ValueError(f"collect.val_fraction={collect.val_fraction!r} is invalid; expected a float in [0, 1)")
+    for split in ("train", "eval"):  # builds each policy once: bad kinds or keys fail before anything is written
+        make_policy(split_policy(collect, split), 1, np.random.default_rng(0))
 
 
 def split_sizes(collect: DictConfig) -> dict[str, int]:

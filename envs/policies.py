@@ -22,7 +22,8 @@ class UniformRandomPolicy:
 
 
 class CorrelatedRandomPolicy:
-    """AR(1) noise: a_t = clip(p * a_{t-1} + sqrt(1 - p^2) * scale * eps_t, -1, 1), eps ~ N(0, I).
+    """AR(1) noise, clipped: x_t = p * x_{t-1} + sqrt(1 - p^2) * scale * eps_t, eps ~ N(0, I), and
+    a_t = clip(x_t, -1, 1) (the process carries the unclipped x).
 
     `persistence` p in [0, 1) sets the correlation time (~1 / (1 - p) steps); the stationary
     std of the unclipped process is `scale`.
@@ -50,9 +51,12 @@ class CorrelatedRandomPolicy:
 def make_policy(policy_cfg, action_dim: int, rng: np.random.Generator):
     """Build the policy named by `policy_cfg.kind` (`uniform` | `correlated`)."""
     settings = dict(policy_cfg)
-    kind = settings.pop("kind")
-    if kind == "uniform":
+    kind = settings.pop("kind", None)
+    if kind not in ("uniform", "correlated"):
+        raise ValueError(f"collect.policy.kind={kind!r} is invalid; expected 'uniform' or 'correlated'")
+    unknown = sorted(set(settings) - {"persistence", "scale"})
+    if unknown:
+        raise ValueError(f"collect.policy has unknown keys {unknown}; expected kind, persistence, scale")
+    if kind == "uniform":  # persistence and scale are the correlated policy's; uniform ignores them
         return UniformRandomPolicy(action_dim, rng)
-    if kind == "correlated":
-        return CorrelatedRandomPolicy(action_dim, rng, **settings)
-    raise ValueError(f"collect.policy.kind={kind!r} is invalid; expected 'uniform' or 'correlated'")
+    return CorrelatedRandomPolicy(action_dim, rng, **settings)

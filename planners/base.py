@@ -9,7 +9,7 @@ of one block, flattened. Each iteration draws S candidates per env from a diagon
 (mean, std) of shape (B, H, D), clamps them to [low, high], scores all B x S of them in ONE
 energy_fn call and refits (mean, std) as a weighted mean / std of the candidates. Subclasses only
 say how candidates are weighted (`candidate_weights`): CEM puts equal weight on the top-k, MPPI a
-softmax of -energy / temperature.
+softmax of -energy / (temperature x the spread of the candidates' energies).
 
 Guarantees:
 - candidate 0 of every iteration is the current mean itself, so the warm start (iteration 0) is always

@@ -15,8 +15,10 @@ positions, so a rollout caches the keys and values of past frames and runs each 
 The latent-token outputs of frame t predict frame t + 1's latent tokens as a residual on frame t's
 (the output layer starts at zero, so an untrained predictor is the copy-the-last-latent baseline).
 
-    forward(latents (B, F, N, D), actions (B, F, block*A)) -> next latents (B, F, N, D)
-    rollout(context_latents (Bc, C, N, D), actions (B, H, block*A)) -> (B, H, N, D), B a multiple of Bc
+    forward(latents (B, F, N, D), actions (B, F, block*A), proprio (B, F, P) | None)
+        -> (next latents (B, F, N, D), next proprio (B, F, P) | None)
+    rollout(context_latents (Bc, C, N, D), actions (B, H, block*A), ...) -> (B, H, N, D), B a multiple of Bc
+        (and the predicted proprio with return_proprio=True)
 """
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ META_FILE = "meta.json"
 
 @dataclass(frozen=True)
 class PredictorConfig:
+    """The predictor's shape. The defaults below build the plainest model (one pooled token per frame,
+    an action token, no proprio) for tests and benchmarks; the pipeline's values come from
+    configs/predictor/default.yaml (`train_predictor.model_config`), which differ."""
+
     latent_dim: int              # D: width of the (pooled) encoder tokens the predictor reads
     action_dim: int              # A: task action dimension
     block: int = 5               # task steps per predictor frame
@@ -78,8 +84,9 @@ class PredictorConfig:
             raise ValueError(f"predictor width={self.width} is not divisible by heads={self.heads}")
         if self.proprio_frequencies < 0:
             raise ValueError(f"predictor proprio_frequencies={self.proprio_frequencies} is invalid; expected >= 0")
-        if self.context_frames < 1 or self.block < 1 or self.pool_grid < 1:
-            raise ValueError("predictor context_frames, block and pool_grid must be >= 1")
+        for name in ("context_frames", "block", "pool_grid"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"predictor {name}={getattr(self, name)!r} is invalid; expected an int >= 1")
         if self.projection_dim is not None and not 0 < self.projection_dim <= self.token_dim:
             raise ValueError(f"predictor projection_dim={self.projection_dim} is invalid; "
                              f"expected 1..{self.token_dim} (the token width) or null")
@@ -263,7 +270,8 @@ class Predictor(nn.Module):
     def compile_advance(self) -> None:
         """Compile `advance` with torch.compile (Inductor) for planning: 1.6-2x faster CEM plans for
         1-4 envs on a CPU after a one-off compile of ~30 s per batch size. Where the backend cannot
-        compile (no C++ compiler, say) it runs eagerly instead of failing."""
+        compile (no C++ compiler, say) it runs eagerly instead of failing: this sets torch._dynamo's
+        `suppress_errors` for the whole process."""
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = True

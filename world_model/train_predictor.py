@@ -6,11 +6,12 @@ with C = `predictor.context_frames` and R = `predictor.train.rollout_steps`. On 
     teacher forcing: true frames 0..C-1 and their action blocks predict frames 1..C (block-causal);
     rollout:         the prediction of frame C is fed back (attending to the cached true frames, as in
                      planning) and the model rolls on to frames C+1..C+R-1; loss = teacher forcing + rollout.
-AdamW, linear warmup then cosine decay. After each epoch: validation loss on held-out episodes (the
-`val` cache) next to the copy-the-last-latent baseline, and `checkpoints/last.pt` (also every
-`checkpoint_every` steps); a rerun resumes from it when the run's identity (model, training settings,
-seed, encoder, episodes: `run_identity`) is the same, and refuses another unless `run.overwrite=true`
-(start afresh). A non-finite loss stops training and leaves the
+The proprio, when the predictor reads it, is predicted and scored the same way. AdamW, linear warmup
+then cosine decay. After each epoch: validation losses on held-out episodes (the `val` cache), the
+latent teacher-forcing term next to the copy-the-last-latent baseline on the same targets, and
+`checkpoints/last.pt` (also every `checkpoint_every` steps). A rerun resumes from it when the run's
+identity (model, training settings, seed, encoder, episodes: `run_identity`) is the same, and refuses
+another unless `run.overwrite=true` (start afresh). A non-finite loss stops training and leaves the
 last good checkpoint as it was. Outputs in `cfg.paths.predictor`: `predictor.safetensors`,
 `meta.json`, `config.yaml`, `history.json`, and with `predictor.readout.steps > 0` the position
 readout (`world_model.position_readout`, trained after the predictor; a rerun retrains only it).
@@ -106,15 +107,20 @@ class WindowData:
 
 
 def window_losses(model: Predictor, latents, actions, proprio, rollout_steps: int, norm: str) -> dict:
-    """Teacher-forcing and rollout losses (scalars) of a batch of windows; see the module docstring."""
+    """Losses (scalars) of a batch of windows; see the module docstring. `loss` is what is trained:
+    the latent terms plus the proprio ones. `teacher_forcing` and `rollout` are the latent terms alone,
+    `proprio` the proprio ones, and `copy_last` what copying each frame's latent to the next scores on
+    the teacher-forcing targets: the baseline `teacher_forcing` is to beat (an untrained predictor
+    copies)."""
     context = model.config.context_frames
     (predicted, predicted_proprio), caches = model.advance(
         latents[:, :context], actions[:, :context], proprio[:, :context] if proprio is not None else None,
         caches=None, first_frame=0)  # (B, C, N, D'): predictions of frames 1..C
     teacher_forcing = latent_distance(predicted, latents[:, 1 : context + 1], norm).mean()
+    proprio_loss = torch.zeros((), device=latents.device)
     if proprio is not None:
-        teacher_forcing = teacher_forcing + latent_distance(
-            predicted_proprio.unsqueeze(-2), proprio[:, 1 : context + 1].unsqueeze(-2), norm).mean()
+        proprio_loss = latent_distance(predicted_proprio.unsqueeze(-2), proprio[:, 1 : context + 1].unsqueeze(-2),
+                                       norm).mean()
     rollout = torch.zeros((), device=latents.device)
     if rollout_steps > 1:  # exactly as a planning rollout goes on: the prediction of frame C fed back
         rolled, rolled_proprio = model.roll_on(
@@ -122,11 +128,11 @@ def window_losses(model: Predictor, latents, actions, proprio, rollout_steps: in
             actions[:, context : context + rollout_steps - 1], frame=context)  # frames C+1 .. C+R-1
         rollout = latent_distance(rolled, latents[:, context + 1 :], norm).mean()
         if proprio is not None:
-            rollout = rollout + latent_distance(rolled_proprio.unsqueeze(-2), proprio[:, context + 1 :].unsqueeze(-2),
-                                                norm).mean()
-    copy_last = latent_distance(latents[:, context - 1 : context], latents[:, context:], norm).mean()
-    return {"loss": teacher_forcing + rollout, "teacher_forcing": teacher_forcing, "rollout": rollout,
-            "copy_last": copy_last}
+            proprio_loss = proprio_loss + latent_distance(
+                rolled_proprio.unsqueeze(-2), proprio[:, context + 1 :].unsqueeze(-2), norm).mean()
+    copy_last = latent_distance(latents[:, :context], latents[:, 1 : context + 1], norm).mean()
+    return {"loss": teacher_forcing + rollout + proprio_loss, "teacher_forcing": teacher_forcing,
+            "rollout": rollout, "proprio": proprio_loss, "copy_last": copy_last}
 
 
 class WindowObjective(nn.Module):
@@ -283,16 +289,17 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             optimizer.step()
             step += 1
             progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", copy_last=f"{losses['copy_last'].item():.4f}")
+            progress.set_postfix(loss=f"{loss_value:.4f}", teacher_forcing=f"{losses['teacher_forcing'].item():.4f}",
+                                 copy_last=f"{losses['copy_last'].item():.4f}")
             if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch and processes.is_main:
                 save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)
         if processes.is_main:
             val = validate(model, val_data, val_windows, train_cfg, device)
             history.append({"epoch": epoch + 1, "step": step, "train_loss": loss_value,
                             **{f"val_{name}": value for name, value in val.items()}})
-            progress.write(f"epoch {epoch + 1}: train {loss_value:.4f}  val {val['loss']:.4f} "
-                           f"(teacher forcing {val['teacher_forcing']:.4f}, rollout {val['rollout']:.4f}, "
-                           f"copy-last {val['copy_last']:.4f})")
+            progress.write(f"epoch {epoch + 1}: train {loss_value:.4f}  val {val['loss']:.4f}: latent teacher "
+                           f"forcing {val['teacher_forcing']:.4f} (copy-last {val['copy_last']:.4f}), latent rollout "
+                           f"{val['rollout']:.4f}, proprio {val['proprio']:.4f}")
             save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)
         processes.barrier()
     progress.close()

@@ -43,6 +43,8 @@ def test_tasks_lists_registered_tasks():
         ("collect.episodes=-3", "collect.episodes=-3 is invalid; expected a positive int"),
         ("env.image_size=8", "image_size=8 is invalid; expected an int >= 16"),
         ("env.image_size=big", "image_size='big' is invalid; expected an int >= 16"),
+        ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected 'uniform' or 'correlated'"),
+        ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, override, message):

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from transformers import VJEPA2Config
 
 from envs.dataset import EpisodeStore
@@ -25,9 +27,11 @@ TINY_OVERRIDES = [f"encoder.architecture.{key}={value}" for key, value in TINY_A
 
 
 def tiny_settings(**changes) -> PretrainSettings:
+    """The preset's `encoder.pretrain` (configs/encoder/vjepa_tiny.yaml), short, constant-rate, fp32."""
+    preset = OmegaConf.to_container(compose_config(Path("unused"), []).encoder.pretrain, resolve=True)
     values = dict(steps=20, batch_size=8, clip_frames=4, lr=2e-3, start_lr=2e-3, final_lr=2e-3, warmup_steps=0,
                   weight_decay=0.0, ema_start=0.99, ema_end=0.99, autocast_bf16=False)
-    return PretrainSettings.from_mapping({**values, **changes})
+    return PretrainSettings.from_mapping({**preset, **values, **changes})
 
 
 def train_frames(dataset_dir):

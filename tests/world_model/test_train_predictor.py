@@ -52,6 +52,8 @@ def test_training_steps_lower_the_loss(embedded_run):
     train_predictor.fit_normalisation(model, cache, cfg.seed)
     data = train_predictor.WindowData(cache, model, window_frames=2 + cfg.predictor.train.rollout_steps)
     batch = data.batch(data.windows[torch.randperm(len(data.windows))[:32]], torch.device("cpu"))
+    untrained = train_predictor.window_losses(model, *batch, cfg.predictor.train.rollout_steps, "l2")
+    torch.testing.assert_close(untrained["teacher_forcing"], untrained["copy_last"])  # the baseline it starts at
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     losses = []
     for _ in range(40):

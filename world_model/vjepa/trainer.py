@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,13 @@ from world_model.vjepa.model import VJEPAPretrainingModel
 from world_model.vjepa.schedules import ema_momentum, learning_rate
 from world_model.vjepa.statistics import representation_statistics
 
-V_JEPA_MASKS = ({"num_blocks": 8, "spatial_scale": [0.15, 0.15]}, {"num_blocks": 2, "spatial_scale": [0.7, 0.7]})
 BOOKKEEPING = ("checkpoint_every", "log_every", "val_every", "val_clips")  # how often, not what is learned
 
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    """`encoder.pretrain` of the config (see configs/encoder/vjepa_tiny.yaml for the meaning)."""
+    """`encoder.pretrain` of the config; configs/encoder/vjepa_tiny.yaml holds the values and their
+    meaning (no defaults here: the YAML is the one source)."""
 
     steps: int
     batch_size: int
@@ -44,26 +44,27 @@ class PretrainSettings:
     weight_decay: float
     ema_start: float
     ema_end: float
-    masks: list[dict] = field(default_factory=lambda: [dict(mask) for mask in V_JEPA_MASKS])
-    min_context: int = 4
-    variance_weight: float = 0.0
-    covariance_weight: float = 0.0
-    target_layers: int = 1
-    static_fraction: float = 0.0
-    crop_scale: tuple[float, float] = (1.0, 1.0)
-    crop_aspect_ratio: tuple[float, float] = (0.75, 1.35)
-    autocast_bf16: bool = True
-    checkpoint_every: int = 200
-    log_every: int = 25
-    val_every: int = 200
-    val_clips: int = 64
+    masks: list[dict]
+    min_context: int
+    variance_weight: float
+    covariance_weight: float
+    target_layers: int
+    static_fraction: float
+    crop_scale: tuple[float, float]
+    crop_aspect_ratio: tuple[float, float]
+    autocast_bf16: bool
+    checkpoint_every: int
+    log_every: int
+    val_every: int
+    val_clips: int
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "PretrainSettings":
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder.pretrain keys {unknown}; expected some of {sorted(known)}")
+        unknown, missing = sorted(set(values) - known), sorted(known - set(values))
+        if unknown or missing:
+            raise ValueError(f"encoder.pretrain has unknown keys {unknown} and lacks keys {missing}; expected "
+                             f"exactly {sorted(known)}")
         settings = cls(**values)
         if settings.steps < 1 or settings.batch_size < 1 or settings.warmup_steps < 0:
             raise ValueError(f"encoder.pretrain needs steps >= 1, batch_size >= 1, warmup_steps >= 0, got "
