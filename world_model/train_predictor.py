@@ -196,6 +196,17 @@ def run_identity(cfg: DictConfig, model: Predictor, fingerprint: str, train_epis
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 
+def resumable_state(checkpoint_path: Path, identity: dict, cfg: DictConfig, device) -> dict | None:
+    """The checkpoint's state when training should continue from it: it exists, `resume` is on, and it
+    has this identity (another: ValueError naming the differences, or None with run.overwrite=true)."""
+    if not (cfg.predictor.train.resume and checkpoint_path.exists()):
+        return None
+    state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    overwrite = bool(cfg.run.overwrite)
+    return state if may_resume("predictor checkpoint", checkpoint_path, state.get("identity", {}), identity,
+                               overwrite) else None
+
+
 def save_checkpoint(path: Path, model, optimizer, step: int, history: list, identity: dict) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
              "identity": identity}
@@ -233,12 +244,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     checkpoint_path = output_dir / "checkpoints" / "last.pt"
     step, history = 0, []
     identity = run_identity(cfg, model, fingerprint, len(train_cache))
-    state = None
-    if train_cfg.resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if not may_resume("predictor checkpoint", checkpoint_path, state.get("identity", {}), identity,
-                          bool(cfg.run.overwrite)):
-            state = None
+    state = resumable_state(checkpoint_path, identity, cfg, device)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
