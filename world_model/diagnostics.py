@@ -30,16 +30,19 @@ from world_model.encoder import resolve_device
 from world_model.energy import latent_distance
 from world_model.latent_cache import LatentCache
 from world_model.predictor import Predictor, load_predictor
-from world_model.train_predictor import WindowData, check_same
+from world_model.train_predictor import WindowData
 
 
 def check_cache_matches(meta: dict, cache: LatentCache) -> None:
-    """One-line errors when the cache was not made for this predictor."""
-    check_same("latent width", meta["cache_dim"], cache.dim, "the predictor", f"latent cache {cache.split_dir}")
-    check_same("latent grid", meta["cache_grid"], cache.grid, "the predictor", f"latent cache {cache.split_dir}")
-    check_same("action dim", meta["action_dim"], cache.action_dim, "the predictor", f"latent cache {cache.split_dir}")
-    check_same("encoder fingerprint", meta["encoder_fingerprint"], cache.fingerprint, "the predictor",
-               f"latent cache {cache.split_dir}")
+    """A one-line error when the cache was not made for this predictor, naming what differs."""
+    made_for = {"latent width": meta["cache_dim"], "latent grid": meta["cache_grid"],
+                "action dim": meta["action_dim"], "encoder fingerprint": meta["encoder_fingerprint"]}
+    found = {"latent width": cache.dim, "latent grid": cache.grid, "action dim": cache.action_dim,
+             "encoder fingerprint": cache.fingerprint}
+    for what, expected in made_for.items():
+        if found[what] != expected:
+            raise ValueError(f"{what} mismatch: the predictor has {expected!r} but latent cache "
+                             f"{str(cache.split_dir)!r} has {found[what]!r}")
 
 
 def sample_windows(data: WindowData, count: int, seed: int, stride: int = 1) -> torch.Tensor:
