@@ -80,8 +80,9 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
     cfg.run_dir = str(run_dir)
     for name in ("dataset", "encoder", "latents", "predictor", "evaluation"):
         cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
-    if (run_dir / "encoder").exists():
-        cfg.encoder.source = str(run_dir / "encoder")
+    if cfg.encoder.get("pretrain") is not None:  # an in-domain encoder lives in the run (official: a hub id)
+        cfg.encoder.source = cfg.paths.encoder
+    cfg.run.overwrite = bool(overrides.get("run", {}).get("overwrite", False))  # never inherited from the run
     return cfg
 
 

@@ -9,8 +9,9 @@ start = (episode, t), goal = the stored frame and state `goal_offset` steps late
 reset to the start state and the agent has `budget` task steps; an episode succeeds when the task's
 success predicate holds after any control step. Writes to `paths.evaluation/<agent>/`:
 `metrics.json` (aggregate + resolved config), `episodes.jsonl` (one record per episode) and
-`videos/*.mp4`. Finished episodes are kept: a rerun of the same config resumes; one of another config
-(ignoring where and how it runs: `agent.pipeline.IGNORED_KEYS`) is refused unless `run.overwrite=true`.
+`videos/*.mp4`, and `identity.json` (what the episodes depend on: `evaluation_identity`). Finished
+episodes are kept: a rerun of the same identity resumes; one of another (a changed protocol or planner,
+a retrained predictor) is refused, naming the differences, unless `run.overwrite=true` (start afresh).
 """
 from __future__ import annotations
 
@@ -25,11 +26,14 @@ from tqdm import tqdm
 
 from agent.build import build_agent
 from agent.episode_video import write_episode_video
-from agent.pipeline import IGNORED_KEYS, comparable_config
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
-from envs.dataset import EpisodeStore
-from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
+from envs.dataset import EpisodeStore, read_manifest
+from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, sha256_file
+
+
+IDENTITY_FILE = "identity.json"
+PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 
 
 def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: int,
@@ -166,7 +170,9 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     store = EpisodeStore(Path(cfg.paths.dataset) / "eval")
     tasks = [make_from_config(cfg.env) for _ in range(cfg.evaluate.batch_envs)]
     agent = build_agent(cfg, tasks[0], kind)
-    records = load_finished(out_dir, cfg)
+    identity = evaluation_identity(cfg, kind)
+    records = load_finished(out_dir, identity, bool(cfg.run.overwrite))
+    atomic_write_json(out_dir / IDENTITY_FILE, identity)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     done = {(r["seed"], r["pair"]) for r in records}
     excluded, started = {}, time.perf_counter()
@@ -204,15 +210,36 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     return metrics
 
 
-def load_finished(out_dir: Path, cfg: DictConfig) -> list[dict]:
-    """Records of an earlier evaluation of the same config (resume). One of another config is refused,
-    naming the differences, unless run.overwrite=true: then it starts afresh, its videos removed."""
-    config_path, records_path = out_dir / "config.yaml", out_dir / "episodes.jsonl"
-    if not (config_path.exists() and records_path.exists()):
-        return []
-    saved = {key: value for key, value in OmegaConf.to_container(OmegaConf.load(config_path)).items()
-             if key not in IGNORED_KEYS}
-    if may_resume("evaluation", out_dir, saved, comparable_config(cfg), bool(cfg.run.overwrite)):
-        return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
+    """What an evaluation's episodes depend on: the agent, the seed, the task, the eval split the pairs
+    come from, the protocol, the planner (but for the random agent), and for the latent agent the
+    exact predictor: the hashes of its weights and readout, and its meta (which names the encoder)."""
+    protocol = {key: value for key, value in OmegaConf.to_container(cfg.evaluate, resolve=True).items()
+                if key not in PROTOCOL_BOOKKEEPING}
+    eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
+    identity = {"agent": kind, "seed": int(cfg.seed), "env": OmegaConf.to_container(cfg.env, resolve=True),
+                "eval_split": {"meta": eval_split["meta"],
+                               "episodes": sum(shard["episodes"] for shard in eval_split["shards"])},
+                "evaluate": protocol}
+    if kind != "random":
+        identity["planner"] = OmegaConf.to_container(cfg.planner, resolve=True)
+    if kind == "latent":
+        predictor_dir = Path(cfg.paths.predictor)
+        identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())
+                                 if path.suffix == ".safetensors" or path.name == "meta.json"}
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
+    """Records of an earlier evaluation of this identity (resume). Of another: ValueError naming the
+    differences, or with `overwrite` none, its files and videos deleted (as when nothing resumes)."""
+    records_path = out_dir / "episodes.jsonl"
+    if records_path.exists():
+        identity_path = out_dir / IDENTITY_FILE
+        saved = json.loads(identity_path.read_text()) if identity_path.exists() else {}
+        if may_resume("evaluation", out_dir, saved, identity, overwrite):
+            return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+    for stale in ("episodes.jsonl", "metrics.json"):
+        (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "videos", ignore_errors=True)
     return []

@@ -49,7 +49,7 @@ def main() -> None:
         encoder = random_encoder(config, device="cpu", autocast_bf16=bf16, chunk_size=args.encode_batch)
         encode_seconds = median_seconds(lambda: encoder.encode_images(images), args.repeats)
         settings = PretrainSettings.from_mapping({**pretrain_values, "autocast_bf16": bf16})
-        trainer = Pretrainer(config, settings, ClipSampler(episodes, settings.clip_frames), torch.device("cpu"))
+        trainer = Pretrainer(architecture, settings, ClipSampler(episodes, settings.clip_frames), torch.device("cpu"))
         step_seconds = median_seconds(trainer.train_step, args.repeats)
         rows.append({"precision": "bf16" if bf16 else "fp32",
                      "encode_frames_per_s": round(args.encode_batch / encode_seconds, 1),

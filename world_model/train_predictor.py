@@ -10,8 +10,8 @@ The proprio, when the predictor reads it, is predicted and scored the same way. 
 then cosine decay. After each epoch: validation losses on held-out episodes (the `val` cache), the
 latent teacher-forcing term next to the copy-the-last-latent baseline on the same targets, and
 `checkpoints/last.pt` (also every `checkpoint_every` steps). A rerun resumes from it when the run's
-identity (model, training settings, seed, encoder, episodes: `run_identity`) is the same, and refuses
-another unless `run.overwrite=true` (start afresh). A non-finite loss stops training and leaves the
+identity (model, training settings, seed, the training latents: `run_identity`) is the same, and
+refuses another unless `run.overwrite=true`, which deletes the other run's predictor and starts afresh. A non-finite loss stops training and leaves the
 last good checkpoint as it was. Outputs in `cfg.paths.predictor`: `predictor.safetensors`,
 `meta.json`, `config.yaml`, `history.json`, and with `predictor.readout.steps > 0` the position
 readout (`world_model.position_readout`, trained after the predictor; a rerun retrains only it).
@@ -185,14 +185,16 @@ def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: 
 
 
 BOOKKEEPING = ("val_windows", "checkpoint_every", "resume")  # how often and whether, not what is learned
+OUTPUTS = ("checkpoints/last.pt", "predictor.safetensors", "meta.json", "history.json")
 
 
-def run_identity(cfg: DictConfig, model: Predictor, fingerprint: str, train_episodes: int) -> dict:
-    """What the trained predictor depends on; JSON-normalised for comparison with a checkpoint's."""
+def run_identity(cfg: DictConfig, model: Predictor, train_cache: LatentCache) -> dict:
+    """What the trained predictor depends on: model, training settings, seed, and the training latents
+    (their cache's manifest: encoder fingerprint, grid, dataset metadata, episodes). JSON-normalised."""
     train = {key: value for key, value in OmegaConf.to_container(cfg.predictor.train, resolve=True).items()
              if key not in BOOKKEEPING}
     identity = {"model": dataclasses.asdict(model.config), "train": train, "seed": int(cfg.seed),
-                "encoder_fingerprint": fingerprint, "train_episodes": train_episodes}
+                "latents": train_cache.manifest}
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 
@@ -243,8 +245,12 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     output_dir = ensure_writable_dir(cfg.paths.predictor, "predictor directory")
     checkpoint_path = output_dir / "checkpoints" / "last.pt"
     step, history = 0, []
-    identity = run_identity(cfg, model, fingerprint, len(train_cache))
+    identity = run_identity(cfg, model, train_cache)
     state = resumable_state(checkpoint_path, identity, cfg, device)
+    processes.barrier()  # every process has read the checkpoint before it may go
+    if state is None and processes.is_main:  # what is left belongs to another run: gone, as config.yaml changes
+        for stale in OUTPUTS:
+            (output_dir / stale).unlink(missing_ok=True)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 from transformers import VJEPA2Config
 
 from envs.dataset import EpisodeStore
-from tests.conftest import compose_config
+from tests.conftest import collect_tiny_dataset, compose_config
 from world_model.encoder import load_encoder, preprocess_frames
 from world_model.vjepa import pretrain
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
@@ -172,9 +173,8 @@ def test_context_encoder_sees_only_visible_tokens():
 
 
 def test_real_pretraining_steps_lower_the_validation_loss(tiny_dataset_dir):
-    config = build_config(TINY_ARCHITECTURE, clip_frames=4)
     frames = train_frames(tiny_dataset_dir)
-    trainer = Pretrainer(config, tiny_settings(batch_size=4), ClipSampler(frames, 4), torch.device("cpu"), seed=0)
+    trainer = Pretrainer(TINY_ARCHITECTURE, tiny_settings(batch_size=4), ClipSampler(frames, 4), torch.device("cpu"), seed=0)
     val_clips = ClipSampler(EpisodeStore(tiny_dataset_dir / "val").array("frames"), 4).fixed(16, seed=0)
 
     before = trainer.evaluate(val_clips)["val_loss"]
@@ -187,18 +187,17 @@ def test_real_pretraining_steps_lower_the_validation_loss(tiny_dataset_dir):
 
 
 def test_resuming_from_a_checkpoint_continues_exactly(tiny_dataset_dir, tmp_path):
-    config = build_config(TINY_ARCHITECTURE, clip_frames=4)
     clips = ClipSampler(train_frames(tiny_dataset_dir), 4)
     settings = tiny_settings(steps=4, batch_size=4, warmup_steps=2, ema_end=1.0)
-    straight = Pretrainer(config, settings, clips, torch.device("cpu"), seed=3)
+    straight = Pretrainer(TINY_ARCHITECTURE, settings, clips, torch.device("cpu"), seed=3)
     for _ in range(4):
         straight.train_step()
 
-    interrupted = Pretrainer(config, settings, clips, torch.device("cpu"), seed=3)
+    interrupted = Pretrainer(TINY_ARCHITECTURE, settings, clips, torch.device("cpu"), seed=3)
     for _ in range(2):
         interrupted.train_step()
     interrupted.save_checkpoint(tmp_path / "last.pt")
-    resumed = Pretrainer(config, settings, clips, torch.device("cpu"), seed=3)  # fresh weights, generator at step 0
+    resumed = Pretrainer(TINY_ARCHITECTURE, settings, clips, torch.device("cpu"), seed=3)  # fresh weights, generator at step 0
     resumed.load_checkpoint(tmp_path / "last.pt")
     assert resumed.step == 2
     for _ in range(2):
@@ -207,8 +206,7 @@ def test_resuming_from_a_checkpoint_continues_exactly(tiny_dataset_dir, tmp_path
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
-    other = Pretrainer(build_config({**TINY_ARCHITECTURE, "hidden_size": 64}, 4), settings, clips,
-                       torch.device("cpu"), seed=3)
+    other = Pretrainer({**TINY_ARCHITECTURE, "hidden_size": 64}, settings, clips, torch.device("cpu"), seed=3)
     with pytest.raises(ValueError, match=r"other settings \(architecture.hidden_size: 32 -> 64\)"):
         other.load_checkpoint(tmp_path / "last.pt")
     assert not other.load_checkpoint(tmp_path / "last.pt", overwrite=True) and other.step == 0
@@ -247,6 +245,12 @@ def test_pretrain_stage_exports_a_loadable_encoder_resumes_and_skips_when_done(t
                                          "pass run.overwrite=true"):
         pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.lr=1e-3"]))
     assert (output / "config.yaml").read_text() == config_before
+    other_data = collect_tiny_dataset(tmp_path / "other_dataset", image_size=48)
+    with pytest.raises(ValueError, match=r"other settings \(data.dataset.image_size: 64 -> 48\)"):
+        pretrain.main(compose_config(tmp_path, [*overrides, f"paths.dataset={other_data}"]))
+    pretrain.main(compose_config(tmp_path, [*overrides, "encoder.pretrain.lr=1e-3", "run.overwrite=true"]))
+    summary = json.loads((output / "pretrain_summary.json").read_text())
+    assert summary["identity"]["pretrain"]["lr"] == 1e-3 and summary["steps"] == 4
 
     encoder = load_encoder(str(output), device="cpu")
     checkpoint = torch.load(output / "checkpoints" / "last.pt", weights_only=True)

@@ -10,8 +10,9 @@ collapse statistics). Writes `cfg.paths.encoder`:
     pretrain_summary.json            written last: the run is finished
     config.yaml                      the resolved config
 A rerun after a kill resumes from the last checkpoint; a rerun of a finished run returns at once. Both
-only when the run's identity (architecture, settings, seed, training episodes: `run_identity`) is
-the same: another is refused, naming the differences, unless `run.overwrite=true` (start afresh).
+only when the run's identity (architecture, settings, seed, the training split's metadata and size:
+`run_identity`) is the same: another is refused, naming the differences, unless `run.overwrite=true`,
+which deletes the other run's encoder and checkpoint and starts afresh.
 The training frames are read into memory (1.2 GB for the `reacher` preset).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, m
 from world_model.encoder import resolve_device
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.statistics import MetricsLog
-from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config, run_identity
+from world_model.vjepa.trainer import Pretrainer, PretrainSettings, run_identity
 from world_model.vjepa.weights import save_vjepa2
 
 METRIC_FIELDS = ["loss", "lr", "momentum", "val_loss", "token_std", "min_dim_std", "effective_rank",
@@ -65,13 +66,13 @@ def main(cfg: DictConfig) -> None:
     settings_values = OmegaConf.to_container(cfg.encoder.pretrain, resolve=True)
     architecture = OmegaConf.to_container(cfg.encoder.architecture, resolve=True)
     settings = PretrainSettings.from_mapping(settings_values)
-    config = build_config(architecture, settings.clip_frames)
     output = ensure_writable_dir(cfg.paths.encoder, "encoder directory")
     dataset = Path(cfg.paths.dataset)
     train_store, val_store = open_split(dataset / "train"), open_split(dataset / "val")
     meta = dict(train_store.meta)
-    data = {"task": meta.get("task"), "train_episodes": len(train_store), "collect_seed": meta.get("seed")}
-    summary = finished_summary(output, run_identity(config, settings, int(cfg.seed), data), bool(cfg.run.overwrite))
+    data = {"dataset": meta, "train_episodes": len(train_store)}
+    overwrite = bool(cfg.run.overwrite)
+    summary = finished_summary(output, run_identity(architecture, settings, int(cfg.seed), data), overwrite)
     if summary is not None:
         print(f"pretrain: {output} already holds an encoder pretrained for {summary['steps']} steps "
               f"(final val loss {summary['final'].get('val_loss')}); nothing to do")
@@ -80,11 +81,14 @@ def main(cfg: DictConfig) -> None:
     train_frames = train_store.array("frames")  # (E, T+1, H, W, 3)
     device = resolve_device(cfg.device)
     train_clips = ClipSampler(train_frames, settings.clip_frames, settings.static_fraction)
-    trainer = Pretrainer(config, settings, train_clips, device, int(cfg.seed), data)
+    trainer = Pretrainer(architecture, settings, train_clips, device, int(cfg.seed), data)
     val_clips = ClipSampler(val_store.array("frames"), settings.clip_frames).fixed(settings.val_clips, cfg.seed)
     checkpoint = output / "checkpoints" / "last.pt"
-    if checkpoint.is_file() and trainer.load_checkpoint(checkpoint, overwrite=bool(cfg.run.overwrite)):
+    if checkpoint.is_file() and trainer.load_checkpoint(checkpoint, overwrite):
         print(f"pretrain: resuming from step {trainer.step} ({checkpoint})")
+    else:  # whatever is left belongs to another run: gone now, so the outputs always match config.yaml
+        for stale in (SUMMARY_FILE, "config.json", "model.safetensors", "checkpoints/last.pt"):
+            (output / stale).unlink(missing_ok=True)
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log = MetricsLog(output / "metrics.csv", METRIC_FIELDS, keep_until_step=trainer.step)
     print(f"pretrain: {meta.get('task', '?')} {train_frames.shape[0]} train episodes, "

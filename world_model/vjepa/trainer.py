@@ -104,26 +104,27 @@ def build_config(architecture: dict[str, Any], clip_frames: int) -> VJEPA2Config
     return config
 
 
-def run_identity(config: VJEPA2Config, settings: PretrainSettings, seed: int, data: dict) -> dict:
-    """What a pretraining run's weights depend on: the architecture, the settings but for how often it
-    logs and saves, the seed, and `data` (what identifies the training episodes). JSON-normalised."""
-    architecture = {key: value for key, value in config.to_dict().items() if key != "transformers_version"}
+def run_identity(architecture: dict, settings: PretrainSettings, seed: int, data: dict) -> dict:
+    """What a pretraining run's weights depend on: the architecture (`encoder.architecture`), the
+    settings but for how often it logs and saves, the seed, and `data` (what identifies the training
+    episodes). JSON-normalised."""
     pretrain = {key: value for key, value in dataclasses.asdict(settings).items() if key not in BOOKKEEPING}
     identity = {"architecture": architecture, "pretrain": pretrain, "seed": seed, "data": data}
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 
 class Pretrainer:
-    """Context encoder + predictor trained by AdamW on L1 in representation space, EMA target.
-    `data` identifies the training episodes in checkpoints (e.g. task and episode count)."""
+    """Context encoder + predictor trained by AdamW on L1 in representation space, EMA target, for the
+    `encoder.architecture` fields `architecture`. `data` identifies the training episodes in
+    checkpoints (their dataset's metadata and count)."""
 
-    def __init__(self, config: VJEPA2Config, settings: PretrainSettings, train_clips: ClipSampler,
+    def __init__(self, architecture: dict[str, Any], settings: PretrainSettings, train_clips: ClipSampler,
                  device: torch.device, seed: int = 0, data: dict | None = None):
-        self.config = config
+        self.config = config = build_config(architecture, settings.clip_frames)
         self.settings = settings
         self.train_clips = train_clips
         self.device = device
-        self.identity = run_identity(config, settings, seed, data or {})
+        self.identity = run_identity(architecture, settings, seed, data or {})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = VJEPAPretrainingModel(config, settings.variance_weight, settings.covariance_weight,
@@ -195,7 +196,7 @@ class Pretrainer:
 
     def load_checkpoint(self, path: str | Path, overwrite: bool = False) -> bool:
         """Continue from a checkpoint of the same identity -> True. Another identity: ValueError naming
-        the differences, or with `overwrite` False (the caller starts afresh)."""
+        the differences, or False with `overwrite` (the caller starts afresh)."""
         state = torch.load(path, map_location=self.device, weights_only=True)
         if not may_resume("pretraining checkpoint", path, state.get("identity", {}), self.identity, overwrite):
             return False
