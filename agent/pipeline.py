@@ -34,14 +34,31 @@ EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor"
 IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
 
 
+def portable(node, run_dir: str):
+    """Paths inside the run directory rewritten relative to it ("${run_dir}/encoder"), so that a run
+    directory compares equal to itself wherever it lives."""
+    if isinstance(node, dict):
+        return {key: portable(value, run_dir) for key, value in node.items()}
+    if isinstance(node, list):
+        return [portable(value, run_dir) for value in node]
+    root = run_dir.rstrip("/")
+    if isinstance(node, str) and root and (node == root or node.startswith(root + "/")):
+        return "${run_dir}" + node[len(root):]
+    return node
+
+
 def section_hash(cfg: DictConfig, sections: tuple[str, ...]) -> str:
-    content = {name: OmegaConf.to_container(cfg, resolve=True).get(name) for name in sections}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    content = portable({name: resolved.get(name) for name in sections}, str(resolved.get("run_dir") or ""))
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def comparable_config(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that say where and how a run goes, not what it computes."""
-    return {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key not in IGNORED_KEYS}
+    """The resolved config without the keys that say where and how a run goes, not what it computes,
+    its paths relative to its run directory."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    kept = {key: value for key, value in resolved.items() if key not in IGNORED_KEYS}
+    return portable(kept, str(resolved.get("run_dir") or ""))
 
 
 def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
@@ -49,9 +66,7 @@ def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    saved = {key: value for key, value in OmegaConf.to_container(OmegaConf.load(saved_path)).items()
-             if key not in IGNORED_KEYS}
-    differing = differing_keys(saved, comparable_config(cfg))
+    differing = differing_keys(comparable_config(OmegaConf.load(saved_path)), comparable_config(cfg))
     if differing and not cfg.run.overwrite:
         shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
         raise ValueError(f"run directory {str(run_dir)!r} was made by a different config ({shown}); "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,14 @@ def test_run_writes_every_stage_and_a_summary(micro_run_dir):
 
 def test_rerun_skips_finished_stages(micro_run_dir):
     result = cli("run", "experiment=micro", f"hydra.run.dir={micro_run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("up to date, skipped") == len(STAGES)
+
+
+def test_a_moved_run_directory_is_still_up_to_date(micro_run_dir, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(micro_run_dir, moved)
+    result = cli("run", "experiment=micro", f"hydra.run.dir={moved}", "threads=1")  # threads: how, not what
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("up to date, skipped") == len(STAGES)
 
