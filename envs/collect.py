@@ -5,8 +5,9 @@
 
 Every episode's reset seed and policy noise derive from (seed, split, episode index), so a rerun
 with the same config resumes after the last committed episode and reproduces the same data;
-raising `collect.episodes` appends. A split collected with other settings (`split_meta`) is refused,
-naming them, unless `run.overwrite=true`, which deletes it and collects afresh. The evaluation split uses its own seed stream, so its episodes
+raising `collect.episodes` appends. A split collected with other settings (`split_meta`), or holding
+more episodes than asked for, is refused, naming them, unless `run.overwrite=true`, which deletes it
+and collects afresh. The evaluation split uses its own seed stream, so its episodes
 never coincide with training ones, and may use its own behaviour policy (`collect.eval_policy`): the
 evaluation protocol's goals are then as far from their starts as that policy moves in 25 steps.
 """
@@ -104,12 +105,21 @@ def split_meta(cfg: DictConfig, task, split: str) -> dict:
     }
 
 
-def open_writer(split_dir: Path, meta: dict, overwrite: bool) -> ShardWriter:
-    """The split's writer, resuming a split of the same `meta`; one of other settings is refused, or
-    deleted with `overwrite`."""
+def open_writer(split_dir: Path, meta: dict, requested: int, overwrite: bool) -> ShardWriter:
+    """The split's writer, resuming a split of the same `meta` and at most `requested` episodes; one of
+    other settings or more episodes is refused, or deleted with `overwrite`."""
     manifest = read_manifest(split_dir)
-    if manifest is not None and not may_resume("dataset split", split_dir, manifest["meta"], meta, overwrite):
-        shutil.rmtree(split_dir)
+    if manifest is not None:
+        keep = may_resume("dataset split", split_dir, manifest["meta"], meta, overwrite)
+        committed = sum(shard["episodes"] for shard in manifest["shards"])
+        if keep and committed > requested:
+            if not overwrite:
+                raise ValueError(f"dataset split {str(split_dir)!r} holds {committed} episodes, more than the "
+                                 f"{requested} asked for; ask for at least {committed}, or pass run.overwrite=true "
+                                 "to collect it afresh")
+            keep = False
+        if not keep:
+            shutil.rmtree(split_dir)
     return ShardWriter(split_dir, meta)
 
 
@@ -118,8 +128,8 @@ def main(cfg: DictConfig) -> None:
     dataset_dir = ensure_writable_dir(cfg.paths.dataset, "dataset directory")
     task = make_from_config(cfg.env)
     sizes = {split: count for split, count in split_sizes(cfg.collect).items() if count > 0}
-    writers = {split: open_writer(dataset_dir / split, split_meta(cfg, task, split), bool(cfg.run.overwrite))
-               for split in sizes}
+    writers = {split: open_writer(dataset_dir / split, split_meta(cfg, task, split), sizes[split],
+                                  bool(cfg.run.overwrite)) for split in sizes}
     atomic_write_text(dataset_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     todo = {split: max(0, sizes[split] - writers[split].num_committed) for split in sizes}
     frames_per_episode = cfg.collect.episode_length + 1

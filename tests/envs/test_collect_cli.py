@@ -131,3 +131,8 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):
     assert cli(*args, "collect.episode_length=6", "run.overwrite=true").returncode == 0
     store = EpisodeStore(tmp_path / "dataset" / "train")
     assert store.episode_length == 6 and len(store) == 3 and store.verify() == []
+
+    fewer = cli(*args, "collect.episode_length=6", "collect.episodes=2")  # 2 train episodes, 0 val
+    assert fewer.returncode == 2 and fewer.stderr.strip().splitlines()[-1] == (
+        f"error: dataset split '{tmp_path / 'dataset' / 'train'}' holds 3 episodes, more than the 2 asked for; "
+        "ask for at least 3, or pass run.overwrite=true to collect it afresh")
