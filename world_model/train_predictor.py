@@ -11,10 +11,11 @@ then cosine decay. After each epoch: validation losses on held-out episodes (the
 latent teacher-forcing term next to the copy-the-last-latent baseline on the same targets, and
 `checkpoints/last.pt` (also every `checkpoint_every` steps). A rerun resumes from it when the run's
 identity (model, training settings, seed, the training latents: `run_identity`) is the same, and
-refuses another unless `run.overwrite=true`, which deletes the other run's predictor and starts afresh. A non-finite loss stops training and leaves the
-last good checkpoint as it was. Outputs in `cfg.paths.predictor`: `predictor.safetensors`,
-`meta.json`, `config.yaml`, `history.json`, and with `predictor.readout.steps > 0` the position
-readout (`world_model.position_readout`, trained after the predictor; a rerun retrains only it).
+refuses another unless `run.overwrite=true`, which deletes the other run's predictor and starts
+afresh. A non-finite loss stops training and leaves the last good checkpoint as it was. Outputs in
+`cfg.paths.predictor`: `predictor.safetensors`, `meta.json`, `config.yaml`, `history.json`, and with
+`predictor.readout.steps > 0` the position readout (`world_model.position_readout`, trained after the
+predictor; a rerun retrains only it).
 """
 from __future__ import annotations
 
