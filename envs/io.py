@@ -94,10 +94,16 @@ def differing_keys(saved: dict, current: dict) -> list[str]:
 
 
 def describe_differences(saved: dict, current: dict, limit: int = 4) -> str:
-    """'lr: 0.0005 -> 0.01, loss: 'l2' -> 'l1' and 3 more' (saved -> current)."""
+    """'lr: 0.0005 -> 0.01, loss: 'l2' -> 'l1' and 3 more' (saved -> current; long values cut short,
+    e.g. a hash to its first 24 characters)."""
     saved_flat, current_flat = flatten(saved), flatten(current)
     differing = differing_keys(saved, current)
-    shown = ", ".join(f"{key}: {saved_flat.get(key, '<missing>')!r} -> {current_flat.get(key, '<missing>')!r}"
+
+    def shown_value(flat: dict, key: str) -> str:
+        text = repr(flat.get(key, "<missing>"))
+        return text if len(text) <= 40 else text[:24] + "..."
+
+    shown = ", ".join(f"{key}: {shown_value(saved_flat, key)} -> {shown_value(current_flat, key)}"
                       for key in differing[:limit])
     return shown + (f" and {len(differing) - limit} more" if len(differing) > limit else "")
 
