@@ -12,6 +12,13 @@ success predicate holds after any control step. Writes to `paths.evaluation/<age
 `videos/*.mp4`, and `identity.json` (what the episodes depend on: `evaluation_identity`). Finished
 episodes are kept: a rerun of the same identity resumes; one of another (a changed protocol or planner,
 a retrained predictor) is refused, naming the differences, unless `run.overwrite=true` (start afresh).
+
+An episode is keyed by (eval seed, pair index) and its draws depend on nothing else, so more
+`evaluate.seeds` or `evaluate.pairs` extend an evaluation: only the new episodes run, and
+`metrics.json` summarises the requested ones (`episodes.jsonl` keeps every finished episode).
+Episode outcomes repeat exactly for the same `batch_envs`; another batch size rounds the predictor's
+batched matmuls differently, which the planner's top-k selection can amplify into a different (equally
+valid) episode, so compare agents by their intervals, not episode by episode.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, m
 
 IDENTITY_FILE = "identity.json"
 PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
+SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
 
 
 def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: int,
@@ -65,7 +73,7 @@ def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: 
 def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[int], record: list[bool]) -> list[dict]:
     """Run len(pairs) episodes in lockstep (one planner call for all); returns per-episode records.
 
-    seeds: one per episode, so an episode's outcome does not depend on which batch it ran in."""
+    seeds: one per episode, so an episode's random draws do not depend on which batch it ran in."""
     batch = len(pairs)
     goal_states = np.stack([pair["goal_state"] for pair in pairs])  # (B, S)
     goal_images = np.stack([pair["goal_image"] for pair in pairs])  # (B, H, W, 3)
@@ -161,6 +169,13 @@ def validate(cfg: DictConfig) -> None:
         value = cfg.evaluate[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"evaluate.{key}={value!r} is invalid; expected a positive int")
+    seeds = cfg.evaluate.seeds
+    seed_list = list(seeds) if OmegaConf.is_list(seeds) else None
+    if (not seed_list or len(set(seed_list)) != len(seed_list)
+            or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seed_list)):
+        shown = OmegaConf.to_container(seeds) if OmegaConf.is_list(seeds) else seeds
+        raise ValueError(f"evaluate.seeds={shown!r} is invalid; expected a non-empty list of distinct "
+                         "non-negative ints, e.g. [0,1,2]")
 
 
 def main(cfg: DictConfig, kind: str | None = None) -> dict:
@@ -174,34 +189,39 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     records = load_finished(out_dir, identity, bool(cfg.run.overwrite))
     atomic_write_json(out_dir / IDENTITY_FILE, identity)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    seeds = [int(seed) for seed in cfg.evaluate.seeds]
+
+    def requested(record: dict) -> bool:  # finished episodes of other seeds or pairs stay in episodes.jsonl
+        return record["seed"] in seeds and record["pair"] < cfg.evaluate.pairs
+
     done = {(r["seed"], r["pair"]) for r in records}
     excluded, started = {}, time.perf_counter()
-    total = len(cfg.evaluate.seeds) * cfg.evaluate.pairs
-    progress = tqdm(total=total, initial=len(done), unit="episode", desc=f"evaluate {kind}", dynamic_ncols=True)
+    progress = tqdm(total=len(seeds) * cfg.evaluate.pairs, initial=sum(map(requested, records)), unit="episode",
+                    desc=f"evaluate {kind}", dynamic_ncols=True)
     try:
-        for seed in cfg.evaluate.seeds:
+        for seed in seeds:
             pairs, excluded[str(seed)] = sample_pairs(store, tasks[0], cfg.evaluate.pairs, cfg.evaluate.goal_offset,
-                                                      int(seed), cfg.evaluate.exclude_within)
-            todo = [i for i in range(len(pairs)) if (int(seed), i) not in done]
+                                                      seed, cfg.evaluate.exclude_within)
+            todo = [i for i in range(len(pairs)) if (seed, i) not in done]
             for start in range(0, len(todo), cfg.evaluate.batch_envs):
                 indices = todo[start : start + cfg.evaluate.batch_envs]
                 results = run_batch(agent, tasks[: len(indices)], [pairs[i] for i in indices], cfg.evaluate.budget,
-                                    [int(seed) * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices])
+                                    [seed * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices])
                 for position, (index, result) in enumerate(zip(indices, results)):
                     if result["frames"] is not None:
                         write_episode_video(out_dir / "videos" / f"seed{seed}_pair{index:03d}.mp4",
                                             np.stack(result["frames"]), result["goal_image"], result["captions"])
                     for key in ("frames", "captions", "goal_image"):
                         result.pop(key)
-                    records.append({"seed": int(seed), "pair": index, "index_in_batch": position, **result})
+                    records.append({"seed": seed, "pair": index, "index_in_batch": position, **result})
                 atomic_write_text(out_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in records))
                 progress.update(len(indices))
-                progress.set_postfix(success=f"{np.mean([r['success'] for r in records]):.2f}")
+                progress.set_postfix(success=f"{np.mean([r['success'] for r in records if requested(r)]):.2f}")
     finally:
         progress.close()
         for task in tasks:
             task.close()
-    records.sort(key=lambda r: (r["seed"], r["pair"]))
+    records = sorted(filter(requested, records), key=lambda r: (r["seed"], r["pair"]))
     metrics = summarize(records, cfg, kind, time.perf_counter() - started, excluded)
     atomic_write_json(out_dir / "metrics.json", metrics)
     low, high = metrics["success_rate_ci95"]
@@ -212,10 +232,11 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
 
 def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
     """What an evaluation's episodes depend on: the agent, the seed, the task, the eval split the pairs
-    come from, the protocol, the planner (but for the random agent), and for the latent agent the
-    exact predictor: the hashes of its weights and readout, and its meta (which names the encoder)."""
+    come from, the protocol but its sample size, the planner (but for the random agent), and for the
+    latent agent the exact predictor: the hashes of its weights and readout, and its meta (which names
+    the encoder)."""
     protocol = {key: value for key, value in OmegaConf.to_container(cfg.evaluate, resolve=True).items()
-                if key not in PROTOCOL_BOOKKEEPING}
+                if key not in PROTOCOL_BOOKKEEPING + SAMPLE_SIZE}
     eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
     identity = {"agent": kind, "seed": int(cfg.seed), "env": OmegaConf.to_container(cfg.env, resolve=True),
                 "eval_split": {"meta": eval_split["meta"],

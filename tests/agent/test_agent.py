@@ -127,3 +127,31 @@ def test_evaluation_of_another_config_is_refused_or_started_afresh(micro_run_dir
                                                       "run.overwrite=true"]), "random")
     assert changed["episodes"] == first["episodes"] and changed["config"]["evaluate"]["budget"] == 7
     assert not list((tmp_path / "random" / "videos").glob("*.mp4"))  # the old config's videos are gone
+
+
+def test_more_seeds_or_pairs_extend_an_evaluation(micro_run_dir, tmp_path):
+    """An episode depends only on its (seed, pair): a grown evaluation runs just the new episodes and
+    equals a fresh one of the grown size; a smaller one summarises a subset and runs nothing."""
+    def run(name: str, seeds: str, pairs: int) -> tuple[dict, list[dict]]:
+        cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path / name}",
+                                             "evaluate.videos=0", f"evaluate.seeds={seeds}", f"evaluate.pairs={pairs}"])
+        metrics = evaluate(cfg, "latent")
+        lines = (tmp_path / name / "latent" / "episodes.jsonl").read_text().splitlines()
+        return metrics, [{k: v for k, v in json.loads(line).items() if k != "plan_latencies_s"} for line in lines]
+
+    _, first = run("grown", "[0]", 2)
+    metrics, grown = run("grown", "[0,1]", 4)
+    assert grown[: len(first)] == first and len(grown) == 8 and metrics["episodes"] == 8
+    fresh_metrics, fresh = run("fresh", "[0,1]", 4)
+    by_episode = lambda records: sorted(records, key=lambda r: (r["seed"], r["pair"]))  # noqa: E731
+    assert by_episode(grown) == by_episode(fresh)
+    assert metrics["success_rate_per_seed"] == fresh_metrics["success_rate_per_seed"]
+    subset, kept = run("grown", "[1]", 2)
+    assert kept == grown and subset["episodes"] == 2 and list(subset["success_rate_per_seed"]) == ["1"]
+
+
+@pytest.mark.parametrize("seeds", ["[]", "[0,0]", "[-1]", "3"])
+def test_bad_eval_seeds_are_refused(tiny_dataset_dir, tmp_path, seeds):
+    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", f"evaluate.seeds={seeds}"])
+    with pytest.raises(ValueError, match=r"evaluate.seeds=.* is invalid; expected a non-empty list of distinct"):
+        evaluate(cfg)
