@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -63,6 +64,21 @@ def resolve_run_dir(cfg) -> None:
             cfg.run_dir = HydraConfig.get().runtime.output_dir
 
 
+def check_common_keys(cfg) -> None:
+    """The top-level keys every stage reads: one-line errors naming the bad value."""
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(cfg.seed) or cfg.seed < 0:
+        raise ValueError(f"seed={cfg.seed!r} is invalid; expected a non-negative int")
+    if cfg.threads is not None and (not is_int(cfg.threads) or cfg.threads < 1):
+        raise ValueError(f"threads={cfg.threads!r} is invalid; expected a positive int or null (torch's default)")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
+        raise ValueError(f"device={cfg.device!r} is invalid; expected auto, cpu, cuda or cuda:N")
+    if not isinstance(cfg.run.overwrite, bool):
+        raise ValueError(f"run.overwrite={cfg.run.overwrite!r} is invalid; expected true or false")
+
+
 def run_stage(name: str, argv: list[str]) -> None:
     import hydra
 
@@ -70,12 +86,13 @@ def run_stage(name: str, argv: list[str]) -> None:
 
     def task_function(cfg) -> None:
         resolve_run_dir(cfg)
-        if cfg.get("threads"):
-            import torch
-
-            torch.set_num_threads(int(cfg.threads))
-        function = getattr(importlib.import_module(stage.module), stage.function)
         try:
+            check_common_keys(cfg)
+            if cfg.threads:
+                import torch
+
+                torch.set_num_threads(cfg.threads)
+            function = getattr(importlib.import_module(stage.module), stage.function)
             function(cfg)
         except USER_ERRORS as error:
             if os.environ.get("JEPA_AGENT_DEBUG"):
@@ -83,6 +100,11 @@ def run_stage(name: str, argv: list[str]) -> None:
             message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            if os.environ.get("JEPA_AGENT_DEBUG"):
+                raise
+            print("\ninterrupted: what was committed is kept; rerun the same command to resume", file=sys.stderr)
+            sys.exit(130)
 
     sys.argv = [f"jepa-agent {name}", *argv]
     hydra.main(config_path="../configs", config_name="config", version_base=None)(task_function)()

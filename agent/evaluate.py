@@ -1,8 +1,8 @@
 """`jepa-agent evaluate`: goal reaching on held-out start/goal pairs (DESIGN.md protocols).
 
-    jepa-agent evaluate hydra.run.dir=runs/reacher                      # the latent agent
-    jepa-agent evaluate evaluate.agent=oracle hydra.run.dir=runs/reacher
-    jepa-agent evaluate evaluate.agent=random evaluate.seeds=[0,1,2] hydra.run.dir=runs/reacher
+    jepa-agent evaluate experiment=reacher hydra.run.dir=runs/reacher          # the latent agent
+    jepa-agent evaluate experiment=reacher evaluate.agent=oracle hydra.run.dir=runs/reacher
+    jepa-agent evaluate experiment=reacher evaluate.seeds=[0,1,2,3] hydra.run.dir=runs/reacher   # one more seed
 
 For every eval seed, `evaluate.pairs` start/goal pairs are drawn from the held-out `eval` split:
 start = (episode, t), goal = the stored frame and state `goal_offset` steps later. The simulator is
@@ -73,7 +73,10 @@ def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: 
 def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[int], record: list[bool]) -> list[dict]:
     """Run len(pairs) episodes in lockstep (one planner call for all); returns per-episode records.
 
-    seeds: one per episode, so an episode's random draws do not depend on which batch it ran in."""
+    seeds: one per episode, so an episode's random draws do not depend on which batch it ran in. An
+    episode ends at its first success: its record (final and minimum distance, wrapped success) stops
+    there, so it does not depend on the batch either, though a batch runs on until all its episodes
+    have succeeded (to the budget when it records a video)."""
     batch = len(pairs)
     goal_states = np.stack([pair["goal_state"] for pair in pairs])  # (B, S)
     goal_images = np.stack([pair["goal_image"] for pair in pairs])  # (B, H, W, 3)
@@ -84,7 +87,7 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
     pixels = np.stack([task.render() for task in tasks])  # (B, H, W, 3)
     states = np.stack([task.get_state() for task in tasks])  # (B, S)
     distances = [[tasks[b].distance(states[b], goal_states[b])] for b in range(batch)]
-    wrapped = [[wrapped_error(tasks[b], states[b], goal_states[b])] for b in range(batch)]
+    wrapped = [[wrapped_error(tasks[b], states[b][None], goal_states[b])] for b in range(batch)]
     success_step: list[int | None] = [None] * batch
     frames = [[pixels[b]] if record[b] else None for b in range(batch)]
     captions = [[caption(0, None, distances[b][0], False)] if record[b] else None for b in range(batch)]
@@ -94,10 +97,11 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
         for b, task in enumerate(tasks):
             observation, _, _, _, info = task.step(actions[b])
             pixels[b], states[b] = observation["pixels"], info["state"]
-            distances[b].append(info["distance"])
-            wrapped[b].append(wrapped_error(task, states[b], goal_states[b]))
-            if info["success_substep"] and success_step[b] is None:
-                success_step[b] = step
+            if success_step[b] is None:
+                distances[b].append(info["distance"])
+                wrapped[b].append(wrapped_error(task, info["substep_states"], goal_states[b]))
+                if info["success_substep"]:
+                    success_step[b] = step
             if record[b]:
                 energy = agent.plans[-1].energies[b] if agent.plans else None
                 frames[b].append(observation["pixels"])
@@ -106,27 +110,29 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             break
     records = []
     for b, pair in enumerate(pairs):
+        plans = [plan for plan in agent.plans if plan.step < (success_step[b] or budget)]  # the episode's own
         records.append({
             "episode": pair["episode"], "start_step": pair["start_step"], "success": success_step[b] is not None,
             "steps_to_success": success_step[b], "initial_distance": float(distances[b][0]),
             "final_distance": float(distances[b][-1]), "min_distance": float(np.min(distances[b])),
             **wrapped_success(tasks[b], wrapped[b]),
-            "plan_latencies_s": [plan.latency_s for plan in agent.plans],
-            "energies": [plan.energies[b] for plan in agent.plans],
+            "plan_latencies_s": [plan.latency_s for plan in plans],
+            "energies": [plan.energies[b] for plan in plans],
             "frames": frames[b], "captions": captions[b], "goal_image": pair["goal_image"],
         })
     return records
 
 
-def wrapped_error(task, state: np.ndarray, goal_state: np.ndarray) -> float | None:
-    """Largest wrapped joint-angle error, for tasks with joints (reacher); None otherwise."""
+def wrapped_error(task, substep_states: np.ndarray, goal_state: np.ndarray) -> float | None:
+    """substep_states (R, S) -> the smallest over them of the largest wrapped joint-angle error, for
+    tasks with joints (reacher); None otherwise."""
     if not hasattr(task, "joint_errors"):
         return None
-    return float(task.joint_errors(state, goal_state)["wrapped"].max())
+    return float(task.joint_errors(substep_states, goal_state)["wrapped"].max(axis=-1).min())
 
 
 def wrapped_success(task, errors: list) -> dict:
-    """Success under the wrapped angle error, checked at every task step (not at the substeps)."""
+    """Success under the wrapped angle error, checked after every control step as success is."""
     if errors[0] is None:
         return {}
     return {"success_wrapped": bool(min(errors) < task.success_threshold), "min_wrapped_error": float(min(errors))}
@@ -165,7 +171,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, wall_time: float,
 
 
 def validate(cfg: DictConfig) -> None:
-    for key in ("pairs", "budget", "goal_offset", "batch_envs"):
+    for key in ("pairs", "budget", "goal_offset", "batch_envs", "bootstrap_samples"):
         value = cfg.evaluate[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"evaluate.{key}={value!r} is invalid; expected a positive int")
@@ -184,24 +190,39 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
     store = EpisodeStore(Path(cfg.paths.dataset) / "eval")
     tasks = [make_from_config(cfg.env) for _ in range(cfg.evaluate.batch_envs)]
+    try:
+        metrics = run_episodes(cfg, kind, out_dir, store, tasks)
+    finally:
+        for task in tasks:
+            task.close()
+    low, high = metrics["success_rate_ci95"]
+    print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}) over "
+          f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
+    return metrics
+
+
+def run_episodes(cfg: DictConfig, kind: str, out_dir: Path, store: EpisodeStore, tasks: list) -> dict:
+    """Run the episodes of `cfg.evaluate` not finished yet in `out_dir`; returns the metrics it writes."""
     agent = build_agent(cfg, tasks[0], kind)
+    seeds = [int(seed) for seed in cfg.evaluate.seeds]
+    excluded, pairs_of_seed = {}, {}
+    for seed in seeds:  # before anything is written: a protocol the eval split cannot serve fails here
+        pairs_of_seed[seed], excluded[str(seed)] = sample_pairs(
+            store, tasks[0], cfg.evaluate.pairs, cfg.evaluate.goal_offset, seed, cfg.evaluate.exclude_within)
     identity = evaluation_identity(cfg, kind)
     records = load_finished(out_dir, identity, bool(cfg.run.overwrite))
     atomic_write_json(out_dir / IDENTITY_FILE, identity)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    seeds = [int(seed) for seed in cfg.evaluate.seeds]
 
     def requested(record: dict) -> bool:  # finished episodes of other seeds or pairs stay in episodes.jsonl
         return record["seed"] in seeds and record["pair"] < cfg.evaluate.pairs
 
     done = {(r["seed"], r["pair"]) for r in records}
-    excluded, started = {}, time.perf_counter()
+    started = time.perf_counter()
     progress = tqdm(total=len(seeds) * cfg.evaluate.pairs, initial=sum(map(requested, records)), unit="episode",
                     desc=f"evaluate {kind}", dynamic_ncols=True)
-    try:
-        for seed in seeds:
-            pairs, excluded[str(seed)] = sample_pairs(store, tasks[0], cfg.evaluate.pairs, cfg.evaluate.goal_offset,
-                                                      seed, cfg.evaluate.exclude_within)
+    with progress:
+        for seed, pairs in pairs_of_seed.items():
             todo = [i for i in range(len(pairs)) if (seed, i) not in done]
             for start in range(0, len(todo), cfg.evaluate.batch_envs):
                 indices = todo[start : start + cfg.evaluate.batch_envs]
@@ -217,16 +238,9 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
                 atomic_write_text(out_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in records))
                 progress.update(len(indices))
                 progress.set_postfix(success=f"{np.mean([r['success'] for r in records if requested(r)]):.2f}")
-    finally:
-        progress.close()
-        for task in tasks:
-            task.close()
     records = sorted(filter(requested, records), key=lambda r: (r["seed"], r["pair"]))
     metrics = summarize(records, cfg, kind, time.perf_counter() - started, excluded)
     atomic_write_json(out_dir / "metrics.json", metrics)
-    low, high = metrics["success_rate_ci95"]
-    print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}) over "
-          f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
     return metrics
 
 

@@ -46,7 +46,7 @@ class MPCAgent:
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
         """One seed per env: env b's planner noise depends on seeds[b] and the planner's own seed only,
         not on the batch (planner.seed 0 leaves each episode's seed as it is)."""
-        self.batch = len(goal_states)
+        self.batch = check_batch(goal_images, goal_states, seeds)
         self.world.set_goal(goal_images, goal_states)
         self.generators = [self.planner.make_generators(1, self.planner.seed * 1_000_003 + int(seed))[0]
                            for seed in seeds]
@@ -57,6 +57,7 @@ class MPCAgent:
         self.plans = []
 
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
+        check_observation(getattr(self, "batch", None), pixels, states)
         if self.step % self.block == 0:
             executed = np.concatenate(self.current_block, axis=1) if self.current_block else None  # (B, block*A)
             self.world.observe(pixels, states, executed)
@@ -91,7 +92,25 @@ class RandomAgent:
         self.plans: list[PlanRecord] = []
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
+        self.batch = check_batch(goal_images, goal_states, seeds)
         self.generators = [np.random.default_rng(int(seed)) for seed in seeds]
 
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
+        check_observation(getattr(self, "batch", None), pixels, states)
         return np.stack([rng.uniform(-1.0, 1.0, self.action_dim) for rng in self.generators]).astype(np.float32)
+
+
+def check_batch(goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> int:
+    """The batch size B of `reset`'s arguments, which must agree."""
+    sizes = {"goal_images": len(goal_images), "goal_states": len(goal_states), "seeds": len(seeds)}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"reset got batches of different sizes {sizes}; expected one entry per env in each")
+    return sizes["seeds"]
+
+
+def check_observation(batch: int | None, pixels: np.ndarray, states: np.ndarray) -> None:
+    if batch is None:
+        raise RuntimeError("act() called before reset(goal_images, goal_states, seeds)")
+    if len(pixels) != batch or len(states) != batch:
+        raise ValueError(f"act got pixels for {len(pixels)} envs and states for {len(states)}; expected {batch}, "
+                         "as given to reset (pixels (B, H, W, 3), states (B, S))")

@@ -8,7 +8,9 @@
 Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> train -> evaluate
 (latent agent, then the random and oracle baselines under the same protocol). Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
-hash matches, and a stage killed midway resumes from its own checkpoints. A run directory made by a
+hash matches, both there and in the `config.yaml` the stage wrote beside its outputs (so outputs
+deleted, or remade by a stage run on its own with other settings, are made again), and a stage
+killed midway resumes from its own checkpoints. A run directory made by a
 different config is refused, naming the differing keys, unless `run.overwrite=true`; then only the
 stages whose inputs changed run again.
 """
@@ -23,12 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir
 
-# stage -> (config sections its outputs depend on, "module:function")
-STAGES: dict[str, tuple[tuple[str, ...], str]] = {
-    "collect": (("seed", "env", "collect"), "envs.collect:main"),
-    "pretrain": (("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main"),
-    "embed": (("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main"),
-    "train": (("seed", "env", "collect", "encoder", "embed", "predictor"), "world_model.train_predictor:main"),
+# stage -> (config sections its outputs depend on, "module:function", the `paths` key of its outputs)
+STAGES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "collect": (("seed", "env", "collect"), "envs.collect:main", "dataset"),
+    "pretrain": (("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main", "encoder"),
+    "embed": (("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main", "latents"),
+    "train": (("seed", "env", "collect", "encoder", "embed", "predictor"), "world_model.train_predictor:main",
+              "predictor"),
 }
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
 IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
@@ -47,8 +50,8 @@ def portable(node, run_dir: str):
     return node
 
 
-def section_hash(cfg: DictConfig, sections: tuple[str, ...]) -> str:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+def section_hash(cfg: DictConfig | dict, sections: tuple[str, ...]) -> str:
+    resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     content = portable({name: resolved.get(name) for name in sections}, str(resolved.get("run_dir") or ""))
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -87,17 +90,24 @@ class StageBook:
         self.path = run_dir / "stages.json"
         self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def is_done(self, stage: str, config_hash: str) -> bool:
+    def is_done(self, stage: str, config_hash: str, output_dir: Path, sections: tuple[str, ...]) -> bool:
+        """Finished with this hash, and its outputs (`output_dir/config.yaml`, which every stage writes
+        once its checks pass) are still the ones that stage made."""
         entry = self.entries.get(stage, {})
-        return entry.get("done", False) and entry.get("hash") == config_hash
+        if not (entry.get("done", False) and entry.get("hash") == config_hash):
+            return False
+        written = output_dir / "config.yaml"
+        return written.is_file() and section_hash(OmegaConf.to_container(OmegaConf.load(written)), sections) == config_hash
 
     def record(self, stage: str, config_hash: str, done: bool, wall_time_s: float | None = None) -> None:
         self.entries[stage] = {"hash": config_hash, "done": done, "wall_time_s": wall_time_s}
         atomic_write_json(self.path, self.entries)
 
 
-def run_stage(book: StageBook, name: str, config_hash: str, target: str, cfg: DictConfig, *args):
-    if book.is_done(name, config_hash):
+def run_stage(book: StageBook, name: str, sections: tuple[str, ...], output_dir: Path, target: str,
+              cfg: DictConfig, *args):
+    config_hash = section_hash(cfg, sections)
+    if book.is_done(name, config_hash, output_dir, sections):
         print(f"[run] {name}: up to date, skipped")
         return None
     print(f"[run] {name} ...")
@@ -109,17 +119,22 @@ def run_stage(book: StageBook, name: str, config_hash: str, target: str, cfg: Di
 
 
 def main(cfg: DictConfig) -> None:
+    from agent.build import AGENTS
+
+    unknown = [agent for agent in cfg.run.agents if agent not in AGENTS]
+    if unknown or not cfg.run.agents:
+        raise ValueError(f"run.agents={list(cfg.run.agents)} is invalid; expected some of {list(AGENTS)}")
     run_dir = ensure_writable_dir(cfg.run_dir, "run directory")
     check_run_dir(cfg, run_dir)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     book = StageBook(run_dir)
-    for name, (sections, target) in STAGES.items():
+    for name, (sections, target, output_key) in STAGES.items():
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
-        run_stage(book, name, section_hash(cfg, sections), target, cfg)
-    evaluation_hash = section_hash(cfg, EVALUATION_SECTIONS)
+        run_stage(book, name, sections, Path(cfg.paths[output_key]), target, cfg)
     for agent in cfg.run.agents:
-        run_stage(book, f"evaluate_{agent}", evaluation_hash, "agent.evaluate:main", cfg, agent)
+        run_stage(book, f"evaluate_{agent}", EVALUATION_SECTIONS, Path(cfg.paths.evaluation) / agent,
+                  "agent.evaluate:main", cfg, agent)
     summary = summarize(cfg, run_dir, book)
     atomic_write_json(run_dir / "summary.json", summary)
     print_summary(summary)

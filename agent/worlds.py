@@ -49,6 +49,7 @@ class LatentWorld:
                  autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
                  position_readout=None, position_weight: float = 0.0):
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
+        latent_distance(torch.zeros(1, 1), torch.zeros(1, 1), norm)
         if position_weight < 0:
             raise ValueError(f"evaluate.energy.position_weight={position_weight} is invalid; expected >= 0")
         if position_weight and (position_readout is None or not predictor.config.proprio_dim):

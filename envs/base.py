@@ -108,14 +108,15 @@ class PixelTask(gym.Env, abc.ABC):
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action of shape {action.shape} is invalid; expected {self.action_space.shape}")
-        reached = False
+        substep_states = []
         for _ in range(self.action_repeat):
             self._dm_env.task.before_step(action, self._physics)
             self._physics.step(self._dm_env._n_sub_steps)
             self._dm_env.task.after_step(self._physics)
-            if self.goal_state is not None:
-                reached = reached or self.success(self.get_state(), self.goal_state)
-        info = {"state": self.get_state(), "success_substep": reached}
+            substep_states.append(self.get_state())
+        reached = self.goal_state is not None and any(self.success(state, self.goal_state) for state in substep_states)
+        info = {"state": substep_states[-1], "substep_states": np.stack(substep_states),  # (action_repeat, S)
+                "success_substep": reached}
         reward = 0.0
         if self.goal_state is not None:
             info["distance"] = self.distance(info["state"], self.goal_state)

@@ -14,7 +14,9 @@ One split is one directory:
 A shard is written to a hidden temporary directory, fsynced, renamed into place, and only then
 listed in the manifest (itself replaced atomically). Readers trust the manifest alone, so a killed
 writer never exposes a half-written shard; `ShardWriter` deletes leftovers and appends after the
-last committed episode.
+last committed episode. A committed shard damaged later (truncated, deleted) fails its checksum:
+readers raise `CorruptShardError`, and a reopened `ShardWriter` drops it and the shards after it, so
+`collect` makes their episodes again.
 """
 from __future__ import annotations
 
@@ -33,8 +35,18 @@ MANIFEST = "manifest.json"
 FIELDS = ("frames", "actions", "proprio", "qpos", "qvel", "seed")
 
 
-class CorruptShardError(RuntimeError):
+class CorruptShardError(ValueError):
     """A shard file is missing, truncated or does not match its recorded checksum."""
+
+
+def check_shard(split_dir: Path, shard: dict) -> None:
+    """Raise CorruptShardError unless every file of `shard` exists and matches its checksum."""
+    for field in FIELDS:
+        path = split_dir / shard["name"] / f"{field}.npy"
+        if not path.exists():
+            raise CorruptShardError(f"{path} is missing")
+        if sha256_file(path) != shard["checksums"][path.name]:
+            raise CorruptShardError(f"{path} does not match its checksum (truncated or corrupted)")
 
 
 def read_manifest(split_dir: str | Path) -> dict | None:
@@ -65,12 +77,26 @@ class ShardWriter:
                 "use another run directory or delete it"
             )
         self.manifest = manifest
+        self._drop_corrupt_shards()
         self._remove_uncommitted()
         self.buffer: list[dict[str, np.ndarray]] = []
 
     @property
     def num_committed(self) -> int:
         return sum(shard["episodes"] for shard in self.manifest["shards"])
+
+    def _drop_corrupt_shards(self) -> None:
+        """Forget the first corrupt shard and every one after it (episodes are numbered in order)."""
+        for position, shard in enumerate(self.manifest["shards"]):
+            try:
+                check_shard(self.split_dir, shard)
+            except CorruptShardError as error:
+                dropped = len(self.manifest["shards"]) - position
+                warnings.warn(f"{error}: its episodes and those of the {dropped - 1} shard(s) after it are "
+                              "collected again", stacklevel=3)
+                self.manifest = {**self.manifest, "shards": self.manifest["shards"][:position]}
+                atomic_write_json(self.split_dir / MANIFEST, self.manifest)
+                return
 
     def _remove_uncommitted(self) -> None:
         committed = {shard["name"] for shard in self.manifest["shards"]}
@@ -153,13 +179,10 @@ class EpisodeStore:
     def _open(self, shard: dict) -> dict[str, np.ndarray]:
         if shard["name"] in self._opened:
             return self._opened[shard["name"]]
+        check_shard(self.split_dir, shard)
         arrays = {}
         for field in FIELDS:
             path = self.split_dir / shard["name"] / f"{field}.npy"
-            if not path.exists():
-                raise CorruptShardError(f"{path} is missing")
-            if sha256_file(path) != shard["checksums"][path.name]:
-                raise CorruptShardError(f"{path} does not match its checksum (truncated or corrupted)")
             try:
                 arrays[field] = np.load(path, mmap_mode="r")
             except ValueError as error:

@@ -22,6 +22,7 @@ PLANNERS: dict[str, tuple[type[Planner], str]] = {
     "mppi": (MPPIPlanner, "temperature"),
 }
 SHARED_KEYS = ("horizon", "samples", "iterations", "init_std", "min_std", "low", "high", "seed")
+INTEGER_KEYS = ("horizon", "samples", "iterations", "seed", "top_k")
 
 
 def make_planner(
@@ -33,7 +34,14 @@ def make_planner(
         raise ValueError(f"planner.name={name!r}: expected one of {sorted(PLANNERS)}")
     planner_class, own_key = PLANNERS[name]
     settings = {key: cfg_planner[key] for key in (*SHARED_KEYS, own_key) if key in cfg_planner}
-    planner = planner_class(action_dim, device=device, **settings)
+    for key, value in settings.items():
+        kinds = int if key in INTEGER_KEYS else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ValueError(f"planner.{key}={value!r}: expected {'an integer' if key in INTEGER_KEYS else 'a number'}")
+    try:
+        planner = planner_class(action_dim, device=device, **settings)
+    except ValueError as error:  # the planners name their own arguments: name them as config keys
+        raise ValueError(f"planner.{error}") from None
     execute_blocks = cfg_planner.get("execute_blocks", planner.horizon)
     if not 1 <= execute_blocks <= planner.horizon:
         raise ValueError(

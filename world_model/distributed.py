@@ -45,6 +45,14 @@ class Processes:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
+    def mean(self, value: float) -> float:
+        """The mean of `value` over the processes (every process must call it)."""
+        if not self.distributed:
+            return value
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return total.item() / self.world_size
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

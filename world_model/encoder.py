@@ -37,14 +37,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use auto or cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={str(device)!r} is invalid; expected auto, cpu, cuda or cuda:N") from None
 
 
 def as_frames(frames: np.ndarray | torch.Tensor, rank: int = 5) -> torch.Tensor:
-    """Check uint8 channels-last frames of the given rank and return them as a tensor (no copy)."""
+    """Check uint8 channels-last frames of the given rank and return them as a tensor (no copy if writable)."""
     expected = "(B, T, H, W, 3)" if rank == 5 else "(B, H, W, 3)"
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if isinstance(frames, np.ndarray):  # a read-only array (a memory-mapped dataset) is copied, as torch needs
+        frames = torch.from_numpy(np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames))
     if not isinstance(frames, torch.Tensor):
         raise ValueError(f"frames must be a uint8 array {expected}, got {type(frames).__name__}")
     shape = tuple(frames.shape)

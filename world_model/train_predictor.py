@@ -216,12 +216,31 @@ def save_checkpoint(path: Path, model, optimizer, step: int, history: list, iden
     atomic_save(path, lambda temp: torch.save(state, temp))
 
 
+def check_settings(train_cfg: DictConfig) -> None:
+    """One-line errors naming a bad `predictor.train` value, before anything is read or written."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    for key in ("epochs", "batch_size", "rollout_steps", "val_windows", "checkpoint_every"):
+        value = train_cfg[key]
+        if not number(value) or int(value) != value or value < 1:
+            raise ValueError(f"predictor.train.{key}={value!r} is invalid; expected a positive int")
+    if train_cfg.steps_per_epoch is not None and (not number(train_cfg.steps_per_epoch) or train_cfg.steps_per_epoch < 1):
+        raise ValueError(f"predictor.train.steps_per_epoch={train_cfg.steps_per_epoch!r} is invalid; "
+                         "expected a positive int or null")
+    for key in ("lr", "min_lr", "weight_decay", "warmup_steps", "grad_clip"):
+        value = train_cfg[key]
+        if not number(value) or value < 0 or (key in ("lr", "grad_clip") and value == 0):
+            raise ValueError(f"predictor.train.{key}={value!r} is invalid; expected a "
+                             f"{'positive' if key in ('lr', 'grad_clip') else 'non-negative'} number")
+    if train_cfg.loss not in ("l1", "l2"):
+        raise ValueError(f"predictor.train.loss={train_cfg.loss!r} is invalid; expected l1 or l2")
+
+
 def main(cfg: DictConfig) -> None:
     """`jepa-agent train`: fit the predictor on `cfg.paths.latents`, write it to `cfg.paths.predictor`.
     Under torchrun, data parallel over the processes (see `world_model.distributed`)."""
-    train_cfg = cfg.predictor.train
-    if train_cfg.loss not in ("l1", "l2"):
-        raise ValueError(f"predictor.train.loss={train_cfg.loss!r} is invalid; expected l1 or l2")
+    check_settings(cfg.predictor.train)
     processes = distributed.start(cfg.device)
     try:
         train(cfg, processes)
@@ -284,6 +303,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     while step < total_steps:
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
         order = torch.randperm(len(train_data.windows), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        epoch_loss, epoch_steps = 0.0, 0  # this process's loss summed over the epoch's steps (since a resume)
         for index in range(step_in_epoch, steps_per_epoch):
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
             windows = processes.shard(windows)  # (batch_size / processes, 2)
@@ -296,6 +316,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
                 raise NonFiniteLossError(
                     f"non-finite training loss ({loss_value}) at step {step}; the last good checkpoint "
                     f"{checkpoint_path} is kept; try a lower predictor.train.lr (now {train_cfg.lr})")
+            epoch_loss, epoch_steps = epoch_loss + loss_value, epoch_steps + 1
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -306,11 +327,12 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
                                  copy_last=f"{losses['copy_last'].item():.4f}")
             if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch and processes.is_main:
                 save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)
+        train_loss = processes.mean(epoch_loss / max(epoch_steps, 1))  # the epoch's mean over every process
         if processes.is_main:
             val = validate(model, val_data, val_windows, train_cfg, device)
-            history.append({"epoch": epoch + 1, "step": step, "train_loss": loss_value,
+            history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss,
                             **{f"val_{name}": value for name, value in val.items()}})
-            progress.write(f"epoch {epoch + 1}: train {loss_value:.4f}  val {val['loss']:.4f}: latent teacher "
+            progress.write(f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}: latent teacher "
                            f"forcing {val['teacher_forcing']:.4f} (copy-last {val['copy_last']:.4f}), latent rollout "
                            f"{val['rollout']:.4f}, proprio {val['proprio']:.4f}")
             save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)

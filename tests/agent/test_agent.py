@@ -155,3 +155,41 @@ def test_bad_eval_seeds_are_refused(tiny_dataset_dir, tmp_path, seeds):
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", f"evaluate.seeds={seeds}"])
     with pytest.raises(ValueError, match=r"evaluate.seeds=.* is invalid; expected a non-empty list of distinct"):
         evaluate(cfg)
+
+
+def test_episode_records_do_not_depend_on_the_batch(micro_run_dir, tmp_path):
+    """An episode's record ends at its first success, so the oracle (the simulator: no float rounding
+    that depends on the batch) gives the same records in batches of 1 and 2, although a batch of 2 runs
+    on until both have succeeded; and wrapped-angle success, checked as success is, never trails it."""
+    outcomes = []
+    for batch_envs in (1, 2):
+        cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path / str(batch_envs)}",
+                                             "evaluate.videos=0", "evaluate.pairs=6", "evaluate.goal_offset=5",
+                                             f"evaluate.batch_envs={batch_envs}"])
+        evaluate(cfg, "oracle")
+        lines = (tmp_path / str(batch_envs) / "oracle" / "episodes.jsonl").read_text().splitlines()
+        outcomes.append([{k: v for k, v in json.loads(line).items() if k not in ("index_in_batch", "plan_latencies_s")}
+                         for line in lines])
+    assert outcomes[0] == outcomes[1]
+    steps = [record["steps_to_success"] for record in outcomes[0]]
+    assert any(None not in pair and pair[0] != pair[1] for pair in zip(steps[::2], steps[1::2]))  # one ran on
+    assert all(record["success_wrapped"] for record in outcomes[0] if record["success"])
+
+
+def test_a_protocol_the_eval_split_cannot_serve_writes_nothing(micro_run_dir, tmp_path):
+    cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path}", "evaluate.pairs=1000"])
+    with pytest.raises(ValueError, match="evaluate.pairs=1000 is more than the eval split offers"):
+        evaluate(cfg, "random")
+    assert not list((tmp_path / "random").iterdir())
+
+
+def test_act_before_reset_or_with_another_batch_is_refused(micro_run_dir):
+    agent = load_agent(micro_run_dir, planner={"samples": 8, "top_k": 2})
+    pixels, states = np.zeros((2, 32, 32, 3), np.uint8), np.zeros((2, 4))
+    with pytest.raises(RuntimeError, match=r"act\(\) called before reset"):
+        agent.act(pixels, states)
+    agent.reset(pixels[:1], states[:1], seeds=[0])
+    with pytest.raises(ValueError, match="act got pixels for 2 envs and states for 2; expected 1"):
+        agent.act(pixels, states)
+    with pytest.raises(ValueError, match="reset got batches of different sizes"):
+        agent.reset(pixels, states[:1], seeds=[0])

@@ -53,6 +53,33 @@ def test_a_moved_run_directory_is_still_up_to_date(micro_run_dir, tmp_path):
     assert result.stdout.count("up to date, skipped") == len(STAGES)
 
 
+def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir, tmp_path):
+    """`run` trusts stages.json only while each stage's own config.yaml still matches: deleted outputs
+    are remade, and an evaluation a lone `evaluate` grew is summarised again at the run's size."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    shutil.rmtree(run_dir / "eval" / "oracle")
+    grown = cli("evaluate", "experiment=micro", "evaluate.agent=random", "evaluate.pairs=3", f"hydra.run.dir={run_dir}")
+    assert grown.returncode == 0, grown.stderr[-2000:]
+    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[run] evaluate_random ..." in result.stdout and "[run] evaluate_oracle ..." in result.stdout
+    assert result.stdout.count("up to date, skipped") == len(STAGES) - 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {agent: metrics["episodes"] for agent, metrics in summary["agents"].items()} == {
+        "latent": 2, "random": 2, "oracle": 2}
+
+
+def test_bad_top_level_values_are_one_line_errors(tmp_path):
+    for override, expected in (("run.overwrite=no", "run.overwrite='no' is invalid; expected true or false"),
+                               ("threads=abc", "threads='abc' is invalid; expected a positive int"),
+                               ("device=tpu", "device='tpu' is invalid; expected auto, cpu, cuda")):
+        result = cli("collect", "experiment=micro", override, f"hydra.run.dir={tmp_path}")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {expected}"), result.stderr
+    assert not (tmp_path / "dataset").exists()
+
+
 def test_a_different_config_is_refused_naming_the_keys(micro_run_dir):
     result = cli("run", "experiment=micro", "collect.episodes=13", "planner.samples=8",
                  f"hydra.run.dir={micro_run_dir}")

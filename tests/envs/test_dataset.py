@@ -77,6 +77,20 @@ def test_corrupted_shard_is_named_and_other_shards_still_load(tmp_path):
     assert skipping.array("seed").tolist() == [0, 1, 4, 5]
 
 
+def test_a_reopened_writer_drops_a_corrupt_shard_and_those_after_it(tmp_path):
+    """A rerun of collect makes the damaged shard's episodes again (and the later ones, as episodes
+    are numbered in order), to the same data as an undamaged split."""
+    write(tmp_path, range(6))
+    frames = tmp_path / "shard_000001" / "frames.npy"
+    frames.write_bytes(frames.read_bytes()[:-100])
+    with pytest.warns(UserWarning, match="shard_000001/frames.npy .* 1 shard"):
+        writer = ShardWriter(tmp_path, META)
+    assert writer.num_committed == 2 and sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["shard_000000"]
+    write(tmp_path, range(2, 6))
+    store = EpisodeStore(tmp_path)
+    assert store.verify() == [] and store.array("seed").tolist() == list(range(6))
+
+
 def test_bitflip_is_detected(tmp_path):
     write(tmp_path, range(2))
     path = tmp_path / "shard_000000" / "actions.npy"

@@ -58,7 +58,10 @@ def test_config_files_share_their_keys():
     [
         ({"name": "ilqr"}, "planner.name='ilqr'"),
         ({"execute_blocks": 6}, "execute_blocks=6"),
-        ({"top_k": 500}, "top_k=500"),
+        ({"top_k": 500}, "planner.top_k=500"),
+        ({"samples": 0}, "planner.samples=0: expected an integer >= 1"),
+        ({"samples": "abc"}, "planner.samples='abc': expected an integer"),
+        ({"init_std": "wide"}, "planner.init_std='wide': expected a number"),
     ],
 )
 def test_bad_planner_config_raises(change, message):

@@ -146,6 +146,11 @@ def test_directories_that_are_not_vjepa_encoders_are_refused(tmp_path):
     with pytest.raises(ValueError, match="no V-JEPA 2 encoder weights"):
         load_encoder(str(tmp_path))
 
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-3])  # truncated, as by an interrupted copy
+    with pytest.raises(ValueError, match="model.safetensors' is not a readable safetensors file"):
+        load_encoder(str(tmp_path))
+
 
 def test_weights_that_disagree_with_the_config_name_the_mismatch(tmp_path):
     save_tiny_model(tmp_path, **TINY_CONFIGS["patch4-tubelet2"])

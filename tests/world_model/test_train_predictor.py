@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -164,4 +165,20 @@ def test_torchrun_data_parallel_matches_one_process(tmp_path, embedded_run):
     single, _ = load_predictor(tmp_path / "single")
     for name, tensor in single.state_dict().items():
         torch.testing.assert_close(parallel.state_dict()[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
-    assert len(json.loads((tmp_path / "ddp" / "history.json").read_text())) == 2
+    parallel_history, single_history = (json.loads((tmp_path / name / "history.json").read_text())
+                                        for name in ("ddp", "single"))
+    assert len(parallel_history) == 2  # the logged training loss is the epoch's mean over both processes
+    np.testing.assert_allclose([e["train_loss"] for e in parallel_history], [e["train_loss"] for e in single_history],
+                               rtol=1e-3)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("predictor.train.epochs=0", "predictor.train.epochs=0 is invalid; expected a positive int"),
+    ("predictor.train.batch_size=abc", "predictor.train.batch_size='abc' is invalid; expected a positive int"),
+    ("predictor.train.lr=-1", "predictor.train.lr=-1 is invalid; expected a positive number"),
+    ("predictor.train.loss=l3", "predictor.train.loss='l3' is invalid; expected l1 or l2"),
+])
+def test_bad_training_settings_are_refused_before_anything_is_written(tmp_path, embedded_run, override, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train_predictor.main(train_config(embedded_run, tmp_path / "predictor", override))
+    assert not (tmp_path / "predictor").exists()

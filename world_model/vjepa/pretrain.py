@@ -74,6 +74,7 @@ def main(cfg: DictConfig) -> None:
     overwrite = bool(cfg.run.overwrite)
     summary = finished_summary(output, run_identity(architecture, settings, int(cfg.seed), data), overwrite)
     if summary is not None:
+        atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the config it answers to now
         print(f"pretrain: {output} already holds an encoder pretrained for {summary['steps']} steps "
               f"(final val loss {summary['final'].get('val_loss')}); nothing to do")
         return

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import VJEPA2Config, VJEPA2Model
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Encoder
 
@@ -80,11 +80,15 @@ def read_encoder_state(directory: Path) -> dict[str, torch.Tensor]:
     """The encoder tensors of a checkpoint, keyed as in `VJEPA2Encoder.state_dict()`."""
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(directory):
-        with safe_open(str(file), framework="pt") as tensors:
-            for key in tensors.keys():
-                prefix = next((p for p in ENCODER_PREFIXES if key.startswith(p)), None)
-                if prefix is not None:
-                    state[key[len(prefix):]] = tensors.get_tensor(key)
+        try:
+            with safe_open(str(file), framework="pt") as tensors:
+                for key in tensors.keys():
+                    prefix = next((p for p in ENCODER_PREFIXES if key.startswith(p)), None)
+                    if prefix is not None:
+                        state[key[len(prefix):]] = tensors.get_tensor(key)
+        except SafetensorError as error:
+            raise ValueError(f"{str(file)!r} is not a readable safetensors file ({error}); "
+                             "expected V-JEPA 2 weights as save_pretrained writes them") from None
     if not state:
         raise ValueError(f"{str(directory)!r} holds no V-JEPA 2 encoder weights (no 'encoder.*' "
                          f"tensors in {', '.join(f.name for f in weight_files(directory))})")
