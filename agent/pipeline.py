@@ -10,9 +10,9 @@ Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> 
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
 hash matches, both there and in the `config.yaml` the stage wrote beside its outputs (so outputs
 deleted, or remade by a stage run on its own with other settings, are made again), and a stage
-killed midway resumes from its own checkpoints. A run directory made by a
-different config is refused, naming the differing keys, unless `run.overwrite=true`; then only the
-stages whose inputs changed run again.
+killed midway resumes from its own checkpoints. A run directory made by a different config is
+refused, naming the differing keys, unless `run.overwrite=true`; then only the stages whose inputs
+changed run again.
 """
 from __future__ import annotations
 

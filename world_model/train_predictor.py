@@ -210,9 +210,12 @@ def resumable_state(checkpoint_path: Path, identity: dict, cfg: DictConfig, devi
                                overwrite) else None
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, history: list, identity: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, step: int, history: list, identity: dict,
+                    epoch_loss: tuple[float, int] = (0.0, 0)) -> None:
+    """epoch_loss: (sum, steps) of the current epoch's training loss so far, so a resumed epoch logs its
+    mean over every step (under torchrun, rank 0's sum)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
-             "identity": identity}
+             "identity": identity, "epoch_loss": list(epoch_loss)}
     atomic_save(path, lambda temp: torch.save(state, temp))
 
 
@@ -264,7 +267,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     output_dir = ensure_writable_dir(cfg.paths.predictor, "predictor directory")
     checkpoint_path = output_dir / "checkpoints" / "last.pt"
-    step, history = 0, []
+    step, history, epoch_loss, epoch_steps = 0, [], 0.0, 0
     identity = run_identity(cfg, model, train_cache)
     state = resumable_state(checkpoint_path, identity, cfg, device)
     processes.barrier()  # every process has read the checkpoint before it may go
@@ -275,6 +278,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
+        epoch_loss, epoch_steps = state.get("epoch_loss", (0.0, 0))  # absent from older checkpoints
         print(f"resuming from {checkpoint_path} at step {step}")
     else:
         fit_normalisation(model, train_cache, cfg.seed)
@@ -303,7 +307,8 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     while step < total_steps:
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
         order = torch.randperm(len(train_data.windows), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-        epoch_loss, epoch_steps = 0.0, 0  # this process's loss summed over the epoch's steps (since a resume)
+        if step_in_epoch == 0:
+            epoch_loss, epoch_steps = 0.0, 0  # this process's training loss summed over the epoch's steps
         for index in range(step_in_epoch, steps_per_epoch):
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
             windows = processes.shard(windows)  # (batch_size / processes, 2)
@@ -326,7 +331,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             progress.set_postfix(loss=f"{loss_value:.4f}", teacher_forcing=f"{losses['teacher_forcing'].item():.4f}",
                                  copy_last=f"{losses['copy_last'].item():.4f}")
             if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch and processes.is_main:
-                save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)
+                save_checkpoint(checkpoint_path, model, optimizer, step, history, identity, (epoch_loss, epoch_steps))
         train_loss = processes.mean(epoch_loss / max(epoch_steps, 1))  # the epoch's mean over every process
         if processes.is_main:
             val = validate(model, val_data, val_windows, train_cfg, device)

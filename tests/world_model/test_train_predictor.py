@@ -98,6 +98,10 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, embedded_run, mon
     resumed, _ = load_predictor(tmp_path / "killed")
     for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(actual, expected, msg=name)
+    histories = [json.loads((tmp_path / name / "history.json").read_text()) for name in ("straight", "killed")]
+    for resumed_epoch, straight_epoch in zip(*histories[::-1]):  # the killed epoch's mean counts its first steps too
+        assert resumed_epoch == pytest.approx(straight_epoch)
+    assert len(histories[0]) == len(histories[1]) == 2
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, embedded_run, monkeypatch):
