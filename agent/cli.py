@@ -73,8 +73,8 @@ def check_common_keys(cfg) -> None:
         raise ValueError(f"seed={cfg.seed!r} is invalid; expected a non-negative int")
     if cfg.threads is not None and (not is_int(cfg.threads) or cfg.threads < 1):
         raise ValueError(f"threads={cfg.threads!r} is invalid; expected a positive int or null (torch's default)")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
-        raise ValueError(f"device={cfg.device!r} is invalid; expected auto, cpu, cuda or cuda:N")
+    if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", str(cfg.device)):
+        raise ValueError(f"device={cfg.device!r} is invalid; expected auto, cpu, cuda or cuda:N (or mps, xpu)")
     if not isinstance(cfg.run.overwrite, bool):
         raise ValueError(f"run.overwrite={cfg.run.overwrite!r} is invalid; expected true or false")
 

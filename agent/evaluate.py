@@ -16,9 +16,11 @@ a retrained predictor) is refused, naming the differences, unless `run.overwrite
 An episode is keyed by (eval seed, pair index) and its draws depend on nothing else, so more
 `evaluate.seeds` or `evaluate.pairs` extend an evaluation: only the new episodes run, and
 `metrics.json` summarises the requested ones (`episodes.jsonl` keeps every finished episode).
-Episode outcomes repeat exactly for the same `batch_envs`; another batch size rounds the predictor's
-batched matmuls differently, which the planner's top-k selection can amplify into a different (equally
-valid) episode, so compare agents by their intervals, not episode by episode.
+Episode outcomes repeat exactly for the same batches (the same `batch_envs`, and the same pairs per
+seed, as a resume keeps them); another batch rounds the predictor's batched matmuls differently,
+which the planner's top-k selection can amplify into a different (equally valid) episode, so compare
+agents by their intervals, not episode by episode. More seeds keep the batches; more pairs keep them
+when the old count is a multiple of `batch_envs`.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, m
 IDENTITY_FILE = "identity.json"
 PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
+RECORD_FORMAT = 2  # 2: a record ends at the first success, closest distances over control steps, wall_time_s
 
 
 def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: int,
@@ -86,7 +89,8 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
         task.set_goal(pair["goal_state"])
     pixels = np.stack([task.render() for task in tasks])  # (B, H, W, 3)
     states = np.stack([task.get_state() for task in tasks])  # (B, S)
-    distances = [[tasks[b].distance(states[b], goal_states[b])] for b in range(batch)]
+    distances = [[tasks[b].distance(states[b], goal_states[b])] for b in range(batch)]  # at task steps
+    closest = [distances[b][0] for b in range(batch)]  # over every control step, as success is checked
     wrapped = [[wrapped_error(tasks[b], states[b][None], goal_states[b])] for b in range(batch)]
     success_step: list[int | None] = [None] * batch
     frames = [[pixels[b]] if record[b] else None for b in range(batch)]
@@ -99,6 +103,7 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             pixels[b], states[b] = observation["pixels"], info["state"]
             if success_step[b] is None:
                 distances[b].append(info["distance"])
+                closest[b] = min(closest[b], float(task.distances(info["substep_states"], goal_states[b]).min()))
                 wrapped[b].append(wrapped_error(task, info["substep_states"], goal_states[b]))
                 if info["success_substep"]:
                     success_step[b] = step
@@ -110,11 +115,12 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             break
     records = []
     for b, pair in enumerate(pairs):
-        plans = [plan for plan in agent.plans if plan.step < (success_step[b] or budget)]  # the episode's own
+        end = budget if success_step[b] is None else success_step[b]
+        plans = [plan for plan in agent.plans if plan.step < end]  # the plans that chose this episode's actions
         records.append({
             "episode": pair["episode"], "start_step": pair["start_step"], "success": success_step[b] is not None,
             "steps_to_success": success_step[b], "initial_distance": float(distances[b][0]),
-            "final_distance": float(distances[b][-1]), "min_distance": float(np.min(distances[b])),
+            "final_distance": float(distances[b][-1]), "min_distance": closest[b],
             **wrapped_success(tasks[b], wrapped[b]),
             "plan_latencies_s": [plan.latency_s for plan in plans],
             "energies": [plan.energies[b] for plan in plans],
@@ -143,7 +149,7 @@ def caption(step: int, energy: float | None, distance: float, success: bool) -> 
     return f"step {step:3d}  energy {energy_text}  distance {distance:.3f}  success {'yes' if success else 'no'}"
 
 
-def summarize(records: list[dict], cfg: DictConfig, kind: str, wall_time: float, excluded: dict) -> dict:
+def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict) -> dict:
     successes = [r["success"] for r in records]
     per_seed = {}
     for r in records:
@@ -165,7 +171,8 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, wall_time: float,
         "steps_to_success": {"mean": float(np.mean(steps)) if steps else None,
                              "median": float(np.median(steps)) if steps else None},
         "planning_latency": {**latency_summary(latencies), "envs_per_plan": int(cfg.evaluate.batch_envs)},
-        "pairs_excluded": excluded, "wall_time_s": wall_time,
+        "pairs_excluded": excluded,
+        "wall_time_s": float(sum(r["wall_time_s"] for r in records)),  # these episodes' time, however many runs
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 
@@ -177,8 +184,8 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"evaluate.{key}={value!r} is invalid; expected a positive int")
     seeds = cfg.evaluate.seeds
     seed_list = list(seeds) if OmegaConf.is_list(seeds) else None
-    if (not seed_list or len(set(seed_list)) != len(seed_list)
-            or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seed_list)):
+    if (not seed_list or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seed_list)
+            or len(set(seed_list)) != len(seed_list)):
         shown = OmegaConf.to_container(seeds) if OmegaConf.is_list(seeds) else seeds
         raise ValueError(f"evaluate.seeds={shown!r} is invalid; expected a non-empty list of distinct "
                          "non-negative ints, e.g. [0,1,2]")
@@ -218,7 +225,6 @@ def run_episodes(cfg: DictConfig, kind: str, out_dir: Path, store: EpisodeStore,
         return record["seed"] in seeds and record["pair"] < cfg.evaluate.pairs
 
     done = {(r["seed"], r["pair"]) for r in records}
-    started = time.perf_counter()
     progress = tqdm(total=len(seeds) * cfg.evaluate.pairs, initial=sum(map(requested, records)), unit="episode",
                     desc=f"evaluate {kind}", dynamic_ncols=True)
     with progress:
@@ -226,20 +232,23 @@ def run_episodes(cfg: DictConfig, kind: str, out_dir: Path, store: EpisodeStore,
             todo = [i for i in range(len(pairs)) if (seed, i) not in done]
             for start in range(0, len(todo), cfg.evaluate.batch_envs):
                 indices = todo[start : start + cfg.evaluate.batch_envs]
+                started = time.perf_counter()
                 results = run_batch(agent, tasks[: len(indices)], [pairs[i] for i in indices], cfg.evaluate.budget,
                                     [seed * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices])
+                share = (time.perf_counter() - started) / len(indices)  # of the batch's wall time, per episode
                 for position, (index, result) in enumerate(zip(indices, results)):
                     if result["frames"] is not None:
                         write_episode_video(out_dir / "videos" / f"seed{seed}_pair{index:03d}.mp4",
                                             np.stack(result["frames"]), result["goal_image"], result["captions"])
                     for key in ("frames", "captions", "goal_image"):
                         result.pop(key)
-                    records.append({"seed": seed, "pair": index, "index_in_batch": position, **result})
+                    records.append({"seed": seed, "pair": index, "index_in_batch": position, "wall_time_s": share,
+                                    **result})
                 atomic_write_text(out_dir / "episodes.jsonl", "".join(json.dumps(r) + "\n" for r in records))
                 progress.update(len(indices))
                 progress.set_postfix(success=f"{np.mean([r['success'] for r in records if requested(r)]):.2f}")
     records = sorted(filter(requested, records), key=lambda r: (r["seed"], r["pair"]))
-    metrics = summarize(records, cfg, kind, time.perf_counter() - started, excluded)
+    metrics = summarize(records, cfg, kind, excluded)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -252,7 +261,8 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
     protocol = {key: value for key, value in OmegaConf.to_container(cfg.evaluate, resolve=True).items()
                 if key not in PROTOCOL_BOOKKEEPING + SAMPLE_SIZE}
     eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
-    identity = {"agent": kind, "seed": int(cfg.seed), "env": OmegaConf.to_container(cfg.env, resolve=True),
+    identity = {"record_format": RECORD_FORMAT, "agent": kind, "seed": int(cfg.seed),
+                "env": OmegaConf.to_container(cfg.env, resolve=True),
                 "eval_split": {"meta": eval_split["meta"],
                                "episodes": sum(shard["episodes"] for shard in eval_split["shards"])},
                 "evaluate": protocol}

@@ -42,6 +42,7 @@ class MPCAgent:
     execute_blocks: int       # blocks executed before replanning
     shrink_horizon: bool = False  # score each plan only up to the end of its H-block window (see above)
     plans: list[PlanRecord] = field(default_factory=list)
+    batch: int | None = field(default=None, init=False)  # B, set by reset
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
         """One seed per env: env b's planner noise depends on seeds[b] and the planner's own seed only,
@@ -57,7 +58,7 @@ class MPCAgent:
         self.plans = []
 
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
-        check_observation(getattr(self, "batch", None), pixels, states)
+        check_observation(self.batch, pixels, states)
         if self.step % self.block == 0:
             executed = np.concatenate(self.current_block, axis=1) if self.current_block else None  # (B, block*A)
             self.world.observe(pixels, states, executed)
@@ -90,13 +91,14 @@ class RandomAgent:
     def __init__(self, action_dim: int):
         self.action_dim = action_dim
         self.plans: list[PlanRecord] = []
+        self.batch: int | None = None  # B, set by reset
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
         self.batch = check_batch(goal_images, goal_states, seeds)
         self.generators = [np.random.default_rng(int(seed)) for seed in seeds]
 
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
-        check_observation(getattr(self, "batch", None), pixels, states)
+        check_observation(self.batch, pixels, states)
         return np.stack([rng.uniform(-1.0, 1.0, self.action_dim) for rng in self.generators]).astype(np.float32)
 
 

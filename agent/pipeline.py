@@ -9,10 +9,12 @@ Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> 
 (latent agent, then the random and oracle baselines under the same protocol). Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
 hash matches, both there and in the `config.yaml` the stage wrote beside its outputs (so outputs
-deleted, or remade by a stage run on its own with other settings, are made again), and a stage
+whose directory was deleted, or remade by a stage run on its own with other settings, are made
+again), and a stage
 killed midway resumes from its own checkpoints. A run directory made by a different config is
 refused, naming the differing keys, unless `run.overwrite=true`; then only the stages whose inputs
-changed run again.
+changed run again. More (or fewer) `evaluate.seeds` or `evaluate.pairs` need no overwrite: the
+evaluations grow (or summarise a subset).
 """
 from __future__ import annotations
 
@@ -58,9 +60,13 @@ def section_hash(cfg: DictConfig | dict, sections: tuple[str, ...]) -> str:
 
 def comparable_config(cfg: DictConfig) -> dict:
     """The resolved config without the keys that say where and how a run goes, not what it computes,
-    its paths relative to its run directory."""
+    nor the evaluation's sample size (more seeds or pairs extend it), its paths relative to its run
+    directory."""
+    from agent.evaluate import SAMPLE_SIZE
+
     resolved = OmegaConf.to_container(cfg, resolve=True)
     kept = {key: value for key, value in resolved.items() if key not in IGNORED_KEYS}
+    kept["evaluate"] = {key: value for key, value in kept["evaluate"].items() if key not in SAMPLE_SIZE}
     return portable(kept, str(resolved.get("run_dir") or ""))
 
 
@@ -91,13 +97,15 @@ class StageBook:
         self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def is_done(self, stage: str, config_hash: str, output_dir: Path, sections: tuple[str, ...]) -> bool:
-        """Finished with this hash, and its outputs (`output_dir/config.yaml`, which every stage writes
-        once its checks pass) are still the ones that stage made."""
+        """Finished with this hash, and its outputs are still the ones that stage made: `config.yaml`
+        beside them (written by every stage once its checks pass; by embed once complete) hashes the same."""
         entry = self.entries.get(stage, {})
         if not (entry.get("done", False) and entry.get("hash") == config_hash):
             return False
         written = output_dir / "config.yaml"
-        return written.is_file() and section_hash(OmegaConf.to_container(OmegaConf.load(written)), sections) == config_hash
+        if not written.is_file():
+            return False
+        return section_hash(OmegaConf.to_container(OmegaConf.load(written)), sections) == config_hash
 
     def record(self, stage: str, config_hash: str, done: bool, wall_time_s: float | None = None) -> None:
         self.entries[stage] = {"hash": config_hash, "done": done, "wall_time_s": wall_time_s}

@@ -13,7 +13,7 @@ Episodes are embedded in chunks written in place into `latents.npy` (memory-mapp
 only once `progress.json` (replaced atomically) says so, so a killed embed resumes after the last
 chunk. A rerun over a complete matching cache is a no-op; one with another identity (encoder, pool grid,
 dataset) is refused, naming the differences, unless `run.overwrite=true` (embed afresh). `config.yaml`
-is written once every split is complete. `LatentCache` reads a split back and refuses another encoder's.
+is deleted when embed starts and written once every split is complete. `LatentCache` reads a split back and refuses another encoder's.
 """
 from __future__ import annotations
 
@@ -196,6 +196,7 @@ def main(cfg: DictConfig) -> None:
                                 "make one with `jepa-agent collect`")
     encoder = load_stage_encoder(cfg)
     latents_dir = ensure_writable_dir(cfg.paths.latents, "latent cache directory")
+    (latents_dir / "config.yaml").unlink(missing_ok=True)  # written again once every split is complete
     for split in splits:
         cache = embed_split(EpisodeStore(dataset_dir / split), encoder, latents_dir / split, cfg.embed,
                             bool(cfg.run.overwrite))

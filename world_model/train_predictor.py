@@ -212,8 +212,8 @@ def resumable_state(checkpoint_path: Path, identity: dict, cfg: DictConfig, devi
 
 def save_checkpoint(path: Path, model, optimizer, step: int, history: list, identity: dict,
                     epoch_loss: tuple[float, int] = (0.0, 0)) -> None:
-    """epoch_loss: (sum, steps) of the current epoch's training loss so far, so a resumed epoch logs its
-    mean over every step (under torchrun, rank 0's sum)."""
+    """epoch_loss: (sum, steps) of the current epoch's training loss so far (under torchrun, the mean of
+    the processes' sums), so a resumed epoch logs its mean over every step."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
              "identity": identity, "epoch_loss": list(epoch_loss)}
     atomic_save(path, lambda temp: torch.save(state, temp))
@@ -228,9 +228,10 @@ def check_settings(train_cfg: DictConfig) -> None:
         value = train_cfg[key]
         if not number(value) or int(value) != value or value < 1:
             raise ValueError(f"predictor.train.{key}={value!r} is invalid; expected a positive int")
-    if train_cfg.steps_per_epoch is not None and (not number(train_cfg.steps_per_epoch) or train_cfg.steps_per_epoch < 1):
-        raise ValueError(f"predictor.train.steps_per_epoch={train_cfg.steps_per_epoch!r} is invalid; "
-                         "expected a positive int or null")
+    steps_per_epoch = train_cfg.steps_per_epoch
+    if steps_per_epoch is not None and (not number(steps_per_epoch) or int(steps_per_epoch) != steps_per_epoch
+                                        or steps_per_epoch < 1):
+        raise ValueError(f"predictor.train.steps_per_epoch={steps_per_epoch!r} is invalid; expected a positive int or null")
     for key in ("lr", "min_lr", "weight_decay", "warmup_steps", "grad_clip"):
         value = train_cfg[key]
         if not number(value) or value < 0 or (key in ("lr", "grad_clip") and value == 0):
@@ -330,8 +331,11 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}", teacher_forcing=f"{losses['teacher_forcing'].item():.4f}",
                                  copy_last=f"{losses['copy_last'].item():.4f}")
-            if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch and processes.is_main:
-                save_checkpoint(checkpoint_path, model, optimizer, step, history, identity, (epoch_loss, epoch_steps))
+            if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch:
+                partial_loss = processes.mean(epoch_loss)  # every process calls it; the same step count on each
+                if processes.is_main:
+                    save_checkpoint(checkpoint_path, model, optimizer, step, history, identity,
+                                    (partial_loss, epoch_steps))
         train_loss = processes.mean(epoch_loss / max(epoch_steps, 1))  # the epoch's mean over every process
         if processes.is_main:
             val = validate(model, val_data, val_windows, train_cfg, device)

@@ -14,6 +14,8 @@ from agent.evaluate import main as evaluate
 from agent.worlds import aggregate_over_blocks
 from tests.conftest import compose_config
 
+TIMINGS = ("plan_latencies_s", "wall_time_s")  # per-episode fields that measure the machine, not the episode
+
 
 def test_aggregate_over_blocks():
     distances = torch.tensor([[3.0, 1.0, 2.0]])
@@ -64,7 +66,7 @@ def test_evaluation_is_reproducible(micro_run_dir, tmp_path):
                                              "evaluate.videos=0"])
         evaluate(cfg, "latent")
         records = (tmp_path / name / "latent" / "episodes.jsonl").read_text().splitlines()
-        outcomes.append([{k: v for k, v in json.loads(r).items() if k != "plan_latencies_s"} for r in records])
+        outcomes.append([{k: v for k, v in json.loads(r).items() if k not in TIMINGS} for r in records])
     assert outcomes[0] == outcomes[1]
 
 
@@ -137,7 +139,7 @@ def test_more_seeds_or_pairs_extend_an_evaluation(micro_run_dir, tmp_path):
                                              "evaluate.videos=0", f"evaluate.seeds={seeds}", f"evaluate.pairs={pairs}"])
         metrics = evaluate(cfg, "latent")
         lines = (tmp_path / name / "latent" / "episodes.jsonl").read_text().splitlines()
-        return metrics, [{k: v for k, v in json.loads(line).items() if k != "plan_latencies_s"} for line in lines]
+        return metrics, [{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in lines]
 
     _, first = run("grown", "[0]", 2)
     metrics, grown = run("grown", "[0,1]", 4)
@@ -148,6 +150,9 @@ def test_more_seeds_or_pairs_extend_an_evaluation(micro_run_dir, tmp_path):
     assert metrics["success_rate_per_seed"] == fresh_metrics["success_rate_per_seed"]
     subset, kept = run("grown", "[1]", 2)
     assert kept == grown and subset["episodes"] == 2 and list(subset["success_rate_per_seed"]) == ["1"]
+    times = [json.loads(line) for line in (tmp_path / "grown" / "latent" / "episodes.jsonl").read_text().splitlines()]
+    subset_times = [r["wall_time_s"] for r in times if r["seed"] == 1 and r["pair"] < 2]
+    assert subset["wall_time_s"] == pytest.approx(sum(subset_times))  # these episodes' time, not this no-op's
 
 
 @pytest.mark.parametrize("seeds", ["[]", "[0,0]", "[-1]", "3"])
@@ -168,7 +173,7 @@ def test_episode_records_do_not_depend_on_the_batch(micro_run_dir, tmp_path):
                                              f"evaluate.batch_envs={batch_envs}"])
         evaluate(cfg, "oracle")
         lines = (tmp_path / str(batch_envs) / "oracle" / "episodes.jsonl").read_text().splitlines()
-        outcomes.append([{k: v for k, v in json.loads(line).items() if k not in ("index_in_batch", "plan_latencies_s")}
+        outcomes.append([{k: v for k, v in json.loads(line).items() if k not in (*TIMINGS, "index_in_batch")}
                          for line in lines])
     assert outcomes[0] == outcomes[1]
     steps = [record["steps_to_success"] for record in outcomes[0]]
