@@ -8,9 +8,9 @@
 Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> train -> evaluate
 (latent agent, then the random and oracle baselines under the same protocol). Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
-hash matches, both there and in the `config.yaml` the stage wrote beside its outputs (so outputs
-whose directory was deleted, or remade by a stage run on its own with other settings, are made
-again), and a stage
+hash matches, both there and in the `config.yaml` the stage wrote beside its outputs, and whose
+last output is there (so outputs deleted, or remade by a stage run on its own with other settings,
+are made again), and a stage
 killed midway resumes from its own checkpoints. A run directory made by a different config is
 refused, naming the differing keys, unless `run.overwrite=true`; then only the stages whose inputs
 changed run again. More (or fewer) `evaluate.seeds` or `evaluate.pairs` need no overwrite: the
@@ -27,13 +27,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir
 
-# stage -> (config sections its outputs depend on, "module:function", the `paths` key of its outputs)
-STAGES: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "collect": (("seed", "env", "collect"), "envs.collect:main", "dataset"),
-    "pretrain": (("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main", "encoder"),
-    "embed": (("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main", "latents"),
+# stage -> (config sections its outputs depend on, "module:function", the `paths` key of its outputs,
+#           a file among them that a finished stage has written)
+STAGES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    "collect": (("seed", "env", "collect"), "envs.collect:main", "dataset", "eval/manifest.json"),
+    "pretrain": (("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main", "encoder",
+                 "model.safetensors"),
+    "embed": (("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main", "latents",
+              "train/manifest.json"),
     "train": (("seed", "env", "collect", "encoder", "embed", "predictor"), "world_model.train_predictor:main",
-              "predictor"),
+              "predictor", "predictor.safetensors"),
 }
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
 IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
@@ -96,14 +99,16 @@ class StageBook:
         self.path = run_dir / "stages.json"
         self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def is_done(self, stage: str, config_hash: str, output_dir: Path, sections: tuple[str, ...]) -> bool:
-        """Finished with this hash, and its outputs are still the ones that stage made: `config.yaml`
-        beside them (written by every stage once its checks pass; by embed once complete) hashes the same."""
+    def is_done(self, stage: str, config_hash: str, output_dir: Path, sections: tuple[str, ...],
+                last_output: str) -> bool:
+        """Finished with this hash, and its outputs are still there (`last_output`) and still the ones
+        that stage made: `config.yaml` beside them (written by every stage once its checks pass; by
+        embed once complete) hashes the same."""
         entry = self.entries.get(stage, {})
         if not (entry.get("done", False) and entry.get("hash") == config_hash):
             return False
         written = output_dir / "config.yaml"
-        if not written.is_file():
+        if not (written.is_file() and (output_dir / last_output).is_file()):
             return False
         return section_hash(OmegaConf.to_container(OmegaConf.load(written)), sections) == config_hash
 
@@ -112,10 +117,10 @@ class StageBook:
         atomic_write_json(self.path, self.entries)
 
 
-def run_stage(book: StageBook, name: str, sections: tuple[str, ...], output_dir: Path, target: str,
-              cfg: DictConfig, *args):
+def run_stage(book: StageBook, name: str, sections: tuple[str, ...], output_dir: Path, last_output: str,
+              target: str, cfg: DictConfig, *args):
     config_hash = section_hash(cfg, sections)
-    if book.is_done(name, config_hash, output_dir, sections):
+    if book.is_done(name, config_hash, output_dir, sections, last_output):
         print(f"[run] {name}: up to date, skipped")
         return None
     print(f"[run] {name} ...")
@@ -136,13 +141,13 @@ def main(cfg: DictConfig) -> None:
     check_run_dir(cfg, run_dir)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     book = StageBook(run_dir)
-    for name, (sections, target, output_key) in STAGES.items():
+    for name, (sections, target, output_key, last_output) in STAGES.items():
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
-        run_stage(book, name, sections, Path(cfg.paths[output_key]), target, cfg)
+        run_stage(book, name, sections, Path(cfg.paths[output_key]), last_output, target, cfg)
     for agent in cfg.run.agents:
         run_stage(book, f"evaluate_{agent}", EVALUATION_SECTIONS, Path(cfg.paths.evaluation) / agent,
-                  "agent.evaluate:main", cfg, agent)
+                  "metrics.json", "agent.evaluate:main", cfg, agent)
     summary = summarize(cfg, run_dir, book)
     atomic_write_json(run_dir / "summary.json", summary)
     print_summary(summary)

@@ -29,7 +29,7 @@ from world_model.encoder import resolve_device
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.statistics import MetricsLog
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, run_identity
-from world_model.vjepa.weights import save_vjepa2
+from world_model.vjepa.weights import WEIGHTS_FILE, save_vjepa2
 
 METRIC_FIELDS = ["loss", "lr", "momentum", "val_loss", "token_std", "min_dim_std", "effective_rank",
                  "train_seconds"]
@@ -52,8 +52,8 @@ def finished_summary(output: Path, identity: dict, overwrite: bool) -> dict | No
     """The summary of a finished run of this identity in `output`; None when there is none, or when
     there is one of another identity and `overwrite` is set (ValueError without it)."""
     summary_path = output / SUMMARY_FILE
-    if not (summary_path.is_file() and (output / "config.json").is_file()):
-        return None
+    if not all((output / name).is_file() for name in (SUMMARY_FILE, "config.json", WEIGHTS_FILE)):
+        return None  # not finished, or its export is gone (made again from the last checkpoint)
     summary = json.loads(summary_path.read_text())
     return summary if may_resume("pretrained encoder", output, summary.get("identity", {}), identity, overwrite) else None
 
