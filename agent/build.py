@@ -14,6 +14,7 @@ from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
 AGENTS = ("latent", "random", "oracle")
+RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation")  # the `paths` of a run directory
 
 
 def load_world_model(cfg: DictConfig, task, device: str):
@@ -70,15 +71,25 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
 
 
 def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
-    """The config of a pipeline run directory, its paths re-rooted at `run_dir` wherever it now lives;
-    `overrides` replace config sections, e.g. `planner={"samples": 100}`."""
+    """The config of a run directory, its paths re-rooted at `run_dir` wherever it now lives: the one
+    `jepa-agent run` wrote, or for a run made stage by stage, the one `jepa-agent train` wrote beside
+    the predictor. `overrides` replace config sections, e.g. `planner={"samples": 100}`."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{str(config_path)!r} is missing; make the run with `jepa-agent run hydra.run.dir={run_dir}`")
-    cfg = OmegaConf.merge(OmegaConf.load(config_path), OmegaConf.create(overrides))
+    if not config_path.is_file():
+        config_path = run_dir / "predictor" / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (no config.yaml from `jepa-agent run`, "
+                                f"no predictor/config.yaml from `jepa-agent train`); make one with "
+                                f"`jepa-agent run hydra.run.dir={run_dir}`")
+    saved = OmegaConf.load(config_path)
+    stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS}
+    if run_dir.name in stage_outputs and Path(str(saved.run_dir)).name != run_dir.name:
+        raise ValueError(f"{str(run_dir)!r} is the {stage_outputs[run_dir.name]} folder of a run, not a run "
+                         f"directory; pass the run directory, {str(run_dir.parent)!r}")
+    cfg = OmegaConf.merge(saved, OmegaConf.create(overrides))
     cfg.run_dir = str(run_dir)
-    for name in ("dataset", "encoder", "latents", "predictor", "evaluation"):
+    for name in RUN_PATHS:
         cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
     if cfg.encoder.get("pretrain") is not None:  # an in-domain encoder lives in the run (official: a hub id)
         cfg.encoder.source = cfg.paths.encoder
@@ -92,4 +103,14 @@ def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides
     import envs
 
     cfg = load_run_config(run_dir, **overrides)
-    return build_agent(cfg, task or envs.make_from_config(cfg.env), kind)
+    own_task = task is None
+    task = task or envs.make_from_config(cfg.env)
+    try:
+        agent = build_agent(cfg, task, kind)
+    except BaseException:
+        if own_task:
+            task.close()
+        raise
+    if own_task and kind != "oracle":  # only the oracle's world steps the task; the others read its spec
+        task.close()
+    return agent

@@ -79,10 +79,43 @@ def check_common_keys(cfg) -> None:
         raise ValueError(f"run.overwrite={cfg.run.overwrite!r} is invalid; expected true or false")
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Compose and resolve the config once before Hydra does, so that an unknown group option, an
+    unknown key or an unparsable override is a one-line ValueError too (Hydra prints several lines).
+    Hydra's own flags (--cfg, --help, --multirun) are left to Hydra."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from agent.config import compose_config
+
+    if any(arg.startswith("-") for arg in argv):
+        return
+    try:
+        OmegaConf.to_container(compose_config(".", argv), resolve=True)
+    except MissingConfigException as error:
+        group, _, option = str(error.missing_cfg_file).rpartition("/")
+        options = ", ".join(error.options or [])
+        raise ValueError(f"{group}={option} is invalid; expected one of: {options}" if group
+                         else str(error).splitlines()[0]) from None
+    except (HydraException, OmegaConfBaseException) as error:
+        lines = [line.strip().rstrip(".") for line in str(error).splitlines()
+                 if line.strip() and not line.strip().startswith(("full_key", "object_type", "See https"))]
+        if error.__cause__ is not None and str(error.__cause__).strip():
+            lines.insert(1, str(error.__cause__).strip().splitlines()[0])
+        subject = getattr(error, "full_key", None) or getattr(error, "override", None)  # the bad key or override
+        raise ValueError((f"{subject}: " if subject else "") + "; ".join(lines)) from None
+
+
 def run_stage(name: str, argv: list[str]) -> None:
     import hydra
 
     stage = STAGES[name]
+    try:
+        check_overrides(argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
     def task_function(cfg) -> None:
         resolve_run_dir(cfg)

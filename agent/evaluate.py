@@ -194,8 +194,8 @@ def validate(cfg: DictConfig) -> None:
 def main(cfg: DictConfig, kind: str | None = None) -> dict:
     validate(cfg)
     kind = kind or cfg.evaluate.agent
+    store = EpisodeStore(Path(cfg.paths.dataset) / "eval")  # before anything is made: a wrong run dir fails here
     out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
-    store = EpisodeStore(Path(cfg.paths.dataset) / "eval")
     tasks = [make_from_config(cfg.env) for _ in range(cfg.evaluate.batch_envs)]
     try:
         metrics = run_episodes(cfg, kind, out_dir, store, tasks)

@@ -78,7 +78,16 @@ def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    differing = differing_keys(comparable_config(OmegaConf.load(saved_path)), comparable_config(cfg))
+    try:
+        saved = OmegaConf.load(saved_path)
+    except Exception:  # edited by hand into something that is not YAML
+        saved = None
+    if not isinstance(saved, DictConfig):
+        if cfg.run.overwrite:
+            return
+        raise ValueError(f"{str(saved_path)!r} is not a readable config; restore it, or pass run.overwrite=true "
+                         "to replace it")
+    differing = differing_keys(comparable_config(saved), comparable_config(cfg))
     if differing and not cfg.run.overwrite:
         shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
         raise ValueError(f"run directory {str(run_dir)!r} was made by a different config ({shown}); "
@@ -110,7 +119,11 @@ class StageBook:
         written = output_dir / "config.yaml"
         if not (written.is_file() and (output_dir / last_output).is_file()):
             return False
-        return section_hash(OmegaConf.to_container(OmegaConf.load(written)), sections) == config_hash
+        try:
+            written_config = OmegaConf.to_container(OmegaConf.load(written))
+        except Exception:  # unreadable (edited by hand): not the config this stage wrote, so remake
+            return False
+        return isinstance(written_config, dict) and section_hash(written_config, sections) == config_hash
 
     def record(self, stage: str, config_hash: str, done: bool, wall_time_s: float | None = None) -> None:
         self.entries[stage] = {"hash": config_hash, "done": done, "wall_time_s": wall_time_s}

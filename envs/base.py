@@ -10,6 +10,8 @@ A task file subclasses it, names the dm_control domain, hides the target, and de
 from __future__ import annotations
 
 import abc
+import atexit
+import weakref
 
 import numpy as np
 import gymnasium as gym
@@ -27,6 +29,26 @@ def check_image_size(image_size) -> int:
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 16:
         raise ValueError(f"image_size={image_size!r} is invalid; expected an int >= 16")
     return int(image_size)
+
+
+_OPEN_TASKS: weakref.WeakSet = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def _close_open_tasks() -> None:
+    for task in list(_OPEN_TASKS):
+        task.close()
+
+
+def close_at_exit(task: "PixelTask") -> None:
+    """Close `task` at interpreter exit if nobody has. The hook is registered once the first renderer
+    exists, so it runs before the hook with which the GL library tears its display down (exit hooks
+    run last in, first out); otherwise every unclosed renderer prints an EGL traceback at exit."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        atexit.register(_close_open_tasks)
+        _exit_hook_registered = True
+    _OPEN_TASKS.add(task)
 
 
 class PixelTask(gym.Env, abc.ABC):
@@ -65,6 +87,7 @@ class PixelTask(gym.Env, abc.ABC):
         if camera_fovy is not None:
             model.cam_fovy[self.camera_id] = float(camera_fovy)
         self._renderer = mujoco.Renderer(model.ptr, self.image_size, self.image_size)
+        close_at_exit(self)
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(shadows)
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = bool(reflections)

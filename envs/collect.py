@@ -133,7 +133,8 @@ def main(cfg: DictConfig) -> None:
     atomic_write_text(dataset_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     todo = {split: max(0, sizes[split] - writers[split].num_committed) for split in sizes}
     frames_per_episode = cfg.collect.episode_length + 1
-    progress = tqdm(total=sum(todo.values()), unit="episode", desc=f"collect {cfg.env.name}", dynamic_ncols=True)
+    progress = tqdm(total=sum(todo.values()), unit="episode", desc=f"collect {cfg.env.name}", dynamic_ncols=True,
+                    disable=not any(todo.values()))  # nothing to collect: no empty bar
     started = time.perf_counter()
     try:
         for split, writer in writers.items():
@@ -153,7 +154,9 @@ def main(cfg: DictConfig) -> None:
     finally:
         progress.close()
         task.close()
-    print(f"dataset: {dataset_dir} ({', '.join(f'{split} {count}' for split, count in sizes.items())} episodes)")
+    done_before = "" if any(todo.values()) else ", all collected before"
+    print(f"dataset: {dataset_dir} ({', '.join(f'{split} {count}' for split, count in sizes.items())} episodes"
+          f"{done_before})")
     if cfg.collect.preview_episodes > 0:
         write_preview(dataset_dir, cfg.collect.preview_episodes)
 

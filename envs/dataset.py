@@ -147,7 +147,8 @@ class EpisodeStore:
         manifest = read_manifest(self.split_dir)
         if manifest is None:
             raise FileNotFoundError(
-                f"no dataset at {str(self.split_dir)!r} (missing {MANIFEST}); make one with `jepa-agent collect`"
+                f"no dataset at {str(self.split_dir)!r} (missing {MANIFEST}); make one with `jepa-agent collect`, "
+                "or point hydra.run.dir at a run directory that has one"
             )
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{self.split_dir / MANIFEST}: format_version {manifest.get('format_version')!r} "

@@ -101,6 +101,29 @@ def test_missing_predictor_names_the_command(tmp_path, tiny_dataset_dir):
         evaluate(cfg)
 
 
+def test_run_directories_made_stage_by_stage_load_and_stage_folders_are_refused(micro_run_dir, tmp_path):
+    """A run made stage by stage has no `config.yaml` of `run`: train's, beside the predictor, serves.
+    A stage's folder (which holds a config.yaml of its own) is not taken for a run directory."""
+    import shutil
+
+    staged = tmp_path / "moved"
+    shutil.copytree(micro_run_dir, staged, ignore=shutil.ignore_patterns("dataset", "eval"))
+    (staged / "config.yaml").unlink()
+    agent = load_agent(staged, planner={"samples": 8, "top_k": 2})
+    assert agent.planner.samples == 8 and agent.world.predictor.config.action_dim == 2
+    with pytest.raises(ValueError, match=r"'.*/predictor' is the predictor folder of a run, not a run directory"):
+        load_agent(staged / "predictor")
+    with pytest.raises(FileNotFoundError, match=r"'.*/none' is not a run directory"):
+        load_agent(tmp_path / "none")
+
+
+def test_evaluating_a_run_without_a_dataset_makes_nothing(tmp_path):
+    cfg = compose_config(tmp_path / "run", ["evaluate.agent=random"])
+    with pytest.raises(FileNotFoundError, match="no dataset at .*hydra.run.dir"):
+        evaluate(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_planner_seed_changes_the_plans_and_the_same_seed_repeats_them(micro_run_dir):
     task = envs.make("reacher", image_size=32)
     try:

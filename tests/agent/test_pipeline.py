@@ -10,6 +10,8 @@ import sys
 import time
 
 import imageio.v3 as iio
+import pytest
+from omegaconf import OmegaConf
 
 from tests.conftest import cli
 from tests.conftest import REPO
@@ -99,8 +101,30 @@ def test_a_different_config_is_refused_naming_the_keys(micro_run_dir):
 
 def test_unknown_preset_lists_the_presets(tmp_path):
     result = cli("run", "experiment=nope", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert "micro" in result.stderr and "quick" in result.stderr and "reacher" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: experiment=nope is invalid; expected one of: micro, point_mass, quick, reacher"
+
+
+def test_a_config_yaml_edited_into_garbage_is_refused_or_remade(tmp_path):
+    """The run's config.yaml: refused by name (overwrite replaces it). A stage's: the stage is remade."""
+    from agent.config import compose_config
+    from agent.pipeline import STAGES as PIPELINE_STAGES, StageBook, check_run_dir, section_hash
+
+    cfg = compose_config(tmp_path, ["experiment=micro"])
+    (tmp_path / "config.yaml").write_text("seed: [\n")
+    with pytest.raises(ValueError, match="config.yaml' is not a readable config; restore it, or pass run.overwrite"):
+        check_run_dir(cfg, tmp_path)
+    cfg.run.overwrite = True
+    check_run_dir(cfg, tmp_path)
+    sections, _, _, last_output = PIPELINE_STAGES["collect"]
+    book, output_dir, config_hash = StageBook(tmp_path), tmp_path / "dataset", section_hash(cfg, sections)
+    (output_dir / "eval").mkdir(parents=True)
+    (output_dir / last_output).write_text("{}")
+    book.record("collect", config_hash, done=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert book.is_done("collect", config_hash, output_dir, sections, last_output)
+    (output_dir / "config.yaml").write_text("seed: [\n")
+    assert not book.is_done("collect", config_hash, output_dir, sections, last_output)
 
 
 def test_kill_during_pretraining_then_resume(tmp_path):

@@ -45,6 +45,12 @@ def test_tasks_lists_registered_tasks():
         ("env.image_size=big", "image_size='big' is invalid; expected an int >= 16"),
         ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected 'uniform' or 'correlated'"),
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
+        # Hydra's own errors, made one line by the CLI's composition check
+        ("env=cheetah", "env=cheetah is invalid; expected one of: point_mass, reacher"),
+        ("collect.speed=2", "Could not override 'collect.speed'; Key 'speed' is not in struct; "
+                            "To append to your config use +collect.speed=2"),
+        ("collect.episodes=[1", "collect.episodes=[1: no viable alternative at input '[1'"),
+        ("env.name=${missing}", "env.name: Interpolation key 'missing' not found"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, override, message):

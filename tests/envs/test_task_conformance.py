@@ -97,3 +97,14 @@ def test_step_reports_success_against_the_goal(task):
     _, reward, _, _, info = task.step(np.zeros(task.action_space.shape))
     assert info["success_substep"] and reward == 1.0
     assert info["distance"] == pytest.approx(task.distance(info["state"], task.goal_state))
+
+
+def test_a_task_left_open_is_closed_quietly_at_exit():
+    """An unclosed renderer used to print an EGL traceback at interpreter exit."""
+    import subprocess
+    import sys
+
+    script = "import envs\ntask = envs.make('reacher')\ntask.reset(seed=0)\ntask.render()\n"
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "Traceback" not in finished.stderr and "Exception ignored" not in finished.stderr, finished.stderr
