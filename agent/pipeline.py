@@ -9,9 +9,9 @@ Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> 
 (latent agent, then the random and oracle baselines under the same protocol). Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
 hash matches, both there and in the `config.yaml` the stage wrote beside its outputs, and whose
-last output is there (so outputs deleted, or remade by a stage run on its own with other settings,
-are made again), and a stage
-killed midway resumes from its own checkpoints. A run directory made by a different config is
+last output is there: deleted outputs are made again, and outputs remade by a stage run on its own
+with other settings are noticed (that stage then refuses, naming the keys, unless run.overwrite=true).
+A stage killed midway resumes from its own checkpoints. A run directory made by a different config is
 refused, naming the differing keys, unless `run.overwrite=true`; then only the stages whose inputs
 changed run again. More (or fewer) `evaluate.seeds` or `evaluate.pairs` need no overwrite: the
 evaluations grow (or summarise a subset).

@@ -81,6 +81,38 @@ def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir,
     assert {metrics["episodes"] for metrics in summary["agents"].values()} == {4}
 
 
+@pytest.mark.parametrize("preset", ["micro", "quick", "reacher", "point_mass"])
+def test_released_weights_on_the_command_line_replace_a_presets_encoder(tmp_path, preset):
+    """Presets pick their in-domain encoder as a group option, so `encoder=vjepa2_vitl` replaces it
+    whole: no stray pretraining settings or architecture, and `run` skips pretraining."""
+    from agent.config import compose_config
+
+    cfg = compose_config(tmp_path, [f"experiment={preset}", "encoder=vjepa2_vitl"])
+    assert cfg.encoder.pretrain is None and cfg.encoder.architecture is None
+    assert compose_config(tmp_path, [f"experiment={preset}"]).encoder.pretrain.steps >= 1
+
+
+def test_run_with_released_format_weights_from_a_directory(micro_run_dir, tmp_path):
+    """The official-weights path end to end, on a tiny random VJEPA2 model saved as transformers saves
+    the released ones: no pretrain stage, the rest of the pipeline on its tokens."""
+    import torch
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "weights"
+    VJEPA2Model(VJEPA2Config(crop_size=16, patch_size=4, tubelet_size=2, hidden_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, pred_hidden_size=16, pred_num_hidden_layers=1,
+                             pred_num_attention_heads=2, frames_per_clip=4)).save_pretrained(weights)
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir / "dataset", run_dir / "dataset")
+    result = cli("run", "experiment=micro", "encoder=vjepa2_vitl", f"encoder.source={weights}", "run.agents=[latent]",
+                 f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[run] pretrain" not in result.stdout and not (run_dir / "encoder").exists()
+    assert list(json.loads((run_dir / "stages.json").read_text())) == ["collect", "embed", "train", "evaluate_latent"]
+    assert json.loads((run_dir / "eval" / "latent" / "metrics.json").read_text())["episodes"] == 2
+
+
 def test_bad_top_level_values_are_one_line_errors(tmp_path):
     for override, expected in (("run.overwrite=no", "run.overwrite='no' is invalid; expected true or false"),
                                ("threads=abc", "threads='abc' is invalid; expected a positive int"),
