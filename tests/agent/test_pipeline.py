@@ -162,8 +162,8 @@ def test_a_config_yaml_edited_into_garbage_is_refused_or_remade(tmp_path):
 def test_kill_during_pretraining_then_resume(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "agent.cli", "run", "experiment=micro", "encoder.pretrain.steps=40",
-            f"hydra.run.dir={run_dir}"]
+    settings = ["experiment=micro", "encoder.pretrain.steps=12", "run.agents=[latent]", f"hydra.run.dir={run_dir}"]
+    args = [sys.executable, "-m", "agent.cli", "run", *settings]
     process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint_dir = run_dir / "encoder" / "checkpoints"
     deadline = time.time() + 240
@@ -174,7 +174,7 @@ def test_kill_during_pretraining_then_resume(tmp_path):
     book = json.loads((run_dir / "stages.json").read_text())
     assert book["collect"]["done"] and not book["pretrain"]["done"], "the kill should land in pretraining"
 
-    result = cli("run", "experiment=micro", "encoder.pretrain.steps=40", f"hydra.run.dir={run_dir}")
+    result = cli("run", *settings)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] collect: up to date, skipped" in result.stdout
     assert "resum" in (result.stdout + result.stderr).lower()  # pretraining continued from its checkpoint
