@@ -22,13 +22,16 @@ def load_world_model(cfg: DictConfig, task, device: str):
     from world_model.latent_cache import load_stage_encoder
     from world_model.predictor import load_predictor
 
+    from envs.registry import registered_name
+
     predictor_dir = Path(cfg.paths.predictor)
     predictor, meta = load_predictor(predictor_dir, device=device)
     action_dim = task.action_space.shape[0]
-    if meta.get("task") not in (None, cfg.env.name) or predictor.config.action_dim != action_dim:
+    task_name = registered_name(task) or cfg.env.name  # the task given, which may not be the config's
+    if meta.get("task") not in (None, task_name) or predictor.config.action_dim != action_dim:
         raise ValueError(
             f"predictor at {str(predictor_dir)!r} was trained for task {meta.get('task')!r} with action_dim="
-            f"{predictor.config.action_dim}; this evaluation is task {cfg.env.name!r} with action_dim={action_dim}"
+            f"{predictor.config.action_dim}; this evaluation is task {task_name!r} with action_dim={action_dim}"
         )
     encoder = load_stage_encoder(cfg)  # the same encode settings as the latent cache it was trained on
     fingerprint = meta.get("encoder_fingerprint")
@@ -83,6 +86,7 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
                                 f"no predictor/config.yaml from `jepa-agent train`); make one with "
                                 f"`jepa-agent run hydra.run.dir={run_dir}`")
     saved = OmegaConf.load(config_path)
+    check_override_keys(saved, overrides)
     stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS}
     if run_dir.name in stage_outputs and Path(str(saved.run_dir)).name != run_dir.name:
         raise ValueError(f"{str(run_dir)!r} is the {stage_outputs[run_dir.name]} folder of a run, not a run "
@@ -95,6 +99,18 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
         cfg.encoder.source = cfg.paths.encoder
     cfg.run.overwrite = bool(overrides.get("run", {}).get("overwrite", False))  # never inherited from the run
     return cfg
+
+
+def check_override_keys(saved: DictConfig, overrides: dict) -> None:
+    """Every overridden key must be one of the run's config (a typo would be silently ignored)."""
+    from envs.io import flatten
+
+    known = set(flatten(OmegaConf.to_container(saved)))
+    unknown = [key for key in flatten(overrides)
+               if not any(key == name or key.startswith(name + ".") for name in known)]
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown} in the overrides; expected keys of the run's config.yaml, "
+                         "e.g. planner.samples")
 
 
 def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides):

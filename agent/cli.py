@@ -66,8 +66,7 @@ def resolve_run_dir(cfg) -> None:
 
 def check_common_keys(cfg) -> None:
     """The top-level keys every stage reads: one-line errors naming the bad value."""
-    def is_int(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
+    from envs.checks import is_int
 
     if not is_int(cfg.seed) or cfg.seed < 0:
         raise ValueError(f"seed={cfg.seed!r} is invalid; expected a non-negative int")

@@ -37,13 +37,16 @@ from agent.build import build_agent
 from agent.episode_video import write_episode_video
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
+from envs.checks import check_int_list, check_ints, check_numbers
 from envs.dataset import EpisodeStore, read_manifest
-from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, sha256_file
+from envs.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
+                     sha256_file)
 
 
 IDENTITY_FILE = "identity.json"
 PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
+SCORING_ONLY = ("angle_error",)  # env keys that change how success is scored, not what the agent sees
 RECORD_FORMAT = 2  # 2: a record ends at the first success, closest distances over control steps, wall_time_s
 
 
@@ -51,6 +54,8 @@ def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: 
                  exclude_within: float = 0.0) -> tuple[list[dict], int]:
     """`count` start/goal pairs from `store`, reproducible under `seed`; returns (pairs, excluded)."""
     length = store.episode_length
+    if count < 1:
+        raise ValueError(f"evaluate.pairs={count} is invalid; expected a positive int")
     if goal_offset > length:
         raise ValueError(f"evaluate.goal_offset={goal_offset} is invalid; expected <= the episode length {length}")
     candidates = [(e, t) for e in range(len(store)) for t in range(length - goal_offset + 1)]
@@ -178,23 +183,17 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict) -
 
 
 def validate(cfg: DictConfig) -> None:
-    for key in ("pairs", "budget", "goal_offset", "batch_envs", "bootstrap_samples"):
-        value = cfg.evaluate[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"evaluate.{key}={value!r} is invalid; expected a positive int")
-    seeds = cfg.evaluate.seeds
-    seed_list = list(seeds) if OmegaConf.is_list(seeds) else None
-    if (not seed_list or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seed_list)
-            or len(set(seed_list)) != len(seed_list)):
-        shown = OmegaConf.to_container(seeds) if OmegaConf.is_list(seeds) else seeds
-        raise ValueError(f"evaluate.seeds={shown!r} is invalid; expected a non-empty list of distinct "
-                         "non-negative ints, e.g. [0,1,2]")
+    check_ints(cfg.evaluate, "evaluate", ("pairs", "budget", "goal_offset", "batch_envs", "bootstrap_samples"))
+    check_ints(cfg.evaluate, "evaluate", ("videos",), minimum=0)
+    check_numbers(cfg.evaluate, "evaluate", ("exclude_within",))
+    check_int_list(cfg.evaluate, "evaluate", "seeds")
 
 
 def main(cfg: DictConfig, kind: str | None = None) -> dict:
     validate(cfg)
     kind = kind or cfg.evaluate.agent
     store = EpisodeStore(Path(cfg.paths.dataset) / "eval")  # before anything is made: a wrong run dir fails here
+    check_env_matches_dataset(cfg, store)
     out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
     tasks = [make_from_config(cfg.env) for _ in range(cfg.evaluate.batch_envs)]
     try:
@@ -206,6 +205,16 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}) over "
           f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
     return metrics
+
+
+def check_env_matches_dataset(cfg: DictConfig, store: EpisodeStore) -> None:
+    """Goal images come from the dataset and live frames from `cfg.env`: both must be rendered alike
+    (and step alike), or the agent compares images of two cameras."""
+    recorded = {k: v for k, v in (store.meta.get("env") or {}).items() if k not in SCORING_ONLY}
+    current = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if k not in SCORING_ONLY}
+    if recorded and recorded != current:
+        raise ValueError(f"env settings differ from those the dataset {str(store.split_dir)!r} was collected with "
+                         f"({describe_differences(recorded, current)}); evaluate with the run's env settings")
 
 
 def run_episodes(cfg: DictConfig, kind: str, out_dir: Path, store: EpisodeStore, tasks: list) -> dict:

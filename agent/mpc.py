@@ -47,7 +47,7 @@ class MPCAgent:
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
         """One seed per env: env b's planner noise depends on seeds[b] and the planner's own seed only,
         not on the batch (planner.seed 0 leaves each episode's seed as it is)."""
-        self.batch = check_batch(goal_images, goal_states, seeds)
+        self.batch = check_batch(goal_images, goal_states, seeds, self.world.state_dim)
         self.world.set_goal(goal_images, goal_states)
         self.generators = [self.planner.make_generators(1, self.planner.seed * 1_000_003 + int(seed))[0]
                            for seed in seeds]
@@ -58,7 +58,7 @@ class MPCAgent:
         self.plans = []
 
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
-        check_observation(self.batch, pixels, states)
+        check_observation(self.batch, pixels, states, self.world.state_dim)
         if self.step % self.block == 0:
             executed = np.concatenate(self.current_block, axis=1) if self.current_block else None  # (B, block*A)
             self.world.observe(pixels, states, executed)
@@ -102,17 +102,32 @@ class RandomAgent:
         return np.stack([rng.uniform(-1.0, 1.0, self.action_dim) for rng in self.generators]).astype(np.float32)
 
 
-def check_batch(goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> int:
+def check_batch(goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int],
+                state_dim: int | None = None) -> int:
     """The batch size B of `reset`'s arguments, which must agree."""
     sizes = {"goal_images": len(goal_images), "goal_states": len(goal_states), "seeds": len(seeds)}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"reset got batches of different sizes {sizes}; expected one entry per env in each")
+    check_arrays("reset", goal_images, goal_states, state_dim)
     return sizes["seeds"]
 
 
-def check_observation(batch: int | None, pixels: np.ndarray, states: np.ndarray) -> None:
+def check_observation(batch: int | None, pixels: np.ndarray, states: np.ndarray, state_dim: int | None = None) -> None:
     if batch is None:
         raise RuntimeError("act() called before reset(goal_images, goal_states, seeds)")
     if len(pixels) != batch or len(states) != batch:
         raise ValueError(f"act got pixels for {len(pixels)} envs and states for {len(states)}; expected {batch}, "
                          "as given to reset (pixels (B, H, W, 3), states (B, S))")
+    check_arrays("act", pixels, states, state_dim)
+
+
+def check_arrays(method: str, images: np.ndarray, states: np.ndarray, state_dim: int | None) -> None:
+    """images uint8 (B, H, W, 3); states finite (B, S), S = state_dim when the world reads states."""
+    images, states = np.asarray(images), np.asarray(states)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"{method} got images {images.dtype} {images.shape}; expected uint8 (B, H, W, 3)")
+    expected = "S" if state_dim is None else str(state_dim)
+    if states.ndim != 2 or (state_dim is not None and states.shape[1] != state_dim):
+        raise ValueError(f"{method} got states of shape {states.shape}; expected (B, {expected}): qpos then qvel")
+    if not np.isfinite(states).all():
+        raise ValueError(f"{method} got states that are not finite (NaN or inf)")

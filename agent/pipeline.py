@@ -150,6 +150,10 @@ def main(cfg: DictConfig) -> None:
     unknown = [agent for agent in cfg.run.agents if agent not in AGENTS]
     if unknown or not cfg.run.agents:
         raise ValueError(f"run.agents={list(cfg.run.agents)} is invalid; expected some of {list(AGENTS)}")
+    if cfg.encoder.get("pretrain") is None:  # released weights: found now, not after collecting for minutes
+        from world_model.vjepa.weights import read_config, resolve_source
+
+        read_config(resolve_source(str(cfg.encoder.source)))
     run_dir = ensure_writable_dir(cfg.run_dir, "run directory")
     check_run_dir(cfg, run_dir)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

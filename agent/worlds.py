@@ -5,6 +5,7 @@ A world keeps the context the agent has observed and turns a goal into the plann
     world.set_goal(goal_images (B, H, W, 3), goal_states (B, S))
     world.observe(pixels (B, H, W, 3), states (B, S), executed_block (B, block*A) | None)
     world.energy_fn(blocks=None)(actions (B, K, H, block*A)) -> energies (B, K)   # K candidates
+    world.state_dim                  # S it reads (the agent checks states against it), None: any
 
 `blocks` (1..H) scores only the first `blocks` planned blocks (the window ends at a deadline that is
 closer than H blocks away; later blocks are not even predicted); None scores all H.
@@ -68,6 +69,11 @@ class LatentWorld:
         self.context_latents: list[torch.Tensor] = []
         self.context_actions: list[torch.Tensor] = []
         self.context_proprio: list[torch.Tensor] = []  # only for predictors that read the proprio
+
+    @property
+    def state_dim(self) -> int | None:
+        """S of the states it reads (the proprio), or None when it reads none."""
+        return self.predictor.config.proprio_dim or None
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""
@@ -149,6 +155,7 @@ class SimulatorWorld:
         self.task, self.block, self.aggregate = task, block, aggregate
         self.goal_states: np.ndarray | None = None
         self.states: np.ndarray | None = None
+        self.state_dim = task.nq + task.nv  # S: (qpos, qvel)
 
     def set_goal(self, goal_images=None, goal_states: np.ndarray | None = None) -> None:
         self.goal_states = np.asarray(goal_states, dtype=np.float64)  # (B, S)

@@ -38,7 +38,7 @@ def frames_per_second(episodes: int, length: int, shadows: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
     args = parser.parse_args()
     episodes, length, repeats = (2, 10, 1) if args.smoke else (40, 100, 3)

@@ -42,6 +42,7 @@ class RenderedLatentWorld:
         self.task, self.encoder, self.pool_grid = task, encoder, pool_grid
         self.block, self.aggregate = block, aggregate
         self.goal_latents = self.states = None
+        self.state_dim = task.nq + task.nv  # S: (qpos, qvel)
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         pooled = pool_token_grid(self.encoder.encode_images(images), self.pool_grid).flatten(-3)  # (B, k*k*D)
@@ -95,7 +96,7 @@ def evaluate(cfg, encoder, pairs, samples: int, iterations: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--samples", type=int, default=100)

@@ -3,6 +3,7 @@ encoding throughput (frames/s, single frames as the planner embeds them) and pre
 (with the projected duration of the default pretraining run). Medians over repeats; writes JSON.
 
     python benchmarks/encoder_speed.py --threads 2 --output benchmarks/results/encoder_speed.json
+    python benchmarks/encoder_speed.py --encoder vjepa_tiny_point_mass   # any in-domain `encoder` option
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agent.config import compose_config  # noqa: E402
 from envs.io import atomic_write_json  # noqa: E402
 from benchmarks.timing import median_seconds  # noqa: E402
 from world_model.encoder import random_encoder  # noqa: E402
@@ -27,8 +29,8 @@ from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs/encoder/vjepa_tiny.yaml"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", default="vjepa_tiny", help="an in-domain option of configs/encoder/")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--encode-batch", type=int, default=64)
@@ -36,7 +38,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    group = OmegaConf.load(args.config)
+    group = compose_config(".", [f"encoder={args.encoder}"]).encoder
+    if group.get("pretrain") is None:
+        sys.exit(f"error: encoder={args.encoder} loads released weights; expected an in-domain option such as vjepa_tiny")
     architecture = OmegaConf.to_container(group.architecture)
     pretrain_values = OmegaConf.to_container(group.pretrain)
     config = build_config(architecture, pretrain_values["clip_frames"])
@@ -57,7 +61,7 @@ def main() -> None:
                      "pretrain_clips_per_s": round(settings.batch_size / step_seconds, 1),
                      "projected_pretrain_minutes": round(settings.steps * step_seconds / 60, 1)})
 
-    result = {"benchmark": "encoder_speed", "config": Path(args.config).name, "threads": args.threads,
+    result = {"benchmark": "encoder_speed", "encoder": args.encoder, "threads": args.threads,
               "cpu": platform.processor() or platform.machine(), "load_average_1min": os.getloadavg()[0],
               "torch": torch.__version__, "input_px": config.crop_size,
               "tokens_per_frame": (config.crop_size // config.patch_size) ** 2, "hidden_size": config.hidden_size,

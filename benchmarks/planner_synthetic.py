@@ -40,7 +40,7 @@ def seconds_per_plan(planner, batch_size: int, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
     parser.add_argument("--action-dim", type=int, default=10, help="D = block * A")
     args = parser.parse_args()

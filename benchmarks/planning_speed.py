@@ -73,7 +73,7 @@ def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int, compile:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
     parser.add_argument("--compile", action="store_true", help="also measure bf16 with torch.compile")
     parser.add_argument("--latent-dim", type=int, default=192, help="encoder width (vjepa_tiny: 192)")

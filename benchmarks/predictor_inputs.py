@@ -94,7 +94,7 @@ def fit_and_score(kind: str, train: dict, held_out: dict, block: int, fourier, s
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--predictor", type=Path, default=None, help="default: RUN_DIR/predictor")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)

@@ -5,8 +5,8 @@ of the model (target: <= 50 ms on 2 CPU cores at the default latent layout). Row
 k = 1, 2, 4, so the trade-off between latent size and planning speed is visible. Medians over
 repeats; prints a table and writes JSON.
 
-    python benchmarks/predictor_speed.py --threads 2 --output benchmarks/results/predictor_speed.json
-    python benchmarks/predictor_speed.py --smoke --output /tmp/predictor_speed.json   # seconds, for tests
+    python benchmarks/predictor_speed.py --threads 2     # -> benchmarks/results/predictor_speed.json
+    python benchmarks/predictor_speed.py --smoke        # seconds, for tests: predictor_speed_smoke.json
 """
 from __future__ import annotations
 
@@ -45,17 +45,19 @@ def model_settings(smoke: bool) -> tuple[dict, dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--horizon", type=int, default=5)
     parser.add_argument("--grids", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--smoke", action="store_true", help="tiny model, few samples, one repeat")
-    parser.add_argument("--output", default=str(REPO / "benchmarks/results/predictor_speed.json"))
+    parser.add_argument("--output", default=None,
+                        help="default: benchmarks/results/predictor_speed.json (_smoke.json with --smoke)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.repeats, args.samples, args.grids = 1, 8, [1, 2]
+    output = args.output or REPO / "benchmarks/results" / f"predictor_speed{'_smoke' if args.smoke else ''}.json"
     torch.set_num_threads(args.threads)
     settings, default_layout = model_settings(args.smoke)
     layouts = [("default", default_layout)] + [
@@ -90,9 +92,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         print(f"{row['layout']:>8} {row['tokens_per_frame']:>6} {row['latent_dim']:>5} {row['dtype']:>5} "
               f"{row['rollout_ms']:>10.1f} {row['rollouts_per_s']:>10.0f}")
-    atomic_write_json(args.output, {
+    atomic_write_json(output, {
         "benchmark": "predictor_speed", "model": settings, "threads": args.threads, "repeats": args.repeats,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "rows": rows})
+    print(f"wrote {output}")
     return rows
 
 

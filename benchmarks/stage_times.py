@@ -15,7 +15,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "stage_times.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", type=Path)
     args = parser.parse_args()
     table = {}

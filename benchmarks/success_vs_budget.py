@@ -53,22 +53,30 @@ def plot(rows: list[dict], random_rate: float, path: Path) -> None:
     plt.close(figure)
 
 
+def parse_budget(text: str) -> tuple[int, int]:
+    """"300x30" -> (300, 30): CEM samples x iterations."""
+    samples, _, iterations = text.partition("x")
+    if not (samples.isdigit() and iterations.isdigit() and int(samples) >= 1 and int(iterations) >= 1):
+        raise argparse.ArgumentTypeError(f"budget {text!r} is invalid; expected SAMPLESxITERATIONS, e.g. 300x30 "
+                                         "(the run directory comes first: RUN_DIR --budgets ...)")
+    return int(samples), int(iterations)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--budgets", nargs="+", default=["30x3", "100x5", "300x10", "300x30"],
-                        help="SAMPLESxITERATIONS")
+    parser.add_argument("--budgets", nargs="+", type=parse_budget, default=[(30, 3), (100, 5), (300, 10), (300, 30)],
+                        help="SAMPLESxITERATIONS, after the run directory")
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--smoke", action="store_true", help="two tiny budgets on 2 pairs")
     args = parser.parse_args()
-    budgets = ["8x1", "16x2"] if args.smoke else args.budgets
+    budgets = [(8, 1), (16, 2)] if args.smoke else args.budgets
     pairs = 2 if args.smoke else args.pairs
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for budget in budgets:
-            samples, iterations = (int(part) for part in budget.split("x"))
+        for samples, iterations in budgets:
             for agent in ("latent", "oracle"):
-                cfg = run_config(args.run_dir, Path(scratch) / budget, samples, iterations, pairs)
+                cfg = run_config(args.run_dir, Path(scratch) / f"{samples}x{iterations}", samples, iterations, pairs)
                 metrics = evaluate(cfg, agent)
                 rows.append({"agent": agent, "samples": samples, "iterations": iterations,
                              "rollouts_per_plan": samples * iterations, "success_rate": metrics["success_rate"],

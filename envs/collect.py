@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from envs.base import check_image_size
+from envs.checks import check_ints
 from envs.dataset import EpisodeStore, ShardWriter, read_manifest
 from envs.io import atomic_write_text, ensure_writable_dir, may_resume
 from envs.policies import make_policy
@@ -65,10 +66,7 @@ def validate(cfg: DictConfig) -> None:
     collect = cfg.collect
     task_class(cfg.env.name)  # unknown task -> error listing the registered ones
     check_image_size(cfg.env.image_size)
-    for key in ("episodes", "eval_episodes", "episode_length", "episodes_per_shard"):
-        value = collect[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"collect.{key}={value!r} is invalid; expected a positive int")
+    check_ints(collect, "collect", ("episodes", "eval_episodes", "episode_length", "episodes_per_shard"))
     if not 0.0 <= collect.val_fraction < 1.0:
         raise ValueError(f"collect.val_fraction={collect.val_fraction!r} is invalid; expected a float in [0, 1)")
     for split in ("train", "eval"):  # builds each policy once: bad kinds or keys fail before anything is written

@@ -22,6 +22,11 @@ def task_class(name: str):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def registered_name(task) -> str | None:
+    """The registry name of a task instance's class, e.g. "reacher"; None for an unregistered class."""
+    return next((name for name in TASKS if type(task) is task_class(name)), None)
+
+
 def make(name: str, **kwargs: Any):
     """Build a registered task: `make("reacher", image_size=64, camera_fovy=40)`."""
     return task_class(name)(**kwargs)

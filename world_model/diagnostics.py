@@ -25,6 +25,7 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from envs.checks import check_ints, check_numbers
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from world_model.encoder import resolve_device
 from world_model.energy import latent_distance
@@ -174,6 +175,9 @@ def plot_results(results: dict, output_dir: Path) -> None:
 def main(cfg: DictConfig) -> None:
     """`jepa-agent diagnose`: write diagnostics.json and PNGs for the predictor in `cfg.paths.predictor`."""
     diagnose_cfg, device = cfg.diagnose, resolve_device(cfg.device)
+    check_ints(diagnose_cfg, "diagnose", ("horizon", "rollout_windows", "retrieval_transitions", "landscape_examples",
+                                          "landscape_grid"))
+    check_numbers(diagnose_cfg, "diagnose", ("landscape_radius",), positive=True)
     model, meta = load_predictor(cfg.paths.predictor, device)
     cache = LatentCache(Path(cfg.paths.latents) / diagnose_cfg.split)
     check_cache_matches(meta, cache)

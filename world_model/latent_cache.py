@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from envs.checks import check_ints
 from envs.dataset import EpisodeStore
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
 from world_model.predictor import pool_token_grid
@@ -141,11 +142,12 @@ def embed_split(store: EpisodeStore, encoder, split_dir: str | Path, embed_cfg: 
                 overwrite: bool = False) -> LatentCache:
     """Embed one split into `split_dir` (resumable); returns the complete cache."""
     split_dir = Path(split_dir)
-    identity = cache_identity(store, encoder, int(embed_cfg.pool_grid))
+    identity = cache_identity(store, encoder, int(embed_cfg.pool_grid))  # "grid": embed.pool_grid, capped by the encoder's
     episodes_done = prepare_split_dir(split_dir, identity, overwrite)
     if episodes_done == -1:
         print(f"latent cache {split_dir} is complete; nothing to do")
         return LatentCache(split_dir, identity["encoder_fingerprint"])
+    (split_dir.parent / "config.yaml").unlink(missing_ok=True)  # the cache changes: written again once complete
     ensure_writable_dir(split_dir, "latent cache directory")
     count, length, grid = identity["episodes"], identity["episode_length"], identity["grid"]
     latents_path = split_dir / "latents.npy"
@@ -185,10 +187,7 @@ def load_stage_encoder(cfg: DictConfig):
 
 def main(cfg: DictConfig) -> None:
     """`jepa-agent embed`: cache the latents of every split of `cfg.paths.dataset` in `cfg.paths.latents`."""
-    for key in ("pool_grid", "chunk_episodes", "batch_size"):
-        value = cfg.embed[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"embed.{key}={value!r} is invalid; expected a positive int")
+    check_ints(cfg.embed, "embed", ("pool_grid", "chunk_episodes", "batch_size"))
     dataset_dir = Path(cfg.paths.dataset)
     splits = [split for split in cfg.embed.splits if (dataset_dir / split).exists()]
     if not splits:
@@ -196,7 +195,6 @@ def main(cfg: DictConfig) -> None:
                                 "make one with `jepa-agent collect`")
     encoder = load_stage_encoder(cfg)
     latents_dir = ensure_writable_dir(cfg.paths.latents, "latent cache directory")
-    (latents_dir / "config.yaml").unlink(missing_ok=True)  # written again once every split is complete
     for split in splits:
         cache = embed_split(EpisodeStore(dataset_dir / split), encoder, latents_dir / split, cfg.embed,
                             bool(cfg.run.overwrite))

@@ -10,7 +10,9 @@ Probes: `linear` (ridge on the tokens average-pooled to the k x k grid the world
 `probe.linear_pool_grid`, flattened) and `attentive` (learned-query pooler + linear head on all tokens;
 its R^2 is the mean over the probe seeds `probe.attentive.seeds`, each seed's kept in the JSON).
 The encoder clearly beats random on a probe when it reads the state (R^2 > 0) and its R^2 exceeds
-the best random seed's by `probe.clear_margin`. Writes `cfg.run_dir/probe/probe.json`, `probe.png`
+the best random seed's by `probe.clear_margin`. Random seed s is the initialisation that `pretrain`
+with `seed=s` starts from, so the seed equal to the run's seed isolates what pretraining changed
+(after a few steps, as in the `micro` preset, that encoder and its random twin score alike). Writes `cfg.run_dir/probe/probe.json`, `probe.png`
 (bar chart, encoder vs the random seeds' mean and range) and `config.yaml`.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from envs.checks import check_int_list, check_ints, check_number_list, check_numbers
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from envs.registry import task_class
 from world_model.encoder import FrozenEncoder, load_encoder, random_encoder
@@ -149,16 +152,27 @@ def plot(encoder: dict, encoder_attentive_by_seed: dict, comparison: dict, path:
     plt.close(figure)
 
 
+def check_settings(settings: DictConfig) -> None:
+    """One-line errors naming a bad `probe` value, before anything is read or written."""
+    check_ints(settings, "probe", ("frame_stride", "max_frames", "clip_frames", "linear_pool_grid"))
+    check_int_list(settings, "probe", "random_seeds")
+    check_numbers(settings, "probe", ("clear_margin",))
+    check_number_list(settings, "probe", "ridge_alphas")
+    attentive = settings.attentive
+    check_int_list(attentive, "probe.attentive", "seeds")
+    check_ints(attentive, "probe.attentive", ("steps", "batch_size", "width", "num_queries", "num_heads"))
+    check_numbers(attentive, "probe.attentive", ("lr",), positive=True)
+    check_numbers(attentive, "probe.attentive", ("weight_decay",))
+
+
 def main(cfg: DictConfig) -> None:
     """Probe `cfg.encoder.source` and random encoders of its architecture; write probe.json/png."""
     from envs.dataset import EpisodeStore
 
     settings = cfg.probe
-    if not settings.random_seeds:
-        raise ValueError("probe.random_seeds is empty; expected at least one seed for the random baseline, e.g. [0, 1, 2]")
-    if not settings.attentive.seeds:
-        raise ValueError("probe.attentive.seeds is empty; expected at least one seed for the attentive probe, e.g. [0, 1, 2]")
+    check_settings(settings)
     output = ensure_writable_dir(Path(cfg.run_dir) / "probe", "probe directory")
+    (output / "config.yaml").unlink(missing_ok=True)  # written again beside the new results
     started = time.perf_counter()
     encode = cfg.encoder.encode
     encoder = load_encoder(cfg.encoder.source, cfg.device, encode.autocast_bf16, encode.chunk_size)
@@ -169,7 +183,6 @@ def main(cfg: DictConfig) -> None:
     train, test = (probe_samples(stores[split], settings.frame_stride, settings.max_frames,
                                  settings.clip_frames, angles)
                    for split in (settings.train_split, settings.test_split))
-    atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     encoder_r2, encoder_attentive_by_seed = evaluate_encoder(encoder, train, test, settings, "encoder")
     random_r2, random_attentive_by_seed = {}, {}
     for seed in map(int, settings.random_seeds):
@@ -190,6 +203,7 @@ def main(cfg: DictConfig) -> None:
               **{key: value for key, value in comparison.items() if key != "random_mean"}, "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_json(output / "probe.json", report)
     plot(encoder_r2, encoder_attentive_by_seed, comparison, output / "probe.png")
+    atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the settings of these results
     print(f"probe: {task}, {len(train[0])} train / {len(test[0])} test frames, held-out R^2 "
           f"(random: mean [min, max] over seeds {list(random_r2)}; attentive: mean over probe seeds "
           f"{report['attentive_probe_seeds']}):")

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from envs.checks import check_ints, check_numbers, is_int
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
 from envs.registry import task_class
 from world_model.energy import latent_distance
@@ -221,22 +222,13 @@ def save_checkpoint(path: Path, model, optimizer, step: int, history: list, iden
 
 def check_settings(train_cfg: DictConfig) -> None:
     """One-line errors naming a bad `predictor.train` value, before anything is read or written."""
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    for key in ("epochs", "batch_size", "rollout_steps", "val_windows", "checkpoint_every"):
-        value = train_cfg[key]
-        if not number(value) or int(value) != value or value < 1:
-            raise ValueError(f"predictor.train.{key}={value!r} is invalid; expected a positive int")
+    prefix = "predictor.train"
+    check_ints(train_cfg, prefix, ("epochs", "batch_size", "rollout_steps", "val_windows", "checkpoint_every"))
     steps_per_epoch = train_cfg.steps_per_epoch
-    if steps_per_epoch is not None and (not number(steps_per_epoch) or int(steps_per_epoch) != steps_per_epoch
-                                        or steps_per_epoch < 1):
-        raise ValueError(f"predictor.train.steps_per_epoch={steps_per_epoch!r} is invalid; expected a positive int or null")
-    for key in ("lr", "min_lr", "weight_decay", "warmup_steps", "grad_clip"):
-        value = train_cfg[key]
-        if not number(value) or value < 0 or (key in ("lr", "grad_clip") and value == 0):
-            raise ValueError(f"predictor.train.{key}={value!r} is invalid; expected a "
-                             f"{'positive' if key in ('lr', 'grad_clip') else 'non-negative'} number")
+    if steps_per_epoch is not None and (not is_int(steps_per_epoch) or steps_per_epoch < 1):
+        raise ValueError(f"{prefix}.steps_per_epoch={steps_per_epoch!r} is invalid; expected a positive int or null")
+    check_numbers(train_cfg, prefix, ("lr", "grad_clip"), positive=True)
+    check_numbers(train_cfg, prefix, ("min_lr", "weight_decay", "warmup_steps"))
     if train_cfg.loss not in ("l1", "l2"):
         raise ValueError(f"predictor.train.loss={train_cfg.loss!r} is invalid; expected l1 or l2")
 

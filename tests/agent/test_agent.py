@@ -221,3 +221,27 @@ def test_act_before_reset_or_with_another_batch_is_refused(micro_run_dir):
         agent.act(pixels, states)
     with pytest.raises(ValueError, match="reset got batches of different sizes"):
         agent.reset(pixels, states[:1], seeds=[0])
+    with pytest.raises(ValueError, match=r"reset got states of shape \(1, 3\); expected \(B, 4\)"):
+        agent.reset(pixels[:1], states[:1, :3], seeds=[0])
+    with pytest.raises(ValueError, match=r"reset got images float64 \(1, 32, 32, 3\); expected uint8"):
+        agent.reset(pixels[:1].astype(float), states[:1], seeds=[0])
+    with pytest.raises(ValueError, match="act got states that are not finite"):
+        agent.act(pixels[:1], np.full((1, 4), np.nan))
+
+
+def test_load_agent_refuses_unknown_keys_and_another_task(micro_run_dir):
+    with pytest.raises(ValueError, match=r"unknown config keys \['planner.sampels'\]"):
+        load_agent(micro_run_dir, planner={"sampels": 100})
+    task = envs.make("point_mass", image_size=32)
+    try:  # the task given, not the run's config, is what the agent will act in
+        with pytest.raises(ValueError, match="trained for task 'reacher'.*task 'point_mass'"):
+            load_agent(micro_run_dir, task=task)
+    finally:
+        task.close()
+
+
+def test_evaluating_with_other_camera_settings_than_the_dataset_is_refused(micro_run_dir, tmp_path):
+    cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path}", "env.image_size=48"])
+    with pytest.raises(ValueError, match=r"env settings differ from those the dataset .* \(image_size: 32 -> 48\)"):
+        evaluate(cfg, "random")
+    assert not (tmp_path / "random").exists()

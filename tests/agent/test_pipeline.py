@@ -111,6 +111,10 @@ def test_run_with_released_format_weights_from_a_directory(micro_run_dir, tmp_pa
     assert "[run] pretrain" not in result.stdout and not (run_dir / "encoder").exists()
     assert list(json.loads((run_dir / "stages.json").read_text())) == ["collect", "embed", "train", "evaluate_latent"]
     assert json.loads((run_dir / "eval" / "latent" / "metrics.json").read_text())["episodes"] == 2
+    missing = cli("run", "experiment=micro", "encoder=vjepa2_vitl", f"encoder.source={tmp_path}/none",
+                  f"hydra.run.dir={tmp_path}/missing")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "missing" / "dataset").exists()  # found out before collecting anything
 
 
 def test_bad_top_level_values_are_one_line_errors(tmp_path):

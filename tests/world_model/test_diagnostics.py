@@ -63,3 +63,10 @@ def test_diagnose_a_predictor_with_a_proprio_token(trained_run, tmp_path):
                                                   f"diagnose.output_dir={tmp_path / 'diagnostics'}"]))
     results = json.loads((tmp_path / "diagnostics" / "diagnostics.json").read_text())
     assert results["model"]["proprio_dim"] == 4 and len(results["rollout_error"]["model"]) == 3
+
+
+@pytest.mark.parametrize("override", ["diagnose.rollout_windows=0", "diagnose.horizon=abc"])
+def test_bad_settings_are_refused_naming_the_key(tmp_path, override):
+    cfg = compose_config(tmp_path, [override])
+    with pytest.raises(ValueError, match=rf"^{override.split('=')[0]}=.* is invalid; expected a positive int"):
+        diagnostics.main(cfg)

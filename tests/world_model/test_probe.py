@@ -72,11 +72,19 @@ def test_clear_win_needs_the_margin_over_the_best_random_seed():
     assert comparison["clearly_beats_random"]["attentive"] == {"angles": False, "velocities": True}  # R^2 < 0 reads nothing
 
 
-@pytest.mark.parametrize("key", ["probe.random_seeds", "probe.attentive.seeds"])
-def test_probe_refuses_an_empty_list_of_seeds(tiny_dataset_dir, tmp_path, key):
-    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", f"{key}=[]"])
-    with pytest.raises(ValueError, match=f"{key} is empty"):
+@pytest.mark.parametrize("override, expected", [
+    ("probe.random_seeds=[]", "a non-empty list of distinct non-negative ints"),
+    ("probe.attentive.seeds=[-1]", "a non-empty list of distinct non-negative ints"),
+    ("probe.frame_stride=0", "a positive int"),
+    ("probe.attentive.steps=abc", "a positive int"),
+    ("probe.ridge_alphas=[]", "a non-empty list of positive numbers"),
+    ("probe.attentive.lr=0", "a positive number"),
+])
+def test_probe_refuses_bad_settings_before_writing(tiny_dataset_dir, tmp_path, override, expected):
+    cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", override])
+    with pytest.raises(ValueError, match=rf"^{override.split('=')[0]}=.* is invalid; expected {expected}"):
         probe.main(cfg)
+    assert not (tmp_path / "probe").exists()
 
 
 def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir, tmp_path):
