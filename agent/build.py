@@ -102,12 +102,18 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
 
 
 def check_override_keys(saved: DictConfig, overrides: dict) -> None:
-    """Every overridden key must be one of the run's config (a typo would be silently ignored)."""
+    """Every overridden key must be one of the run's config or of the default config (with the planner
+    the overrides name), so that a typo is not silently ignored."""
+    from agent.config import CONFIG_DIR, compose_config
     from envs.io import flatten
 
-    known = set(flatten(OmegaConf.to_container(saved)))
-    unknown = [key for key in flatten(overrides)
-               if not any(key == name or key.startswith(name + ".") for name in known)]
+    given = OmegaConf.to_container(OmegaConf.create(overrides))
+    planner = (given.get("planner") or {}).get("name") if isinstance(given.get("planner"), dict) else None
+    planners = {path.stem for path in (CONFIG_DIR / "planner").glob("*.yaml")}  # an unknown name: make_planner's error
+    defaults = compose_config(".", [f"planner={planner}"] if planner in planners else [])
+    known = set(flatten(OmegaConf.to_container(saved))) | set(flatten(OmegaConf.to_container(defaults)))
+    unknown = [key for key in flatten(given)
+               if not any(key == name or key.startswith(name + ".") or name.startswith(key + ".") for name in known)]
     if unknown:
         raise ValueError(f"unknown config keys {unknown} in the overrides; expected keys of the run's config.yaml, "
                          "e.g. planner.samples")

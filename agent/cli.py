@@ -66,12 +66,10 @@ def resolve_run_dir(cfg) -> None:
 
 def check_common_keys(cfg) -> None:
     """The top-level keys every stage reads: one-line errors naming the bad value."""
-    from envs.checks import is_int
+    from envs.checks import check_ints
 
-    if not is_int(cfg.seed) or cfg.seed < 0:
-        raise ValueError(f"seed={cfg.seed!r} is invalid; expected a non-negative int")
-    if cfg.threads is not None and (not is_int(cfg.threads) or cfg.threads < 1):
-        raise ValueError(f"threads={cfg.threads!r} is invalid; expected a positive int or null (torch's default)")
+    check_ints(cfg, "", ("seed",), minimum=0)
+    check_ints(cfg, "", ("threads",), nullable=True, null_means="torch's default")
     if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", str(cfg.device)):
         raise ValueError(f"device={cfg.device!r} is invalid; expected auto, cpu, cuda or cuda:N (or mps, xpu)")
     if not isinstance(cfg.run.overwrite, bool):
@@ -88,15 +86,16 @@ def check_overrides(argv: list[str]) -> None:
 
     from agent.config import compose_config
 
-    if any(arg.startswith("-") for arg in argv):
+    if any(arg.startswith(("-", "hydra.mode=")) for arg in argv):  # flags, sweeps: Hydra's own business
         return
     try:
         OmegaConf.to_container(compose_config(".", argv), resolve=True)
     except MissingConfigException as error:
         group, _, option = str(error.missing_cfg_file).rpartition("/")
-        options = ", ".join(error.options or [])
-        raise ValueError(f"{group}={option} is invalid; expected one of: {options}" if group
-                         else str(error).splitlines()[0]) from None
+        if group and error.options:
+            raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}") from None
+        plugin_hint = "; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?" if group.startswith("hydra/") else ""
+        raise ValueError(str(error).splitlines()[0].rstrip(".") + plugin_hint) from None
     except (HydraException, OmegaConfBaseException) as error:
         lines = [line.strip().rstrip(".") for line in str(error).splitlines()
                  if line.strip() and not line.strip().startswith(("full_key", "object_type", "See https"))]

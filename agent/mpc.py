@@ -47,7 +47,7 @@ class MPCAgent:
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
         """One seed per env: env b's planner noise depends on seeds[b] and the planner's own seed only,
         not on the batch (planner.seed 0 leaves each episode's seed as it is)."""
-        self.batch = check_batch(goal_images, goal_states, seeds, self.world.state_dim)
+        self.batch = check_batch(goal_images, goal_states, seeds, self.state_dim)
         self.world.set_goal(goal_images, goal_states)
         self.generators = [self.planner.make_generators(1, self.planner.seed * 1_000_003 + int(seed))[0]
                            for seed in seeds]
@@ -57,8 +57,12 @@ class MPCAgent:
         self.step = 0
         self.plans = []
 
+    @property
+    def state_dim(self) -> int | None:
+        return getattr(self.world, "state_dim", None)  # a world that does not say reads any S
+
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
-        check_observation(self.batch, pixels, states, self.world.state_dim)
+        check_observation(self.batch, pixels, states, self.state_dim)
         if self.step % self.block == 0:
             executed = np.concatenate(self.current_block, axis=1) if self.current_block else None  # (B, block*A)
             self.world.observe(pixels, states, executed)

@@ -27,13 +27,18 @@ def shown(value):
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def check_ints(section, prefix: str, keys: Iterable[str], minimum: int = 1) -> None:
-    """Each `section[key]` an int >= minimum (1: "a positive int", 0: "a non-negative int")."""
+def check_ints(section, prefix: str, keys: Iterable[str], minimum: int = 1, nullable: bool = False,
+               null_means: str = "") -> None:
+    """Each `section[key]` an int >= minimum (1: "a positive int", 0: "a non-negative int"), or with
+    `nullable` also None (`null_means` says what None does, for the message)."""
     wanted = {1: "a positive int", 0: "a non-negative int"}.get(minimum, f"an int >= {minimum}")
+    if nullable:
+        wanted += f" or null{f' ({null_means})' if null_means else ''}"
     for key in keys:
         value = section[key]
-        if not is_int(value) or value < minimum:
-            raise ValueError(f"{prefix}.{key}={shown(value)!r} is invalid; expected {wanted}")
+        if (value is not None or not nullable) and (not is_int(value) or value < minimum):
+            name = f"{prefix}.{key}" if prefix else key
+            raise ValueError(f"{name}={shown(value)!r} is invalid; expected {wanted}")
 
 
 def check_numbers(section, prefix: str, keys: Iterable[str], positive: bool = False) -> None:

@@ -25,7 +25,7 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from envs.checks import check_ints, check_numbers
+from envs.checks import check_ints, check_numbers, is_int
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from world_model.encoder import resolve_device
 from world_model.energy import latent_distance
@@ -175,9 +175,12 @@ def plot_results(results: dict, output_dir: Path) -> None:
 def main(cfg: DictConfig) -> None:
     """`jepa-agent diagnose`: write diagnostics.json and PNGs for the predictor in `cfg.paths.predictor`."""
     diagnose_cfg, device = cfg.diagnose, resolve_device(cfg.device)
-    check_ints(diagnose_cfg, "diagnose", ("horizon", "rollout_windows", "retrieval_transitions", "landscape_examples",
-                                          "landscape_grid"))
+    check_ints(diagnose_cfg, "diagnose", ("horizon", "rollout_windows", "retrieval_transitions", "landscape_examples"))
     check_numbers(diagnose_cfg, "diagnose", ("landscape_radius",), positive=True)
+    grid = diagnose_cfg.landscape_grid
+    if not is_int(grid) or grid < 3 or grid % 2 == 0:
+        raise ValueError(f"diagnose.landscape_grid={grid!r} is invalid; expected an odd int >= 3 (the middle point "
+                         "is the true action)")
     model, meta = load_predictor(cfg.paths.predictor, device)
     cache = LatentCache(Path(cfg.paths.latents) / diagnose_cfg.split)
     check_cache_matches(meta, cache)
@@ -186,9 +189,6 @@ def main(cfg: DictConfig) -> None:
     if horizon < 1:
         raise ValueError(f"episodes of {cache.episode_length} steps are too short for {context} context frames "
                          f"of block {block} plus one predicted frame")
-    if diagnose_cfg.landscape_grid < 3 or diagnose_cfg.landscape_grid % 2 == 0:
-        raise ValueError(f"diagnose.landscape_grid={diagnose_cfg.landscape_grid} is invalid; expected an odd "
-                         "int >= 3 (the middle point is the true action)")
     output_dir = ensure_writable_dir(diagnose_cfg.output_dir, "diagnostics directory")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if diagnose_cfg.bf16 else nullcontext()
     with autocast:

@@ -13,7 +13,8 @@ Episodes are embedded in chunks written in place into `latents.npy` (memory-mapp
 only once `progress.json` (replaced atomically) says so, so a killed embed resumes after the last
 chunk. A rerun over a complete matching cache is a no-op; one with another identity (encoder, pool grid,
 dataset) is refused, naming the differences, unless `run.overwrite=true` (embed afresh). `config.yaml`
-is deleted when embed starts and written once every split is complete. `LatentCache` reads a split back and refuses another encoder's.
+is deleted before a split is (re)embedded (a refused embed keeps it) and written once every split is
+complete. `LatentCache` reads a split back and refuses another encoder's.
 """
 from __future__ import annotations
 

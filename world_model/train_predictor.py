@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from envs.checks import check_ints, check_numbers, is_int
+from envs.checks import check_ints, check_numbers
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
 from envs.registry import task_class
 from world_model.energy import latent_distance
@@ -224,9 +224,7 @@ def check_settings(train_cfg: DictConfig) -> None:
     """One-line errors naming a bad `predictor.train` value, before anything is read or written."""
     prefix = "predictor.train"
     check_ints(train_cfg, prefix, ("epochs", "batch_size", "rollout_steps", "val_windows", "checkpoint_every"))
-    steps_per_epoch = train_cfg.steps_per_epoch
-    if steps_per_epoch is not None and (not is_int(steps_per_epoch) or steps_per_epoch < 1):
-        raise ValueError(f"{prefix}.steps_per_epoch={steps_per_epoch!r} is invalid; expected a positive int or null")
+    check_ints(train_cfg, prefix, ("steps_per_epoch",), nullable=True, null_means="one pass over the windows")
     check_numbers(train_cfg, prefix, ("lr", "grad_clip"), positive=True)
     check_numbers(train_cfg, prefix, ("min_lr", "weight_decay", "warmup_steps"))
     if train_cfg.loss not in ("l1", "l2"):

@@ -75,8 +75,8 @@ def test_load_agent_drives_an_env_loop(micro_run_dir):
     task = envs.make("reacher", image_size=32)
     try:
         observation, info = task.reset(seed=0)
-        goal_image = task.render_goal(info["state"] + np.array([0.3, -0.2, 0, 0]))
-        agent.reset(goal_image[None], info["state"][None], seeds=[0])
+        goal_state = info["state"] + np.array([0.3, -0.2, 0, 0])
+        agent.reset(task.render_goal(goal_state)[None], goal_state[None], seeds=[0])
         for _ in range(7):
             action = agent.act(observation["pixels"][None], info["state"][None])
             assert action.shape == (1, 2) and np.abs(action).max() <= 1.0
@@ -128,11 +128,12 @@ def test_planner_seed_changes_the_plans_and_the_same_seed_repeats_them(micro_run
     task = envs.make("reacher", image_size=32)
     try:
         observation, info = task.reset(seed=0)
-        goal_image = task.render_goal(info["state"] + np.array([0.3, -0.2, 0, 0]))
+        goal_state = info["state"] + np.array([0.3, -0.2, 0, 0])
+        goal_image = task.render_goal(goal_state)
         first_actions = {}
         for name, planner_seed in (("a", 0), ("b", 0), ("c", 1)):
             agent = load_agent(micro_run_dir, planner={"samples": 8, "top_k": 2, "seed": planner_seed})
-            agent.reset(goal_image[None], info["state"][None], seeds=[0])
+            agent.reset(goal_image[None], goal_state[None], seeds=[0])
             first_actions[name] = agent.act(observation["pixels"][None], info["state"][None])
     finally:
         task.close()
@@ -232,6 +233,8 @@ def test_act_before_reset_or_with_another_batch_is_refused(micro_run_dir):
 def test_load_agent_refuses_unknown_keys_and_another_task(micro_run_dir):
     with pytest.raises(ValueError, match=r"unknown config keys \['planner.sampels'\]"):
         load_agent(micro_run_dir, planner={"sampels": 100})
+    mppi = load_agent(micro_run_dir, planner={"name": "mppi", "temperature": 0.5, "samples": 8})  # another planner's keys
+    assert type(mppi.planner).__name__ == "MPPIPlanner" and mppi.planner.temperature == 0.5
     task = envs.make("point_mass", image_size=32)
     try:  # the task given, not the run's config, is what the agent will act in
         with pytest.raises(ValueError, match="trained for task 'reacher'.*task 'point_mass'"):

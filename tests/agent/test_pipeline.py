@@ -166,13 +166,13 @@ def test_a_config_yaml_edited_into_garbage_is_refused_or_remade(tmp_path):
 def test_kill_during_pretraining_then_resume(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    settings = ["experiment=micro", "encoder.pretrain.steps=12", "run.agents=[latent]", f"hydra.run.dir={run_dir}"]
+    settings = ["experiment=micro", "encoder.pretrain.steps=40", "run.agents=[latent]", f"hydra.run.dir={run_dir}"]
     args = [sys.executable, "-m", "agent.cli", "run", *settings]
     process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint_dir = run_dir / "encoder" / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None and not (checkpoint_dir / "last.pt").exists():
-        time.sleep(0.1)
+        time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     book = json.loads((run_dir / "stages.json").read_text())
