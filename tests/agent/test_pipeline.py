@@ -57,7 +57,7 @@ def test_a_moved_run_directory_is_still_up_to_date(micro_run_dir, tmp_path):
 
 def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir, tmp_path):
     """`run` trusts stages.json only while each stage's outputs are there and its config.yaml still
-    matches: a deleted encoder file or evaluation is made again, an evaluation a lone `evaluate` grew
+    matches: a damaged dataset shard, a deleted encoder file or evaluation is made again, an evaluation a lone `evaluate` grew
     is summarised again at the run's size, and more eval seeds through `run` itself grow every
     evaluation without run.overwrite."""
     run_dir = tmp_path / "run"
@@ -66,11 +66,15 @@ def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir,
     grown = cli("evaluate", "experiment=micro", "evaluate.pairs=3", f"hydra.run.dir={run_dir}")
     assert grown.returncode == 0, grown.stderr[-2000:]
     (run_dir / "encoder" / "model.safetensors").unlink()  # pretrain exports it again from its last checkpoint
+    shard = next((run_dir / "dataset" / "train").glob("*/frames.npy"))
+    original = shard.read_bytes()
+    shard.write_bytes(original[: len(original) // 2])  # a damaged shard: collect makes its episodes again
     result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
-    for remade in ("pretrain", "evaluate_latent", "evaluate_oracle"):
+    for remade in ("collect", "pretrain", "evaluate_latent", "evaluate_oracle"):
         assert f"[run] {remade} ..." in result.stdout
-    assert result.stdout.count("up to date, skipped") == len(STAGES) - 3
+    assert result.stdout.count("up to date, skipped") == len(STAGES) - 4
+    assert shard.read_bytes() == original
     summary = json.loads((run_dir / "summary.json").read_text())
     assert {agent: metrics["episodes"] for agent, metrics in summary["agents"].items()} == {
         "latent": 2, "random": 2, "oracle": 2}
