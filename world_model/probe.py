@@ -194,6 +194,7 @@ def main(cfg: DictConfig) -> None:
                                         "grid": list(encoder.grid), "dim": encoder.dim},
               "train_frames": len(train[0]), "test_frames": len(test[0]),
               "splits": {"train": settings.train_split, "test": settings.test_split},
+              "settings": OmegaConf.to_container(settings, resolve=True),  # `probe.*`, as config.yaml has them
               "clip_frames": settings.clip_frames, "linear_pool_grid": settings.linear_pool_grid,
               "clear_margin": settings.clear_margin,
               "r2": {"encoder": encoder_r2, "random": comparison["random_mean"], "random_by_seed": random_r2},

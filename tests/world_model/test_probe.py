@@ -109,7 +109,7 @@ def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir,
             assert all(np.isfinite(value) and value <= 1.0 for value in scores.values())
     assert report["r2"]["encoder"] != report["r2"]["random"]
     assert set(report["r2"]["random_by_seed"]) == {"0", "2"} and report["linear_pool_grid"] == 4
-    assert report["attentive_probe_seeds"] == [0, 3]
+    assert report["attentive_probe_seeds"] == [0, 3] and report["settings"]["attentive"]["steps"] == 20
     per_probe_seed = report["attentive_r2_by_probe_seed"]
     for group, value in report["r2"]["encoder"]["attentive"].items():
         assert len(set(per_probe_seed["encoder"][group])) == 2  # two probe seeds, two different probes
