@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 from envs.rendering import configure_mujoco_gl
 
@@ -44,6 +45,13 @@ STAGES: dict[str, Stage] = {
 }
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError)
+
+
+def exit_with_error(error: BaseException) -> NoReturn:
+    """Bad input: `error: <the message's first line>` on stderr, exit status 2."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def usage() -> str:
@@ -80,29 +88,14 @@ def check_overrides(argv: list[str]) -> None:
     """Compose and resolve the config once before Hydra does, so that an unknown group option, an
     unknown key or an unparsable override is a one-line ValueError too (Hydra prints several lines).
     Hydra's own flags (--cfg, --help, --multirun) are left to Hydra."""
-    from hydra.errors import HydraException, MissingConfigException
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
-    from agent.config import compose_config
+    from agent.config import compose_config, one_line_config_errors
 
     if any(arg.startswith(("-", "hydra.mode=")) for arg in argv):  # flags, sweeps: Hydra's own business
         return
-    try:
+    with one_line_config_errors():
         OmegaConf.to_container(compose_config(".", argv), resolve=True)
-    except MissingConfigException as error:
-        group, _, option = str(error.missing_cfg_file).rpartition("/")
-        if group and error.options:
-            raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}") from None
-        plugin_hint = "; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?" if group.startswith("hydra/") else ""
-        raise ValueError(str(error).splitlines()[0].rstrip(".") + plugin_hint) from None
-    except (HydraException, OmegaConfBaseException) as error:
-        lines = [line.strip().rstrip(".") for line in str(error).splitlines()
-                 if line.strip() and not line.strip().startswith(("full_key", "object_type", "See https"))]
-        if error.__cause__ is not None and str(error.__cause__).strip():
-            lines.insert(1, str(error.__cause__).strip().splitlines()[0])
-        subject = getattr(error, "full_key", None) or getattr(error, "override", None)  # the bad key or override
-        raise ValueError((f"{subject}: " if subject else "") + "; ".join(lines)) from None
 
 
 def run_stage(name: str, argv: list[str]) -> None:
@@ -112,8 +105,7 @@ def run_stage(name: str, argv: list[str]) -> None:
     try:
         check_overrides(argv)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(error)
 
     def task_function(cfg) -> None:
         resolve_run_dir(cfg)
@@ -128,9 +120,7 @@ def run_stage(name: str, argv: list[str]) -> None:
         except USER_ERRORS as error:
             if os.environ.get("JEPA_AGENT_DEBUG"):
                 raise
-            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
+            exit_with_error(error)
         except KeyboardInterrupt:
             if os.environ.get("JEPA_AGENT_DEBUG"):
                 raise

@@ -1,14 +1,40 @@
 """Composing the root config from Python (tests, benchmarks, notebooks), as the CLI does."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
+@contextmanager
+def one_line_config_errors():
+    """Hydra's and OmegaConf's errors (an unknown group option or key, an unparsable override, a missing
+    interpolation), several lines each, -> one-line ValueErrors naming the bad key or override."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except MissingConfigException as error:
+        group, _, option = str(error.missing_cfg_file).rpartition("/")
+        if group and error.options:
+            raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}") from None
+        plugin_hint = "; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?" if group.startswith("hydra/") else ""
+        raise ValueError(str(error).splitlines()[0].rstrip(".") + plugin_hint) from None
+    except (HydraException, OmegaConfBaseException) as error:
+        lines = [line.strip().rstrip(".") for line in str(error).splitlines()
+                 if line.strip() and not line.strip().startswith(("full_key", "object_type", "See https"))]
+        if error.__cause__ is not None and str(error.__cause__).strip():
+            lines.insert(1, str(error.__cause__).strip().splitlines()[0])
+        subject = getattr(error, "full_key", None) or getattr(error, "override", None)  # the bad key or override
+        raise ValueError((f"{subject}: " if subject else "") + "; ".join(lines)) from None
+
+
 def compose_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()):
-    """The root config with Hydra overrides and `run_dir` set explicitly (no Hydra run directory)."""
+    """The root config with Hydra overrides and `run_dir` set explicitly (no Hydra run directory); a bad
+    override is a one-line ValueError."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+    with one_line_config_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return compose("config", overrides=[*overrides, f"run_dir={run_dir}"])

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from agent.config import compose_config
+from benchmarks.arguments import run_main
 from envs.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect_speed.json"
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,6 +26,7 @@ from agent.build import load_run_config
 from agent.evaluate import run_batch, sample_pairs
 from agent.mpc import MPCAgent
 from agent.worlds import aggregate_over_blocks
+from benchmarks.arguments import positive_int, run_main
 from envs.dataset import EpisodeStore
 from envs.io import atomic_write_json
 from planners import make_planner
@@ -98,9 +99,9 @@ def evaluate(cfg, encoder, pairs, samples: int, iterations: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--pairs", type=int, default=20)
-    parser.add_argument("--samples", type=int, default=100)
-    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--pairs", type=positive_int, default=20)
+    parser.add_argument("--samples", type=positive_int, default=100)
+    parser.add_argument("--iterations", type=positive_int, default=10)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     cfg = load_run_config(args.run_dir)
@@ -122,4 +123,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -2,45 +2,44 @@
 encoding throughput (frames/s, single frames as the planner embeds them) and pretraining step time
 (with the projected duration of the default pretraining run). Medians over repeats; writes JSON.
 
-    python benchmarks/encoder_speed.py --threads 2 --output benchmarks/results/encoder_speed.json
-    python benchmarks/encoder_speed.py --encoder vjepa_tiny_point_mass   # any in-domain `encoder` option
+    python -m benchmarks.encoder_speed --threads 2 --output benchmarks/results/encoder_speed.json
+    python -m benchmarks.encoder_speed --encoder vjepa_tiny_point_mass   # any in-domain `encoder` option
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from agent.config import compose_config
+from benchmarks.arguments import positive_int, run_main
+from benchmarks.timing import median_seconds
+from envs.io import atomic_write_json
+from world_model.encoder import random_encoder
+from world_model.vjepa.clips import ClipSampler
+from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
 
-from agent.config import compose_config  # noqa: E402
-from envs.io import atomic_write_json  # noqa: E402
-from benchmarks.timing import median_seconds  # noqa: E402
-from world_model.encoder import random_encoder  # noqa: E402
-from world_model.vjepa.clips import ClipSampler  # noqa: E402
-from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", default="vjepa_tiny", help="an in-domain option of configs/encoder/")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--encode-batch", type=int, default=64)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=10)
+    parser.add_argument("--encode-batch", type=positive_int, default=64)
     parser.add_argument("--output", default=str(REPO / "benchmarks/results/encoder_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     group = compose_config(".", [f"encoder={args.encoder}"]).encoder
     if group.get("pretrain") is None:
-        sys.exit(f"error: encoder={args.encoder} loads released weights; expected an in-domain option such as vjepa_tiny")
+        raise ValueError(f"encoder={args.encoder} loads released weights; expected an in-domain option such as vjepa_tiny")
     architecture = OmegaConf.to_container(group.architecture)
     pretrain_values = OmegaConf.to_container(group.pretrain)
     config = build_config(architecture, pretrain_values["clip_frames"])
@@ -76,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.arguments import positive_int, run_main
 from envs.io import atomic_write_json
 from planners import CEMPlanner, MPPIPlanner
 
@@ -42,7 +43,7 @@ def seconds_per_plan(planner, batch_size: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
-    parser.add_argument("--action-dim", type=int, default=10, help="D = block * A")
+    parser.add_argument("--action-dim", type=positive_int, default=10, help="D = block * A")
     args = parser.parse_args()
     samples, iterations, repeats, batch_sizes = (32, 3, 2, [1, 4]) if args.smoke else (300, 30, 7, [1, 4, 16])
     settings = dict(samples=samples, iterations=iterations, horizon=5)
@@ -69,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.config import compose_config
 from agent.worlds import LatentWorld
+from benchmarks.arguments import positive_int, run_main
 from benchmarks.timing import median_seconds
 from envs.io import atomic_write_json
 from planners import make_planner
@@ -76,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
     parser.add_argument("--compile", action="store_true", help="also measure bf16 with torch.compile")
-    parser.add_argument("--latent-dim", type=int, default=192, help="encoder width (vjepa_tiny: 192)")
+    parser.add_argument("--latent-dim", type=positive_int, default=192, help="encoder width (vjepa_tiny: 192)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the root config")
     args = parser.parse_args()
     overrides = list(args.overrides)
@@ -110,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

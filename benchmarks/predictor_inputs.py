@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.arguments import non_negative_int, positive_int, run_main
 from envs.io import atomic_write_json
 from world_model.latent_cache import LatentCache
 from world_model.predictor import load_predictor
@@ -98,9 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--predictor", type=Path, default=None, help="default: RUN_DIR/predictor")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
-    parser.add_argument("--steps", type=int, default=8000, help="MLP training steps (batch 256)")
-    parser.add_argument("--width", type=int, default=768)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=positive_int, default=8000, help="MLP training steps (batch 256)")
+    parser.add_argument("--width", type=positive_int, default=768)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     predictor_dir = args.predictor or args.run_dir / "predictor"
@@ -122,4 +123,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

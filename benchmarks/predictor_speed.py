@@ -5,26 +5,25 @@ of the model (target: <= 50 ms on 2 CPU cores at the default latent layout). Row
 k = 1, 2, 4, so the trade-off between latent size and planning speed is visible. Medians over
 repeats; prints a table and writes JSON.
 
-    python benchmarks/predictor_speed.py --threads 2     # -> benchmarks/results/predictor_speed.json
-    python benchmarks/predictor_speed.py --smoke        # seconds, for tests: predictor_speed_smoke.json
+    python -m benchmarks.predictor_speed --threads 2     # -> benchmarks/results/predictor_speed.json
+    python -m benchmarks.predictor_speed --smoke        # seconds, for tests: predictor_speed_smoke.json
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.arguments import positive_int, run_main
+from benchmarks.timing import median_seconds
+from envs.io import atomic_write_json
+from world_model.predictor import Predictor, PredictorConfig
 
-from benchmarks.timing import median_seconds  # noqa: E402
-from envs.io import atomic_write_json  # noqa: E402
-from world_model.predictor import Predictor, PredictorConfig  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 MODEL_KEYS = ("block", "width", "depth", "heads", "mlp_ratio", "context_frames", "conditioning", "condition_width")
 
@@ -46,11 +45,11 @@ def model_settings(smoke: bool) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--horizon", type=int, default=5)
-    parser.add_argument("--grids", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=10)
+    parser.add_argument("--samples", type=positive_int, default=300)
+    parser.add_argument("--horizon", type=positive_int, default=5)
+    parser.add_argument("--grids", type=positive_int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--smoke", action="store_true", help="tiny model, few samples, one repeat")
     parser.add_argument("--output", default=None,
                         help="default: benchmarks/results/predictor_speed.json (_smoke.json with --smoke)")
@@ -100,4 +99,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

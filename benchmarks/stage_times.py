@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.arguments import run_main
 from envs.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_times.json"
@@ -22,7 +23,7 @@ def main() -> None:
     for run_dir in args.run_dirs:
         book_path = run_dir / "stages.json"
         if not book_path.exists():
-            raise SystemExit(f"error: {book_path} is missing; run `jepa-agent run hydra.run.dir={run_dir}` first")
+            raise FileNotFoundError(f"{book_path} is missing; run `jepa-agent run hydra.run.dir={run_dir}` first")
         book = json.loads(book_path.read_text())
         table[str(run_dir)] = {stage: entry.get("wall_time_s") for stage, entry in book.items()}
     stages = list(dict.fromkeys(stage for times in table.values() for stage in times))
@@ -36,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from agent.build import load_run_config
 from agent.evaluate import main as evaluate
+from benchmarks.arguments import positive_int, run_main
 from envs.io import atomic_save, atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--budgets", nargs="+", type=parse_budget, default=[(30, 3), (100, 5), (300, 10), (300, 30)],
                         help="SAMPLESxITERATIONS, after the run directory")
-    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--pairs", type=positive_int, default=50)
     parser.add_argument("--smoke", action="store_true", help="two tiny budgets on 2 pairs")
     args = parser.parse_args()
     budgets = [(8, 1), (16, 2)] if args.smoke else args.budgets
@@ -97,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

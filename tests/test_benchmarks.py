@@ -60,3 +60,18 @@ def test_encoder_speed_benchmark_runs(tmp_path):
                         "--output", str(output))
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(output.read_text())["results"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("benchmarks.planner_synthetic", "--action-dim", "0"), "argument --action-dim: '0' is invalid; expected a positive int"),
+    (("benchmarks.predictor_inputs", "RUN", "--seed", "-1"), "argument --seed: '-1' is invalid; expected an int >= 0"),
+    (("benchmarks.stage_times", "RUN"), "stages.json is missing; run `jepa-agent run hydra.run.dir="),
+    (("benchmarks.encoder_ceiling", "RUN"), "is not a run directory"),
+    (("benchmarks.planning_speed", "--smoke", "planner.sampels=10"), "Could not override 'planner.sampels'"),
+])
+def test_bad_benchmark_arguments_are_one_line_errors(tmp_path, args, expected):
+    """A bad argument, run directory or override ends as one `error:` line and exit status 2, no traceback."""
+    result = run_module(*(str(tmp_path / "no_run") if arg == "RUN" else arg for arg in args))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "error: " in result.stderr.strip().splitlines()[-1] and expected in result.stderr, result.stderr

@@ -116,12 +116,15 @@ def cache_identity(store: EpisodeStore, encoder, pool_grid: int) -> dict:
 def prepare_split_dir(split_dir: Path, identity: dict, overwrite: bool) -> int:
     """Decide what to do with what is already there -> episodes already embedded (-1: cache complete).
     A cache of another identity: ValueError naming the differences, or with `overwrite` removed."""
+    shown = {"grid": "grid (embed.pool_grid)"}  # how a refusal names the keys it compares
+    current = {shown.get(key, key): value for key, value in identity.items()}
     for name in (MANIFEST, PROGRESS):
         path = split_dir / name
         if not path.exists():
             continue
         recorded = json.loads(path.read_text())
-        if may_resume("latent cache", split_dir, {key: recorded.get(key) for key in identity}, identity, overwrite):
+        saved = {shown.get(key, key): recorded.get(key) for key in identity}
+        if may_resume("latent cache", split_dir, saved, current, overwrite):
             return -1 if name == MANIFEST else int(recorded["episodes_done"])
         break
     shutil.rmtree(split_dir, ignore_errors=True)

@@ -96,6 +96,8 @@ def test_cache_made_by_another_encoder_is_refused(tmp_path, tiny_dataset_dir, en
                                          rf"-> '{second[:23]}\.\.\.\); pass run.overwrite=true"):
         main(cache_config(tmp_path, tiny_dataset_dir, encoder_dirs[1]))
     assert (tmp_path / "latents" / "config.yaml").exists()  # refused: nothing changed, so `run` still skips it
+    with pytest.raises(ValueError, match=r"other settings \(grid \(embed.pool_grid\): 2 -> 1\)"):
+        main(cache_config(tmp_path, tiny_dataset_dir, encoder_dirs[0], "embed.pool_grid=1"))
     with pytest.raises(ValueError, match="made by encoder"):
         LatentCache(tmp_path / "latents" / "val", second)
     main(cache_config(tmp_path, tiny_dataset_dir, encoder_dirs[1], "run.overwrite=true"))
