@@ -41,11 +41,15 @@ def load_world_model(cfg: DictConfig, task, device: str):
     return encoder, predictor
 
 
-def build_agent(cfg: DictConfig, task, kind: str | None = None):
-    """agent=latent | random | oracle for `task`, with the planner and energy settings of cfg."""
-    kind = kind or cfg.evaluate.agent
+def check_agent_kind(kind: str) -> str:
     if kind not in AGENTS:
         raise ValueError(f"evaluate.agent={kind!r} is invalid; expected one of {list(AGENTS)}")
+    return kind
+
+
+def build_agent(cfg: DictConfig, task, kind: str | None = None):
+    """agent=latent | random | oracle for `task`, with the planner and energy settings of cfg."""
+    kind = check_agent_kind(kind or cfg.evaluate.agent)
     action_dim = task.action_space.shape[0]
     if kind == "random":
         return RandomAgent(action_dim)

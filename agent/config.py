@@ -19,7 +19,9 @@ def one_line_config_errors():
     except MissingConfigException as error:
         group, _, option = str(error.missing_cfg_file).rpartition("/")
         if group and error.options:
-            raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}") from None
+            new_task = " (a new task needs configs/env/<name>.yaml: README, Adding a task)" if group == "env" else ""
+            raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}"
+                             + new_task) from None
         plugin_hint = "; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?" if group.startswith("hydra/") else ""
         raise ValueError(str(error).splitlines()[0].rstrip(".") + plugin_hint) from None
     except (HydraException, OmegaConfBaseException) as error:

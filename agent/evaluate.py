@@ -33,7 +33,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.build import build_agent
+from agent.build import build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
@@ -191,7 +191,7 @@ def validate(cfg: DictConfig) -> None:
 
 def main(cfg: DictConfig, kind: str | None = None) -> dict:
     validate(cfg)
-    kind = kind or cfg.evaluate.agent
+    kind = check_agent_kind(kind or cfg.evaluate.agent)  # before anything is made
     store = EpisodeStore(Path(cfg.paths.dataset) / "eval")  # before anything is made: a wrong run dir fails here
     check_env_matches_dataset(cfg, store)
     out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
@@ -264,9 +264,9 @@ def run_episodes(cfg: DictConfig, kind: str, out_dir: Path, store: EpisodeStore,
 
 def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
     """What an evaluation's episodes depend on: the agent, the seed, the task, the eval split the pairs
-    come from, the protocol but its sample size, the planner (but for the random agent), and for the
-    latent agent the exact predictor: the hashes of its weights and readout, and its meta (which names
-    the encoder)."""
+    come from, the protocol but its sample size, the planner (but for the random agent), for the oracle
+    the action block it plans in (`predictor.block`), and for the latent agent the exact predictor: the
+    hashes of its weights and readout, and its meta (which names the encoder and the block)."""
     protocol = {key: value for key, value in OmegaConf.to_container(cfg.evaluate, resolve=True).items()
                 if key not in PROTOCOL_BOOKKEEPING + SAMPLE_SIZE}
     eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
@@ -277,6 +277,8 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
                 "evaluate": protocol}
     if kind != "random":
         identity["planner"] = OmegaConf.to_container(cfg.planner, resolve=True)
+    if kind == "oracle":
+        identity["block"] = int(cfg.predictor.block)
     if kind == "latent":
         predictor_dir = Path(cfg.paths.predictor)
         identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())

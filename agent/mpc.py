@@ -11,7 +11,8 @@ context is always the latest `context_frames` frames and the blocks executed bet
 the plan made j blocks into the window is scored over its first H - j blocks only, up to a fixed
 deadline (by the world's aggregate: `last` scores the deadline block, `min` the best block before it),
 so the final approach uses the predictor's short, most accurate predictions; a new window starts at
-the deadline. Without it every plan is scored over all H blocks, which with k < H and `last` is
+the deadline (with H not a multiple of k, the last plan of a window executes only the blocks left
+to it). Without it every plan is scored over all H blocks, which with k < H and `last` is
 DESIGN.md's sliding-deadline trap.
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ class MPCAgent:
         self.generators = [self.planner.make_generators(1, self.planner.seed * 1_000_003 + int(seed))[0]
                            for seed in seeds]
         self.plan: torch.Tensor | None = None          # (B, H, block*A) last plan
+        self.executed_blocks = 0                       # blocks of it executed (at most execute_blocks)
         self.queue = np.zeros((self.batch, 0, self.action_dim), dtype=np.float32)  # actions to execute
         self.current_block: list[np.ndarray] = []     # actions executed since the last block boundary
         self.step = 0
@@ -76,15 +78,16 @@ class MPCAgent:
         return action
 
     def _replan(self) -> None:
-        warm_start = None if self.plan is None else shift_plan(self.plan, self.execute_blocks)
-        blocks = None
+        warm_start = None if self.plan is None else shift_plan(self.plan, self.executed_blocks)
+        blocks = None  # all H
         if self.shrink_horizon:
             blocks = self.planner.horizon - (self.step // self.block) % self.planner.horizon  # to the deadline
         started = time.perf_counter()
         result = self.planner.plan(self.world.energy_fn(blocks), warm_start, self.generators, batch_size=self.batch)
         latency = time.perf_counter() - started
         self.plan = result.actions  # (B, H, block*A)
-        executed = result.actions[:, : self.execute_blocks].cpu().numpy()  # (B, k, block*A)
+        self.executed_blocks = min(self.execute_blocks, blocks or self.planner.horizon)  # only blocks it was scored on
+        executed = result.actions[:, : self.executed_blocks].cpu().numpy()  # (B, k, block*A)
         self.queue = executed.reshape(self.batch, -1, self.action_dim).astype(np.float32)  # (B, k*block, A)
         self.plans.append(PlanRecord(self.step, latency, result.energy.cpu().tolist()))
 

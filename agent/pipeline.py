@@ -23,21 +23,27 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
 from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir
 
-# stage -> (config sections its outputs depend on, "module:function", the `paths` key of its outputs,
-#           a file among them that a finished stage has written)
-STAGES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
-    "collect": (("seed", "env", "collect"), "envs.collect:main", "dataset", "eval/manifest.json"),
-    "pretrain": (("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main", "encoder",
-                 "model.safetensors"),
-    "embed": (("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main", "latents",
-              "train/manifest.json"),
-    "train": (("seed", "env", "collect", "encoder", "embed", "predictor"), "world_model.train_predictor:main",
-              "predictor", "predictor.safetensors"),
+class PipelineStage(NamedTuple):
+    sections: tuple[str, ...]  # the config sections its outputs depend on
+    target: str                # "module:function" that runs it
+    output_key: str            # the `paths` key of its outputs
+    last_output: str           # a file among them that only a finished stage has written
+
+
+STAGES: dict[str, PipelineStage] = {
+    "collect": PipelineStage(("seed", "env", "collect"), "envs.collect:main", "dataset", "eval/manifest.json"),
+    "pretrain": PipelineStage(("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main", "encoder",
+                              "model.safetensors"),
+    "embed": PipelineStage(("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main",
+                           "latents", "train/manifest.json"),
+    "train": PipelineStage(("seed", "env", "collect", "encoder", "embed", "predictor"),
+                           "world_model.train_predictor:main", "predictor", "predictor.safetensors"),
 }
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
 IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
@@ -162,10 +168,10 @@ def main(cfg: DictConfig) -> None:
     if not dataset_is_intact(Path(cfg.paths.dataset)):
         print("[run] collect: a dataset shard fails its checksum; collecting its episodes again")
         book.entries.pop("collect", None)
-    for name, (sections, target, output_key, last_output) in STAGES.items():
+    for name, stage in STAGES.items():
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
-        run_stage(book, name, sections, Path(cfg.paths[output_key]), last_output, target, cfg)
+        run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target, cfg)
     for agent in cfg.run.agents:
         run_stage(book, f"evaluate_{agent}", EVALUATION_SECTIONS, Path(cfg.paths.evaluation) / agent,
                   "metrics.json", "agent.evaluate:main", cfg, agent)

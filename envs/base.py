@@ -79,8 +79,12 @@ class PixelTask(gym.Env, abc.ABC):
         self._dm_env = suite.load(self.domain, self.dm_task, task_kwargs={"random": 0})
         self._physics = self._dm_env.physics
         model = self._physics.model
+        geoms = [model.id2name(index, "geom") for index in range(model.ngeom)]
         for name in self.hidden_geoms:
-            model.geom_rgba[model.name2id(name, "geom"), 3] = 0.0
+            if name not in geoms:
+                raise ValueError(f"{type(self).__name__}.hidden_geoms names {name!r}, which the {self.domain} model "
+                                 f"has no geom of; its named geoms: {', '.join(filter(None, geoms))}")
+            model.geom_rgba[geoms.index(name), 3] = 0.0
         if not 0 <= camera_id < model.ncam:
             raise ValueError(f"camera_id={camera_id!r} is invalid; expected 0..{model.ncam - 1}")
         self.camera_id = int(camera_id)

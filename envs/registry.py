@@ -1,7 +1,9 @@
-"""Task registry. Adding a task: one file with a `PixelTask` subclass plus one entry in `TASKS`."""
+"""Task registry. Adding a task (README, "Adding a task"): a `PixelTask` subclass in its own file, one
+entry in `TASKS`, and `configs/env/<name>.yaml`."""
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 TASKS: dict[str, tuple[str, str]] = {
@@ -29,7 +31,15 @@ def registered_name(task) -> str | None:
 
 def make(name: str, **kwargs: Any):
     """Build a registered task: `make("reacher", image_size=64, camera_fovy=40)`."""
-    return task_class(name)(**kwargs)
+    cls = task_class(name)
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a setting the task does not take: one line naming it
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        if unexpected is None:
+            raise
+        raise ValueError(f"task {name!r} takes no setting {unexpected.group(1)!r} (another task's env config?); "
+                         f"give it its own configs/env/{name}.yaml") from None
 
 
 def make_from_config(env_cfg) -> Any:

@@ -43,7 +43,8 @@ def make_planner(
     except ValueError as error:  # the planners name their own arguments: name them as config keys
         raise ValueError(f"planner.{error}") from None
     execute_blocks = cfg_planner.get("execute_blocks", planner.horizon)
-    if not 1 <= execute_blocks <= planner.horizon:
+    whole = isinstance(execute_blocks, int) and not isinstance(execute_blocks, bool)
+    if not whole or not 1 <= execute_blocks <= planner.horizon:
         raise ValueError(
             f"planner.execute_blocks={execute_blocks}: expected an integer in [1, horizon={planner.horizon}]"
         )

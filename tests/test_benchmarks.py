@@ -44,7 +44,7 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
                         "--iterations", "2", "--output", str(output))
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(output.read_text())
-    assert 0.0 <= data["encoder"]["success_rate"] <= 1.0 and "random_encoder" in data
+    assert data["encoder"]["success_rate"] in (0.0, 0.5, 1.0) and "random_encoder" in data  # 2 pairs
     output = RESULTS / "predictor_inputs_smoke.json"
     result = run_module("benchmarks.predictor_inputs", str(micro_run_dir), "--steps", "20", "--width", "32",
                         "--output", str(output))

@@ -79,16 +79,16 @@ class PredictorConfig:
 
     def __post_init__(self):
         if self.conditioning not in ("token", "adaln"):
-            raise ValueError(f"predictor conditioning={self.conditioning!r} is invalid; expected 'token' or 'adaln'")
+            raise ValueError(f"predictor.conditioning={self.conditioning!r} is invalid; expected 'token' or 'adaln'")
         if self.width % self.heads:
-            raise ValueError(f"predictor width={self.width} is not divisible by heads={self.heads}")
+            raise ValueError(f"predictor.width={self.width} is not divisible by heads={self.heads}")
         if self.proprio_frequencies < 0:
-            raise ValueError(f"predictor proprio_frequencies={self.proprio_frequencies} is invalid; expected >= 0")
+            raise ValueError(f"predictor.proprio_frequencies={self.proprio_frequencies} is invalid; expected >= 0")
         for name in ("context_frames", "block", "pool_grid"):
             if getattr(self, name) < 1:
-                raise ValueError(f"predictor {name}={getattr(self, name)!r} is invalid; expected an int >= 1")
+                raise ValueError(f"predictor.{name}={getattr(self, name)!r} is invalid; expected an int >= 1")
         if self.projection_dim is not None and not 0 < self.projection_dim <= self.token_dim:
-            raise ValueError(f"predictor projection_dim={self.projection_dim} is invalid; "
+            raise ValueError(f"predictor.projection_dim={self.projection_dim} is invalid; "
                              f"expected 1..{self.token_dim} (the token width) or null")
 
 
@@ -210,7 +210,7 @@ class Predictor(nn.Module):
         parts = [latent_tokens]
         if self.uses_action_token:
             parts.append(action_embedding.unsqueeze(2))  # (B, F, 1, W)
-        sequence = (torch.cat(parts, dim=2) + self.token_position).flatten(1, 2)  # (B, S, W), S = F * T
+        sequence = (torch.cat(parts, dim=2) + self.token_position).flatten(1, 2)  # (B, S, W), S = F * tokens_per_frame
         condition = None
         if not self.uses_action_token:
             condition = action_embedding.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, S, condition_width)
@@ -264,7 +264,7 @@ class Predictor(nn.Module):
         frame_proprio = None
         if window_proprio is not None:
             frame_proprio = window_proprio[:, -1:].repeat_interleave(samples, dim=0)  # (B, 1, P)
-        latents, proprio = self.roll_on(frame_latents, frame_proprio, caches, actions, keep - 1)
+        latents, proprio = self.roll_on(frame_latents, frame_proprio, caches, actions)
         return (latents, proprio) if return_proprio else latents
 
     def compile_advance(self) -> None:
@@ -278,10 +278,12 @@ class Predictor(nn.Module):
         self.advance = torch.compile(self.advance, dynamic=False)
 
     def roll_on(self, frame_latents: torch.Tensor, frame_proprio: torch.Tensor | None,
-                caches: list[KeyValues] | None, actions: torch.Tensor, frame: int):
-        """The rollout loop: frame `frame` (latents (B, 1, N, D'), proprio (B, 1, P) | None) after the
-        cached frames, actions (B, H, block*A) from it -> (latents (B, H, N, D'), proprio (B, H, P) | None)."""
+                caches: list[KeyValues] | None, actions: torch.Tensor):
+        """The rollout loop: a frame (latents (B, 1, N, D'), proprio (B, 1, P) | None) after the cached
+        frames (or the first, with no caches), actions (B, H, block*A) from it -> (latents (B, H, N, D'),
+        proprio (B, H, P) | None)."""
         predicted_latents, predicted_proprio = [], []
+        frame = 0
         for step in range(actions.shape[1]):
             if caches is not None:
                 caches = [cache.last_frames(self.config.context_frames - 1, self.tokens_per_frame).renumbered()

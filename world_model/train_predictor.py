@@ -50,10 +50,6 @@ def predictor_config(predictor_cfg: DictConfig, cache: LatentCache) -> Predictor
     if predictor_cfg.pool_grid > cache.grid or cache.grid % predictor_cfg.pool_grid:
         raise ValueError(f"predictor.pool_grid={predictor_cfg.pool_grid} does not fit the latent cache grid "
                          f"{cache.grid}x{cache.grid} (it must divide it); re-embed with embed.pool_grid")
-    token_dim = cache.dim * (predictor_cfg.pool_grid**2 if predictor_cfg.flatten_grid else 1)
-    if predictor_cfg.projection_dim is not None and predictor_cfg.projection_dim > token_dim:
-        raise ValueError(f"predictor.projection_dim={predictor_cfg.projection_dim} exceeds the token width "
-                         f"{token_dim}")
     return model_config(predictor_cfg, cache.dim, cache.action_dim,
                         cache.proprio.shape[-1] if predictor_cfg.use_proprio else 0)
 
@@ -104,8 +100,7 @@ class WindowData:
         latents = self.latents[episodes, frame_index].float()  # (B, F, N, D')
         actions = self.actions[episodes, action_index].flatten(1).view(len(windows), self.window_frames - 1, -1)
         proprio = self.proprio[episodes, frame_index] if self.proprio is not None else None
-        move = (lambda tensor: tensor.to(device)) if device.type != "cpu" else (lambda tensor: tensor)
-        return move(latents), move(actions), move(proprio) if proprio is not None else None
+        return latents.to(device), actions.to(device), proprio.to(device) if proprio is not None else None
 
 
 def window_losses(model: Predictor, latents, actions, proprio, rollout_steps: int, norm: str) -> dict:
@@ -127,7 +122,7 @@ def window_losses(model: Predictor, latents, actions, proprio, rollout_steps: in
     if rollout_steps > 1:  # exactly as a planning rollout goes on: the prediction of frame C fed back
         rolled, rolled_proprio = model.roll_on(
             predicted[:, -1:], predicted_proprio[:, -1:] if proprio is not None else None, caches,
-            actions[:, context : context + rollout_steps - 1], frame=context)  # frames C+1 .. C+R-1
+            actions[:, context : context + rollout_steps - 1])  # frames C+1 .. C+R-1
         rollout = latent_distance(rolled, latents[:, context + 1 :], norm).mean()
         if proprio is not None:
             proprio_loss = proprio_loss + latent_distance(
@@ -201,14 +196,15 @@ def run_identity(cfg: DictConfig, model: Predictor, train_cache: LatentCache) ->
 
 
 def resumable_state(checkpoint_path: Path, identity: dict, cfg: DictConfig, device) -> dict | None:
-    """The checkpoint's state when training should continue from it: it exists, `resume` is on, and it
-    has this identity (another: ValueError naming the differences, or None with run.overwrite=true)."""
-    if not (cfg.predictor.train.resume and checkpoint_path.exists()):
+    """The checkpoint's state when training should continue from it: it exists, has this identity, and
+    `resume` is on. A checkpoint of another identity is refused (ValueError naming the differences)
+    unless run.overwrite=true, whatever `resume` says: its run's outputs would be deleted."""
+    if not checkpoint_path.exists():
         return None
     state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-    overwrite = bool(cfg.run.overwrite)
-    return state if may_resume("predictor checkpoint", checkpoint_path, state.get("identity", {}), identity,
-                               overwrite) else None
+    same_run = may_resume("predictor checkpoint", checkpoint_path, state.get("identity", {}), identity,
+                          bool(cfg.run.overwrite))
+    return state if same_run and cfg.predictor.train.resume else None
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, history: list, identity: dict,

@@ -38,16 +38,20 @@ def test_oracle_reaches_reacher_goals_in_the_protocol(tiny_dataset_dir, tmp_path
     assert metrics["mean_min_distance"] < 0.05
 
 
-def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_dir, tmp_path):
-    """Replanning every block with planner.shrink_horizon: the plans of a 3-block window are scored at
-    blocks 3, 2, 1 (the window's end), then a new window starts; the oracle still reaches the goal."""
+@pytest.mark.parametrize("execute_blocks, requested_blocks", [(1, [3, 2, 1, 3]), (2, [3, 1, 3])])
+def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_dir, tmp_path, execute_blocks,
+                                                                  requested_blocks):
+    """With planner.shrink_horizon the plans of a 3-block window are scored up to the window's end:
+    replanning every block at blocks 3, 2, 1, then a new window starts. Executing 2 blocks per plan, the
+    window's second plan is scored on its last block and executes only that one, never a block it was
+    not scored on. The oracle still reaches the goal."""
     from agent.build import build_agent
     from agent.evaluate import run_batch, sample_pairs
     from envs.dataset import EpisodeStore
 
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "planner.samples=100",
                                     "planner.iterations=8", "planner.top_k=10", "planner.horizon=3",
-                                    "planner.execute_blocks=1", "planner.shrink_horizon=true"])
+                                    f"planner.execute_blocks={execute_blocks}", "planner.shrink_horizon=true"])
     task = envs.make_from_config(cfg.env)
     pairs, _ = sample_pairs(EpisodeStore(tiny_dataset_dir / "eval"), task, 2, goal_offset=15, seed=0)
     agent = build_agent(cfg, task, "oracle")
@@ -55,7 +59,7 @@ def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_d
     agent.world.energy_fn = lambda blocks=None: requested.append(blocks) or energy_fn(blocks)
     tasks = [task, envs.make_from_config(cfg.env)]
     records = run_batch(agent, tasks, pairs, budget=20, seeds=[0, 1], record=[True, False])
-    assert requested == [3, 2, 1, 3]  # 20 steps = 4 blocks of 5, one plan per block
+    assert requested == requested_blocks  # 20 steps = 4 blocks of 5
     assert all(record["success"] for record in records)
 
 
@@ -243,8 +247,19 @@ def test_load_agent_refuses_unknown_keys_and_another_task(micro_run_dir):
         task.close()
 
 
-def test_evaluating_with_other_camera_settings_than_the_dataset_is_refused(micro_run_dir, tmp_path):
+def test_evaluating_with_other_camera_settings_or_an_unknown_agent_is_refused(micro_run_dir, tmp_path):
     cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path}", "env.image_size=48"])
     with pytest.raises(ValueError, match=r"env settings differ from those the dataset .* \(image_size: 32 -> 48\)"):
         evaluate(cfg, "random")
     assert not (tmp_path / "random").exists()
+    with pytest.raises(ValueError, match=r"evaluate.agent='lattent' is invalid; expected one of"):
+        evaluate(compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path}"]), "lattent")
+    assert not (tmp_path / "lattent").exists()
+
+
+def test_oracle_evaluations_of_another_action_block_are_not_resumed(micro_run_dir, tmp_path):
+    """The oracle plans in blocks of predictor.block: episodes planned in another block are not its own."""
+    base = ["experiment=micro", f"paths.evaluation={tmp_path}", "evaluate.videos=0", "evaluate.pairs=1"]
+    evaluate(compose_config(micro_run_dir, base), "oracle")
+    with pytest.raises(ValueError, match=r"evaluation .* other settings \(block: \d+ -> 2\)"):
+        evaluate(compose_config(micro_run_dir, [*base, "predictor.block=2"]), "oracle")

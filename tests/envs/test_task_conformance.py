@@ -1,4 +1,9 @@
-"""The same conformance checks over every registered task (dm_control suite style)."""
+"""The same conformance checks over every registered task (dm_control suite style).
+
+What they ask of a task: proprio = (qpos, qvel) as float32; `distances` vectorised over leading
+dimensions and 0 at the goal; `success_threshold` > 0, in the units of the positions, so that moving any
+one position by half the threshold keeps the goal reached and moving some position by three times it
+does not."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,6 +28,17 @@ def test_registry_lists_both_tasks_and_rejects_unknown_names():
         envs.make("cheetah")
 
 
+def test_hiding_a_geom_the_model_lacks_is_refused_by_name():
+    from envs.reacher import Reacher
+
+    class MisnamedTarget(Reacher):
+        hidden_geoms = ("goal",)
+
+    with pytest.raises(ValueError, match=r"MisnamedTarget.hidden_geoms names 'goal', which the reacher model has "
+                                         r"no geom of; its named geoms: .*target"):
+        MisnamedTarget(image_size=32)
+
+
 def test_gymnasium_check_env_passes(task):
     check_env(task, skip_render_check=False)
 
@@ -31,6 +47,7 @@ def test_spec(task):
     observation, info = task.reset(seed=0)
     assert observation["pixels"].shape == (48, 48, 3) and observation["pixels"].dtype == np.uint8
     assert observation["proprio"].dtype == np.float32 and observation["proprio"].shape == (task.nq + task.nv,)
+    np.testing.assert_array_equal(observation["proprio"], info["state"].astype(np.float32))  # (qpos, qvel)
     assert task.action_space.low.min() == -1.0 and task.action_space.high.max() == 1.0
     assert info["state"].shape == (task.nq + task.nv,)
 
@@ -81,14 +98,20 @@ def test_set_state_round_trip(task):
 
 
 def test_success_and_distance_agree(task):
+    threshold = task.success_threshold
+    assert threshold > 0, f"{type(task).__name__}.success_threshold={threshold}: set the distance under which a goal is reached"
     task.reset(seed=5)
     goal = task.get_state()
     assert task.distance(goal, goal) == 0.0 and task.success(goal, goal)
-    near, far = goal.copy(), goal.copy()
-    near[0] += 0.5 * task.success_threshold
-    far[0] += 3.0 * task.success_threshold
-    assert task.success(near, goal) and task.distance(near, goal) < task.success_threshold
-    assert not task.success(far, goal) and task.distance(far, goal) >= task.success_threshold
+    near, far = np.repeat(goal[None], task.nq, axis=0), np.repeat(goal[None], task.nq, axis=0)  # (nq, S)
+    near[np.arange(task.nq), np.arange(task.nq)] += 0.5 * threshold  # one position moved per row
+    far[np.arange(task.nq), np.arange(task.nq)] += 3.0 * threshold
+    assert all(task.success(state, goal) for state in near)
+    assert any(not task.success(state, goal) for state in far)
+    states = np.stack([np.stack([goal, *near]), np.stack([goal, *far])])  # (2, 1 + nq, S)
+    distances = task.distances(states, goal)
+    assert distances.shape == states.shape[:-1], f"distances of (2, {1 + task.nq}, S) states: {distances.shape}"
+    np.testing.assert_allclose(distances, [[task.distance(state, goal) for state in row] for row in states])
 
 
 def test_step_reports_success_against_the_goal(task):

@@ -58,6 +58,7 @@ def test_config_files_share_their_keys():
     [
         ({"name": "ilqr"}, "planner.name='ilqr'"),
         ({"execute_blocks": 6}, "execute_blocks=6"),
+        ({"execute_blocks": 2.5}, "execute_blocks=2.5: expected an integer in"),
         ({"top_k": 500}, "planner.top_k=500"),
         ({"samples": 0}, "planner.samples=0: expected an integer >= 1"),
         ({"samples": "abc"}, "planner.samples='abc': expected an integer"),

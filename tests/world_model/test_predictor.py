@@ -133,6 +133,11 @@ def test_projection_fitted_on_data_and_saved(tmp_path):
     model = tiny_predictor(projection_dim=4, pool_grid=1)
     tokens = torch.randn(500, 16) @ torch.randn(16, 16)
     model.fit_normalisation(tokens)
+    projection = model.projection  # (16, 4): orthonormal columns spanning the top 4 principal directions
+    torch.testing.assert_close(projection.T @ projection, torch.eye(4), rtol=0, atol=1e-5)
+    centred = tokens - tokens.mean(0)
+    top_variance = torch.linalg.eigvalsh(centred.T @ centred / 499)[-4:].sum()
+    torch.testing.assert_close((centred @ projection).var(0).sum(), top_variance, rtol=1e-4, atol=0)
     prepared = model.prepare_latents(tokens.view(500, 1, 1, 16))
     assert prepared.shape == (500, 1, 4)
     save_predictor(model, tmp_path, {"task": "reacher"})

@@ -1,0 +1,40 @@
+"""The latent world's energy: candidates rolled out from the context it kept, scored against the goal."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent.worlds import LatentWorld
+from tests.world_model.test_latent_cache import save_tiny_encoder
+from tests.world_model.test_predictor import tiny_predictor
+from world_model.encoder import load_encoder
+from world_model.energy import latent_distance
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 5])  # every env in one predictor call, or one env per call
+def test_energy_rolls_out_from_the_last_frames_and_the_block_between_them(tmp_path, chunk_size):
+    encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
+    predictor = tiny_predictor(latent_dim=encoder.dim, context_frames=2)  # block 3, action_dim 2
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 2, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3): three observations
+    executed = rng.uniform(-1, 1, (2, 2, 6)).astype(np.float32)  # (T-1, B, block*A): the blocks between them
+    goal_images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    world = LatentWorld(encoder, predictor, norm="l2", aggregate="sum", chunk_size=chunk_size)
+    world.set_goal(goal_images)
+    world.observe(frames[0])
+    world.observe(frames[1], executed_block=executed[0])
+    world.observe(frames[2], executed_block=executed[1])
+    candidates = torch.rand(2, 5, 4, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
+
+    energies = world.energy_fn()(candidates)  # (B, K)
+
+    # context_frames=2: frames 1 and 2 are kept with the block executed between them; frame 0 is gone
+    context = torch.stack([world.embed(frames[1]), world.embed(frames[2])], dim=1)  # (B, 2, N, D')
+    predicted = predictor.rollout(context, candidates.flatten(0, 1), torch.from_numpy(executed[1])[:, None])
+    goal = world.embed(goal_images).repeat_interleave(5, dim=0)[:, None]  # (B*K, 1, N, D')
+    expected = latent_distance(predicted, goal, "l2").sum(-1).view(2, 5)  # summed over the H blocks
+    torch.testing.assert_close(energies, expected, rtol=1e-5, atol=1e-5)
+    other_context = predictor.rollout(torch.stack([world.embed(frames[0]), world.embed(frames[2])], dim=1),
+                                      candidates.flatten(0, 1), torch.from_numpy(executed[1])[:, None])
+    assert not torch.allclose(predicted, other_context)  # the context matters: the check above can fail
