@@ -154,7 +154,7 @@ def caption(step: int, energy: float | None, distance: float, success: bool) -> 
     return f"step {step:3d}  energy {energy_text}  distance {distance:.3f}  success {'yes' if success else 'no'}"
 
 
-def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict) -> dict:
+def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, success_threshold: float) -> dict:
     successes = [r["success"] for r in records]
     per_seed = {}
     for r in records:
@@ -177,6 +177,8 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict) -
                              "median": float(np.median(steps)) if steps else None},
         "planning_latency": {**latency_summary(latencies), "envs_per_plan": int(cfg.evaluate.batch_envs)},
         "pairs_excluded": excluded,
+        # goals already reached at the start: any agent, the random one too, succeeds at its first step
+        "episodes_starting_at_goal": sum(r["initial_distance"] < success_threshold for r in records),
         "wall_time_s": float(sum(r["wall_time_s"] for r in records)),  # these episodes' time, however many runs
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -204,6 +206,9 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     low, high = metrics["success_rate_ci95"]
     print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}) over "
           f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
+    if metrics["episodes_starting_at_goal"]:
+        print(f"warning: {metrics['episodes_starting_at_goal']} of {metrics['episodes']} episodes start within the "
+              "success threshold of their goal; evaluate.exclude_within (in the task's distance) skips such pairs")
     return metrics
 
 
@@ -257,7 +262,7 @@ def run_episodes(cfg: DictConfig, kind: str, out_dir: Path, store: EpisodeStore,
                 progress.update(len(indices))
                 progress.set_postfix(success=f"{np.mean([r['success'] for r in records if requested(r)]):.2f}")
     records = sorted(filter(requested, records), key=lambda r: (r["seed"], r["pair"]))
-    metrics = summarize(records, cfg, kind, excluded)
+    metrics = summarize(records, cfg, kind, excluded, tasks[0].success_threshold)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 

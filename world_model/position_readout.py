@@ -129,7 +129,8 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
                            seed: int = 0, encoder_fingerprint: str | None = None, angles: bool = False) -> dict:
     """Fit a readout of qpos from the cache's token grid (`angles`: the joints are hinges); save it in
     `output_dir` (with the fingerprint of the encoder whose tokens it reads); return its metrics
-    (held-out median and 90th-percentile position error, in the task's units, angles wrapped)."""
+    (held-out median and 90th-percentile error, the norm over the positions in the task's units, angles
+    wrapped; and each position's median error)."""
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     positions = int(train_cache.field("qpos").shape[-1])
@@ -151,12 +152,17 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
         progress.set_postfix(loss=f"{loss.item():.4f}")
     readout.eval()
     with torch.no_grad():
-        errors = readout.position_error(readout(val_tokens), val_positions).norm(dim=-1)  # (M,)
+        position_errors = readout.position_error(readout(val_tokens), val_positions)  # (M, nq)
+    errors = position_errors.norm(dim=-1)  # (M,)
+    per_position = position_errors.abs().median(dim=0).values  # (nq,): each in its own unit (m or rad)
     metrics = {"val_frames": len(errors), "val_median_error": float(errors.median()),
-               "val_p90_error": float(errors.quantile(0.9)), "steps": steps, "encoder_fingerprint": encoder_fingerprint}
+               "val_p90_error": float(errors.quantile(0.9)),
+               "val_median_error_per_position": [float(value) for value in per_position],
+               "steps": steps, "encoder_fingerprint": encoder_fingerprint}
     save_position_readout(readout, output_dir, metrics)
     print(f"position readout: held-out error median {metrics['val_median_error']:.4f}, "
-          f"90th percentile {metrics['val_p90_error']:.4f} (task units)")
+          f"90th percentile {metrics['val_p90_error']:.4f} (norm over positions, task units); per position "
+          f"{', '.join(f'{value:.4f}' for value in per_position)}")
     return metrics
 
 

@@ -81,6 +81,7 @@ def test_readout_reads_an_angle_modulo_full_turns(tmp_path):
     errors = readout.position_error(angles, torch.from_numpy(val.qpos[:, 0])).abs()  # (E, 1), wrapped
     assert float(errors.median()) < 0.15  # rad; a guess is off by pi / 2 on average
     assert metrics["val_median_error"] < 0.15
+    assert metrics["val_median_error_per_position"] == [pytest.approx(metrics["val_median_error"])]  # one angle
     turned = readout.position_error(torch.tensor([[3.1]]), torch.tensor([[-3.1 + 4 * np.pi]]))
     torch.testing.assert_close(turned, torch.tensor([[6.2 - 2 * np.pi]]))
 
