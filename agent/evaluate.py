@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from agent.build import build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
+from agent.episodes import run_batch
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from envs.checks import check_int_list, check_ints, check_numbers
@@ -76,82 +77,6 @@ def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: 
         if len(pairs) == count:
             return pairs, excluded
     raise ValueError(f"evaluate.pairs={count} is more than the eval split offers ({len(pairs)} usable pairs)")
-
-
-def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[int], record: list[bool]) -> list[dict]:
-    """Run len(pairs) episodes in lockstep (one planner call for all); returns per-episode records.
-
-    seeds: one per episode, so an episode's random draws do not depend on which batch it ran in. An
-    episode ends at its first success: its record (final and minimum distance, wrapped success) stops
-    there, so it does not depend on the batch either, though a batch runs on until all its episodes
-    have succeeded (to the budget when it records a video)."""
-    batch = len(pairs)
-    goal_states = np.stack([pair["goal_state"] for pair in pairs])  # (B, S)
-    goal_images = np.stack([pair["goal_image"] for pair in pairs])  # (B, H, W, 3)
-    for task, pair, seed in zip(tasks, pairs, seeds):
-        task.reset(seed=seed)
-        task.set_state(pair["start_state"])
-        task.set_goal(pair["goal_state"])
-    pixels = np.stack([task.render() for task in tasks])  # (B, H, W, 3)
-    states = np.stack([task.get_state() for task in tasks])  # (B, S)
-    distances = [[tasks[b].distance(states[b], goal_states[b])] for b in range(batch)]  # at task steps
-    closest = [distances[b][0] for b in range(batch)]  # over every control step, as success is checked
-    wrapped = [[wrapped_error(tasks[b], states[b][None], goal_states[b])] for b in range(batch)]
-    success_step: list[int | None] = [None] * batch
-    frames = [[pixels[b]] if record[b] else None for b in range(batch)]
-    captions = [[caption(0, None, distances[b][0], False)] if record[b] else None for b in range(batch)]
-    agent.reset(goal_images, goal_states, seeds)
-    for step in range(1, budget + 1):
-        actions = agent.act(pixels, states)  # (B, A)
-        for b, task in enumerate(tasks):
-            observation, _, _, _, info = task.step(actions[b])
-            pixels[b], states[b] = observation["pixels"], info["state"]
-            if success_step[b] is None:
-                distances[b].append(info["distance"])
-                closest[b] = min(closest[b], float(task.distances(info["substep_states"], goal_states[b]).min()))
-                wrapped[b].append(wrapped_error(task, info["substep_states"], goal_states[b]))
-                if info["success_substep"]:
-                    success_step[b] = step
-            if record[b]:
-                energy = agent.plans[-1].energies[b] if agent.plans else None
-                frames[b].append(observation["pixels"])
-                captions[b].append(caption(step, energy, info["distance"], success_step[b] is not None))
-        if all(s is not None for s in success_step) and not any(record):
-            break
-    records = []
-    for b, pair in enumerate(pairs):
-        end = budget if success_step[b] is None else success_step[b]
-        plans = [plan for plan in agent.plans if plan.step < end]  # the plans that chose this episode's actions
-        records.append({
-            "episode": pair["episode"], "start_step": pair["start_step"], "success": success_step[b] is not None,
-            "steps_to_success": success_step[b], "initial_distance": float(distances[b][0]),
-            "final_distance": float(distances[b][-1]), "min_distance": closest[b],
-            **wrapped_success(tasks[b], wrapped[b]),
-            "plan_latencies_s": [plan.latency_s for plan in plans],
-            "energies": [plan.energies[b] for plan in plans],
-            "frames": frames[b], "captions": captions[b], "goal_image": pair["goal_image"],
-        })
-    return records
-
-
-def wrapped_error(task, substep_states: np.ndarray, goal_state: np.ndarray) -> float | None:
-    """substep_states (R, S) -> the smallest over them of the largest wrapped joint-angle error, for
-    tasks with joints (reacher); None otherwise."""
-    if not hasattr(task, "joint_errors"):
-        return None
-    return float(task.joint_errors(substep_states, goal_state)["wrapped"].max(axis=-1).min())
-
-
-def wrapped_success(task, errors: list) -> dict:
-    """Success under the wrapped angle error, checked after every control step as success is."""
-    if errors[0] is None:
-        return {}
-    return {"success_wrapped": bool(min(errors) < task.success_threshold), "min_wrapped_error": float(min(errors))}
-
-
-def caption(step: int, energy: float | None, distance: float, success: bool) -> str:
-    energy_text = "-" if energy is None else f"{energy:.3f}"
-    return f"step {step:3d}  energy {energy_text}  distance {distance:.3f}  success {'yes' if success else 'no'}"
 
 
 def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, success_threshold: float) -> dict:

@@ -46,7 +46,8 @@ def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_d
     window's second plan is scored on its last block and executes only that one, never a block it was
     not scored on. The oracle still reaches the goal."""
     from agent.build import build_agent
-    from agent.evaluate import run_batch, sample_pairs
+    from agent.episodes import run_batch
+    from agent.evaluate import sample_pairs
     from envs.dataset import EpisodeStore
 
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "planner.samples=100",
@@ -61,6 +62,11 @@ def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_d
     records = run_batch(agent, tasks, pairs, budget=20, seeds=[0, 1], record=[True, False])
     assert requested == requested_blocks  # 20 steps = 4 blocks of 5
     assert all(record["success"] for record in records)
+    video_frames = records[0]["frames"]  # recorded to the budget; the second episode records none
+    assert len(video_frames) == 21 and records[1]["frames"] is None
+    task.set_state(pairs[0]["start_state"])
+    np.testing.assert_array_equal(video_frames[0], task.render())  # the video starts at the start state
+    assert not np.array_equal(video_frames[0], video_frames[-1])
 
 
 def test_evaluation_is_reproducible(micro_run_dir, tmp_path):
