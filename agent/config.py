@@ -19,7 +19,10 @@ def one_line_config_errors():
     except MissingConfigException as error:
         group, _, option = str(error.missing_cfg_file).rpartition("/")
         if group and error.options:
-            new_task = " (a new task needs configs/env/<name>.yaml: README, Adding a task)" if group == "env" else ""
+            from envs.registry import TASKS
+
+            registered = group == "env" and option in TASKS  # a new task without its env config yet
+            new_task = f" (task {option!r} is registered: add configs/env/{option}.yaml, README: Adding a task)" if registered else ""
             raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}"
                              + new_task) from None
         plugin_hint = "; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?" if group.startswith("hydra/") else ""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
                              "median": float(np.median(steps)) if steps else None},
         "planning_latency": {**latency_summary(latencies), "envs_per_plan": int(cfg.evaluate.batch_envs)},
         "pairs_excluded": excluded,
-        # goals already reached at the start: any agent, the random one too, succeeds at its first step
+        # goals already reached at the start: any agent, the random one too, almost surely succeeds at once
         "episodes_starting_at_goal": sum(r["initial_distance"] < success_threshold for r in records),
         "wall_time_s": float(sum(r["wall_time_s"] for r in records)),  # these episodes' time, however many runs
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -133,7 +134,8 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
           f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
     if metrics["episodes_starting_at_goal"]:
         print(f"warning: {metrics['episodes_starting_at_goal']} of {metrics['episodes']} episodes start within the "
-              "success threshold of their goal; evaluate.exclude_within (in the task's distance) skips such pairs")
+              "success threshold of their goal; evaluate.exclude_within (in the task's distance) skips such pairs",
+              file=sys.stderr)
     return metrics
 
 
@@ -223,6 +225,8 @@ def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
     if records_path.exists():
         identity_path = out_dir / IDENTITY_FILE
         saved = json.loads(identity_path.read_text()) if identity_path.exists() else {}
+        if saved.get("agent") == "oracle" and "block" not in saved and (out_dir / "config.yaml").exists():
+            saved["block"] = int(OmegaConf.load(out_dir / "config.yaml").predictor.block)  # recorded before identity did
         if may_resume("evaluation", out_dir, saved, identity, overwrite):
             return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
     for stale in ("episodes.jsonl", "metrics.json"):

@@ -1,6 +1,7 @@
 """The benchmarks' command lines: whole-number argument types, and bad input reported as `jepa-agent`
 reports it, one line `error: ...` and exit status 2 (JEPA_AGENT_DEBUG=1 shows the traceback).
 
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--pairs", type=positive_int, default=20)
     if __name__ == "__main__":
         run_main(main)
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from agent.cli import USER_ERRORS, exit_with_error
 
@@ -29,6 +31,19 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return whole_number(text, 0, "an int >= 0")
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `error: argument --pairs: ...`, exit status 2 (no usage block)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def benchmark_parser(docstring: str) -> argparse.ArgumentParser:
+    """A parser whose --help shows the benchmark's whole docstring, example commands included."""
+    return OneLineErrorParser(description=docstring, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def run_main(main) -> None:

@@ -9,7 +9,6 @@ and writes benchmarks/results/collect_speed.json.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 from agent.config import compose_config
-from benchmarks.arguments import run_main
+from benchmarks.arguments import benchmark_parser, run_main
 from envs.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect_speed.json"
@@ -39,7 +38,7 @@ def frames_per_second(episodes: int, length: int, shadows: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
     args = parser.parse_args()
     episodes, length, repeats = (2, 10, 1) if args.smoke else (40, 100, 3)

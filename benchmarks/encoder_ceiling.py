@@ -12,7 +12,6 @@ on the first pairs of the run's evaluation protocol. Prints a table and writes J
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from agent.episodes import run_batch
 from agent.evaluate import sample_pairs
 from agent.mpc import MPCAgent
 from agent.worlds import aggregate_over_blocks
-from benchmarks.arguments import positive_int, run_main
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from envs.dataset import EpisodeStore
 from envs.io import atomic_write_json
 from planners import make_planner
@@ -98,7 +97,7 @@ def evaluate(cfg, encoder, pairs, samples: int, iterations: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--pairs", type=positive_int, default=20)
     parser.add_argument("--samples", type=positive_int, default=100)

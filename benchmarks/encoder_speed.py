@@ -7,7 +7,6 @@ encoding throughput (frames/s, single frames as the planner embeds them) and pre
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from agent.config import compose_config
-from benchmarks.arguments import positive_int, run_main
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from envs.io import atomic_write_json
 from world_model.encoder import random_encoder
@@ -28,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--encoder", default="vjepa_tiny", help="an in-domain option of configs/encoder/")
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--repeats", type=positive_int, default=10)

@@ -9,7 +9,6 @@ separate from the world model. Prints a table and writes benchmarks/results/plan
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.arguments import positive_int, run_main
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from envs.io import atomic_write_json
 from planners import CEMPlanner, MPPIPlanner
 
@@ -41,7 +40,7 @@ def seconds_per_plan(planner, batch_size: int, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
     parser.add_argument("--action-dim", type=positive_int, default=10, help="D = block * A")
     args = parser.parse_args()

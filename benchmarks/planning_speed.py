@@ -13,7 +13,6 @@ same run) that planning achieves (FLOPs counted with torch.utils.flop_counter on
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import tempfile
@@ -24,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.config import compose_config
 from agent.worlds import LatentWorld
-from benchmarks.arguments import positive_int, run_main
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from envs.io import atomic_write_json
 from planners import make_planner
@@ -74,7 +73,7 @@ def measure(cfg, latent_dim: int, batch: int, bf16: bool, repeats: int, compile:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
     parser.add_argument("--compile", action="store_true", help="also measure bf16 with torch.compile")
     parser.add_argument("--latent-dim", type=positive_int, default=192, help="encoder width (vjepa_tiny: 192)")

@@ -16,7 +16,6 @@ Prints a table and writes JSON (docs/experiments.md section 8).
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.arguments import non_negative_int, positive_int, run_main
+from benchmarks.arguments import benchmark_parser, non_negative_int, positive_int, run_main
 from envs.io import atomic_write_json
 from world_model.latent_cache import LatentCache
 from world_model.predictor import load_predictor
@@ -95,7 +94,7 @@ def fit_and_score(kind: str, train: dict, held_out: dict, block: int, fourier, s
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--predictor", type=Path, default=None, help="default: RUN_DIR/predictor")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)

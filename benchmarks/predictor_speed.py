@@ -10,7 +10,6 @@ repeats; prints a table and writes JSON.
 """
 from __future__ import annotations
 
-import argparse
 import platform
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.arguments import positive_int, run_main
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from envs.io import atomic_write_json
 from world_model.predictor import Predictor, PredictorConfig
@@ -44,7 +43,7 @@ def model_settings(smoke: bool) -> tuple[dict, dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--repeats", type=positive_int, default=10)
     parser.add_argument("--samples", type=positive_int, default=300)

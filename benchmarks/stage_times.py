@@ -5,18 +5,17 @@ writes benchmarks/results/stage_times.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from benchmarks.arguments import run_main
+from benchmarks.arguments import benchmark_parser, run_main
 from envs.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_times.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("run_dirs", nargs="+", type=Path)
     args = parser.parse_args()
     table = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.build import load_run_config
 from agent.evaluate import main as evaluate
-from benchmarks.arguments import positive_int, run_main
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from envs.io import atomic_save, atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,7 +64,7 @@ def parse_budget(text: str) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--budgets", nargs="+", type=parse_budget, default=[(30, 3), (100, 5), (300, 10), (300, 30)],
                         help="SAMPLESxITERATIONS, after the run directory")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -106,6 +107,22 @@ def describe_differences(saved: dict, current: dict, limit: int = 4) -> str:
     shown = ", ".join(f"{key}: {shown_value(saved_flat, key)} -> {shown_value(current_flat, key)}"
                       for key in differing[:limit])
     return shown + (f" and {len(differing) - limit} more" if len(differing) > limit else "")
+
+
+def read_checkpoint(path: str | os.PathLike, device, what: str, overwrite: bool) -> dict | None:
+    """A checkpoint's state, read safely (`weights_only`: nothing in the file runs). One that cannot be
+    read (another torch version's, say): None with `overwrite` (the caller starts afresh), otherwise a
+    one-line ValueError."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        if overwrite:
+            print(f"{what} {str(path)!r} cannot be read ({type(error).__name__}); starting afresh (run.overwrite=true)")
+            return None
+        raise ValueError(f"{what} {str(path)!r} cannot be read ({type(error).__name__}); pass run.overwrite=true "
+                         "to start afresh") from None
 
 
 def may_resume(what: str, path: str | os.PathLike, saved: dict, current: dict, overwrite: bool) -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 from typing import Any
+
+ENV_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"  # one `env` group option per task
 
 TASKS: dict[str, tuple[str, str]] = {
     # name: ("module:Class", one-line description)
@@ -38,8 +41,12 @@ def make(name: str, **kwargs: Any):
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(error))
         if unexpected is None:
             raise
-        raise ValueError(f"task {name!r} takes no setting {unexpected.group(1)!r} (another task's env config?); "
-                         f"give it its own configs/env/{name}.yaml") from None
+        setting = unexpected.group(1)
+        if (ENV_CONFIGS / f"{name}.yaml").exists():
+            raise ValueError(f"task {name!r} takes no setting {setting!r}: pass env={name} (its own env config), "
+                             f"not env.name={name}") from None
+        raise ValueError(f"task {name!r} takes no setting {setting!r} (another task's env config?); "
+                         f"add configs/env/{name}.yaml") from None
 
 
 def make_from_config(env_cfg) -> Any:

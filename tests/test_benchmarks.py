@@ -74,4 +74,5 @@ def test_bad_benchmark_arguments_are_one_line_errors(tmp_path, args, expected):
     result = run_module(*(str(tmp_path / "no_run") if arg == "RUN" else arg for arg in args))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert "error: " in result.stderr.strip().splitlines()[-1] and expected in result.stderr, result.stderr
+    assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr, result.stderr

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from envs.checks import check_ints, check_numbers
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
+from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
 from envs.registry import task_class
 from world_model.energy import latent_distance
 from world_model import distributed
@@ -197,11 +197,14 @@ def run_identity(cfg: DictConfig, model: Predictor, train_cache: LatentCache) ->
 
 def resumable_state(checkpoint_path: Path, identity: dict, cfg: DictConfig, device) -> dict | None:
     """The checkpoint's state when training should continue from it: it exists, has this identity, and
-    `resume` is on. A checkpoint of another identity is refused (ValueError naming the differences)
-    unless run.overwrite=true, whatever `resume` says: its run's outputs would be deleted."""
+    `resume` is on. A checkpoint of another identity (ValueError naming the differences), or one that
+    cannot be read, is refused unless run.overwrite=true, whatever `resume` says: its run's outputs
+    would be deleted."""
     if not checkpoint_path.exists():
         return None
-    state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    state = read_checkpoint(checkpoint_path, device, "predictor checkpoint", bool(cfg.run.overwrite))
+    if state is None:
+        return None
     same_run = may_resume("predictor checkpoint", checkpoint_path, state.get("identity", {}), identity,
                           bool(cfg.run.overwrite))
     return state if same_run and cfg.predictor.train.resume else None

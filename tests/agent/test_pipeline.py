@@ -13,6 +13,7 @@ import imageio.v3 as iio
 import pytest
 from omegaconf import OmegaConf
 
+from envs.registry import task_class
 from tests.conftest import cli
 from tests.conftest import REPO
 
@@ -33,7 +34,8 @@ def test_run_writes_every_stage_and_a_summary(micro_run_dir):
         records = [json.loads(line) for line in (micro_run_dir / "eval" / agent / "episodes.jsonl").read_text().splitlines()]
         assert len(records) == 2 and {"success", "steps_to_success", "min_distance"} <= set(records[0])
         assert metrics["success_rate"] == sum(record["success"] for record in records) / 2
-        assert metrics["episodes_starting_at_goal"] == sum(record["initial_distance"] < 0.05 for record in records)
+        threshold = task_class(metrics["task"]).success_threshold
+        assert metrics["episodes_starting_at_goal"] == sum(record["initial_distance"] < threshold for record in records)
     latent = json.loads((micro_run_dir / "eval" / "latent" / "metrics.json").read_text())
     assert latent["planning_latency"]["count"] >= 2 and latent["planning_latency"]["p95_s"] > 0
     video = next((micro_run_dir / "eval" / "latent" / "videos").glob("*.mp4"))

@@ -46,10 +46,9 @@ def test_tasks_lists_registered_tasks():
         ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected 'uniform' or 'correlated'"),
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
         # Hydra's own errors, made one line by the CLI's composition check
-        ("env=cheetah", "env=cheetah is invalid; expected one of: point_mass, reacher (a new task needs "
-                        "configs/env/<name>.yaml: README, Adding a task)"),
-        ("env.name=point_mass", "task 'point_mass' takes no setting 'angle_error' (another task's env config?); "
-                                "give it its own configs/env/point_mass.yaml"),
+        ("env=cheetah", "env=cheetah is invalid; expected one of: point_mass, reacher"),
+        ("env.name=point_mass", "task 'point_mass' takes no setting 'angle_error': pass env=point_mass (its own "
+                                "env config), not env.name=point_mass"),
         ("collect.speed=2", "Could not override 'collect.speed'; Key 'speed' is not in struct; "
                             "To append to your config use +collect.speed=2"),
         ("collect.episodes=[1", "collect.episodes=[1: no viable alternative at input '[1'"),

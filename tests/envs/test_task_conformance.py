@@ -24,8 +24,20 @@ def task(request):
 
 def test_registry_lists_both_tasks_and_rejects_unknown_names():
     assert {"reacher", "point_mass"} <= set(TASKS)
+    from envs.registry import ENV_CONFIGS
+
+    assert [name for name in TASKS if not (ENV_CONFIGS / f"{name}.yaml").exists()] == []  # `env=<name>` composes
     with pytest.raises(ValueError, match=r"unknown task 'cheetah'; registered tasks: .*reacher.*point_mass"):
         envs.make("cheetah")
+
+
+def test_a_registered_task_without_an_env_config_is_named(monkeypatch):
+    from agent.config import compose_config
+
+    monkeypatch.setitem(envs.registry.TASKS, "cartpole", ("envs.reacher:Reacher", "a task just registered"))
+    with pytest.raises(ValueError, match=r"env=cartpole is invalid; .* \(task 'cartpole' is registered: add "
+                                         r"configs/env/cartpole.yaml"):
+        compose_config(".", ["env=cartpole"])
 
 
 def test_hiding_a_geom_the_model_lacks_is_refused_by_name():

@@ -147,6 +147,17 @@ def test_a_rerun_with_other_settings_is_refused_or_starts_afresh(tmp_path, embed
         torch.testing.assert_close(overwritten.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
 
 
+def test_an_unreadable_checkpoint_is_refused_unless_overwrite(tmp_path, embedded_run):
+    train_predictor.main(train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1"))
+    (tmp_path / "predictor" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"predictor checkpoint .* cannot be read \(UnpicklingError\); "
+                                         "pass run.overwrite=true"):
+        train_predictor.main(train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1"))
+    train_predictor.main(train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1",
+                                      "run.overwrite=true"))
+    assert torch.load(tmp_path / "predictor" / "checkpoints" / "last.pt", weights_only=True)["step"] > 0
+
+
 def test_mismatched_inputs_are_one_line_errors(tmp_path, embedded_run):
     with pytest.raises(ValueError, match=r"pool_grid=4 does not fit the latent cache grid 2x2"):
         train_predictor.main(train_config(embedded_run, tmp_path / "a", "predictor.pool_grid=4"))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import VJEPA2Config
 
-from envs.io import atomic_save, may_resume
+from envs.io import atomic_save, may_resume, read_checkpoint
 from world_model.encoder import preprocess_frames
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
@@ -197,8 +197,8 @@ class Pretrainer:
     def load_checkpoint(self, path: str | Path, overwrite: bool = False) -> bool:
         """Continue from a checkpoint of the same identity -> True. Another identity: ValueError naming
         the differences, or False with `overwrite` (the caller starts afresh)."""
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if not may_resume("pretraining checkpoint", path, state.get("identity", {}), self.identity, overwrite):
+        state = read_checkpoint(path, self.device, "pretraining checkpoint", overwrite)
+        if state is None or not may_resume("pretraining checkpoint", path, state.get("identity", {}), self.identity, overwrite):
             return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
