@@ -60,7 +60,8 @@ class PixelTask(gym.Env, abc.ABC):
     dm_task: str = "easy"
     hidden_geoms: tuple[str, ...] = ("target",)
     success_threshold: float = 0.0
-    angular_positions: bool = False  # qpos are hinge angles (an image shows them only modulo 2 pi)
+    angular_positions: bool | tuple[bool, ...] = False  # qpos that are hinge angles (an image shows them only
+                                                         # modulo 2 pi): one flag for all, or one per qpos
 
     def __init__(
         self,

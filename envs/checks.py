@@ -67,3 +67,13 @@ def check_number_list(section, prefix: str, key: str) -> list[float]:
     if not values or any(not is_number(item) or item <= 0 for item in values):
         raise ValueError(f"{prefix}.{key}={shown(value)!r} is invalid; expected a non-empty list of positive numbers")
     return values
+
+
+def angular_position_mask(angular_positions, positions: int) -> tuple[bool, ...]:
+    """A task's `angular_positions` (one flag for all qpos, or one per qpos) -> one flag per qpos."""
+    if isinstance(angular_positions, bool):
+        return (bool(angular_positions),) * positions
+    mask = tuple(bool(flag) for flag in angular_positions)
+    if len(mask) != positions:
+        raise ValueError(f"angular_positions={list(mask)} has {len(mask)} flags; expected one per position ({positions})")
+    return mask

@@ -9,11 +9,23 @@ from typing import Any
 
 ENV_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"  # one `env` group option per task
 
-TASKS: dict[str, tuple[str, str]] = {
-    # name: ("module:Class", one-line description)
-    "reacher": ("envs.reacher:Reacher", "dm_control reacher, 2 joints, target hidden, success: joints within 0.05 rad"),
-    "point_mass": ("envs.point_mass:PointMass", "dm_control point_mass, target hidden, success: within 0.015 m"),
-}
+
+
+def registry(*entries: tuple[str, str, str]) -> dict[str, tuple[str, str]]:
+    """(name, "module:Class", one-line description) entries -> {name: ("module:Class", description)};
+    a name given twice is refused (a dict literal would keep the last one silently)."""
+    tasks: dict[str, tuple[str, str]] = {}
+    for name, target, description in entries:
+        if name in tasks:
+            raise ValueError(f"task {name!r} is registered twice in envs/registry.py ({tasks[name][0]} and {target})")
+        tasks[name] = (target, description)
+    return tasks
+
+
+TASKS = registry(
+    ("reacher", "envs.reacher:Reacher", "dm_control reacher, 2 joints, target hidden, success: joints within 0.05 rad"),
+    ("point_mass", "envs.point_mass:PointMass", "dm_control point_mass, target hidden, success: within 0.015 m"),
+)
 
 
 def list_tasks() -> list[str]:

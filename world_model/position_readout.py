@@ -11,8 +11,9 @@ A spatial soft-argmax over the token grid: a shared MLP scores every token (with
 embedding) for each of `points` keypoints and proposes an offset within it; the softmax over tokens
 weights the token centres plus offsets into an image point per keypoint, and a linear (or MLP) head
 maps those points and the weighted token features to qpos. Slide joints (the point mass) are regressed in
-standardised units; hinge joints (`angles=True`, the reacher's freely turning shoulder) as (sin, cos),
-so that an image, which cannot show how often a joint has turned, maps to one answer in [-pi, pi).
+standardised units; hinge joints (`angles`, per position or one flag for all: the reacher's freely
+turning shoulder) as (sin, cos), so that an image, which cannot show how often a joint has turned, maps
+to one answer in [-pi, pi).
 Trained on the latent cache (`jepa-agent train` when `predictor.readout.steps > 0`), saved next to
 the predictor:
 
@@ -34,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from envs.checks import angular_position_mask
 from envs.io import atomic_save, atomic_write_json
 from world_model.predictor import pool_token_grid
 
@@ -49,7 +51,10 @@ class ReadoutConfig:
     hidden: int = 256
     points: int = 1    # soft-argmax keypoints (one finds the point mass; the two-link arm needs more)
     mlp_head: bool = False  # an MLP head instead of a linear one (the arm's angles: yes; the mass's x, y: no)
-    angles: bool = False  # hinge joints: read as (sin, cos), returned wrapped to [-pi, pi)
+    angles: bool | tuple[bool, ...] = False  # hinge joints: read as (sin, cos), returned wrapped to [-pi, pi)
+
+    def __post_init__(self):  # one flag for every position, or one per position -> a tuple of `positions` flags
+        object.__setattr__(self, "angles", angular_position_mask(self.angles, self.positions))
 
 
 class PositionReadout(nn.Module):
@@ -67,7 +72,8 @@ class PositionReadout(nn.Module):
         self.token_mlp = nn.Sequential(nn.Linear(config.token_dim, config.hidden), nn.GELU(),
                                        nn.Linear(config.hidden, config.hidden), nn.GELU())
         self.score_and_offset = nn.Linear(config.hidden, 3 * config.points)
-        outputs = 2 * config.positions if config.angles else config.positions
+        self.register_buffer("angular", torch.tensor(config.angles), persistent=False)  # (positions,) bool
+        outputs = config.positions + sum(config.angles)  # linear positions, then the sines and cosines of the angles
         inputs = config.points * (2 + config.hidden)
         self.head = (nn.Sequential(nn.Linear(inputs, config.hidden), nn.GELU(), nn.Linear(config.hidden, outputs))
                      if config.mlp_head else nn.Linear(inputs, outputs))
@@ -76,18 +82,19 @@ class PositionReadout(nn.Module):
         """tokens (M, grid, grid, D) and positions (M, positions) of training frames."""
         self.token_mean.copy_(tokens.float().mean(dim=(0, 1, 2)))
         self.token_std.copy_(tokens.float().std(dim=(0, 1, 2)).clamp_min(1e-3))
-        if not self.config.angles:
-            self.position_mean.copy_(positions.float().mean(0))
-            self.position_std.copy_(positions.float().std(0).clamp_min(1e-6))
+        linear = ~self.angular  # angles are read as (sin, cos): their mean and std stay 0 and 1
+        self.position_mean.copy_(torch.where(linear, positions.float().mean(0), 0.0))
+        self.position_std.copy_(torch.where(linear, positions.float().std(0).clamp_min(1e-6), 1.0))
 
     def targets(self, positions: torch.Tensor) -> torch.Tensor:
-        """qpos (B, positions) -> what the network outputs: standardised, or (sin, cos) for angles."""
-        if self.config.angles:
-            return torch.cat([positions.sin(), positions.cos()], dim=-1)  # (B, 2 * positions)
-        return (positions - self.position_mean) / self.position_std
+        """qpos (B, positions) -> what the network outputs (B, positions + angles): the linear positions
+        standardised, then the angles' sines, then their cosines."""
+        linear, angles = positions[:, ~self.angular], positions[:, self.angular]
+        standardised = (linear - self.position_mean[~self.angular]) / self.position_std[~self.angular]
+        return torch.cat([standardised, angles.sin(), angles.cos()], dim=-1)
 
     def outputs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, grid, grid, D) -> network outputs (B, positions or 2 * positions), see `targets`."""
+        """tokens (B, grid, grid, D) -> network outputs (B, positions + angles), see `targets`."""
         tokens = ((tokens.float() - self.token_mean) / self.token_std).flatten(1, 2)  # (B, N, D)
         features = self.token_mlp(tokens + self.token_position)  # (B, N, hidden)
         batch, count = features.shape[:2]
@@ -100,18 +107,20 @@ class PositionReadout(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Encoder tokens (B, N_enc, D) or (B, h, w, D) -> positions (B, positions) in the task's units."""
-        outputs = self.outputs(pool_token_grid(tokens, self.config.grid))  # (B, positions or 2 * positions)
-        if self.config.angles:
-            sines, cosines = outputs.chunk(2, dim=-1)
-            return torch.atan2(sines, cosines)
-        return outputs * self.position_std + self.position_mean
+        outputs = self.outputs(pool_token_grid(tokens, self.config.grid))  # (B, positions + angles)
+        angle_count = sum(self.config.angles)
+        linear_count = self.config.positions - angle_count
+        standardised, sines, cosines = outputs.split([linear_count, angle_count, angle_count], dim=-1)
+        positions = outputs.new_empty(outputs.shape[0], self.config.positions)  # (B, positions)
+        positions[:, ~self.angular] = standardised * self.position_std[~self.angular] + self.position_mean[~self.angular]
+        positions[:, self.angular] = torch.atan2(sines, cosines)
+        return positions
 
     def position_error(self, positions: torch.Tensor, goal_positions: torch.Tensor) -> torch.Tensor:
         """Per-joint difference (..., positions), angles wrapped to [-pi, pi)."""
         difference = positions - goal_positions
-        if self.config.angles:
-            difference = torch.remainder(difference + math.pi, 2 * math.pi) - math.pi
-        return difference
+        wrapped = torch.remainder(difference + math.pi, 2 * math.pi) - math.pi
+        return torch.where(self.angular, wrapped, difference)
 
 
 def random_frames(cache, count: int, generator: np.random.Generator):
@@ -126,7 +135,8 @@ def random_frames(cache, count: int, generator: np.random.Generator):
 
 
 def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, output_dir: str | Path,
-                           seed: int = 0, encoder_fingerprint: str | None = None, angles: bool = False) -> dict:
+                           seed: int = 0, encoder_fingerprint: str | None = None,
+                           angles: bool | tuple[bool, ...] = False) -> dict:
     """Fit a readout of qpos from the cache's token grid (`angles`: the joints are hinges); save it in
     `output_dir` (with the fingerprint of the encoder whose tokens it reads); return its metrics
     (held-out median and 90th-percentile error, the norm over the positions in the task's units, angles

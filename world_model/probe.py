@@ -3,8 +3,8 @@
 For the encoder `cfg.encoder.source` and randomly initialised encoders of the same architecture (one
 per seed in `probe.random_seeds`), probes are fitted from frozen tokens of train episodes to the
 simulator state and scored with R^2 on held-out episodes, per target group:
-    angles      reacher joint angles, as (sin, cos)        (tasks whose `angular_positions` is true)
-    positions   point-mass x, y                            (the others)
+    angles      hinge joint angles, as (sin, cos)          (the qpos a task's `angular_positions` flags)
+    positions   the other qpos, e.g. point-mass x, y
     velocities  qvel
 Probes: `linear` (ridge on the tokens average-pooled to the k x k grid the world model reads,
 `probe.linear_pool_grid`, flattened) and `attentive` (learned-query pooler + linear head on all tokens;
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from envs.checks import check_int_list, check_ints, check_number_list, check_numbers
+from envs.checks import angular_position_mask, check_int_list, check_ints, check_number_list, check_numbers
 from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from envs.registry import task_class
 from world_model.encoder import FrozenEncoder, load_encoder, random_encoder
@@ -33,15 +33,18 @@ from world_model.predictor import pool_token_grid
 from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
 
 
-def state_targets(qpos: np.ndarray, qvel: np.ndarray, angles: bool) -> dict[str, np.ndarray]:
+def state_targets(qpos: np.ndarray, qvel: np.ndarray, angles) -> dict[str, np.ndarray]:
     """Probe targets per group from qpos (T, nq) and qvel (T, nv): {group: (T, k)}; hinge joints
-    (`angles`) as (sin, cos), since a frame shows an angle only modulo 2 pi."""
-    if angles:
-        return {"angles": np.concatenate([np.sin(qpos), np.cos(qpos)], axis=1), "velocities": qvel}
-    return {"positions": qpos, "velocities": qvel}
+    (`angles`: one flag for all qpos, or one per qpos) as (sin, cos), since a frame shows an angle only
+    modulo 2 pi, and the other qpos as they are."""
+    mask = np.array(angular_position_mask(angles, qpos.shape[1]))  # (nq,)
+    targets = {"positions": qpos[:, ~mask]} if not mask.all() else {}
+    if mask.any():
+        targets["angles"] = np.concatenate([np.sin(qpos[:, mask]), np.cos(qpos[:, mask])], axis=1)
+    return {**targets, "velocities": qvel}
 
 
-def probe_samples(store, stride: int, max_frames: int, clip_frames: int, angles: bool):
+def probe_samples(store, stride: int, max_frames: int, clip_frames: int, angles):
     """Frames (M, clip_frames, H, W, 3) ending at the probed step, targets {group: (M, k)}, episode ids (M,)."""
     frames, targets, episode_ids = [], [], []
     for index in range(len(store)):

@@ -11,6 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
+from envs.checks import angular_position_mask
 
 TASKS = envs.list_tasks()
 
@@ -20,6 +21,11 @@ def task(request):
     env = envs.make(request.param, image_size=48)
     yield env
     env.close()
+
+
+def test_a_name_registered_twice_is_refused():
+    with pytest.raises(ValueError, match=r"task 'reacher' is registered twice in envs/registry.py"):
+        envs.registry.registry(("reacher", "envs.reacher:Reacher", "a"), ("reacher", "envs.other:Other", "b"))
 
 
 def test_registry_lists_both_tasks_and_rejects_unknown_names():
@@ -60,6 +66,7 @@ def test_spec(task):
     assert observation["pixels"].shape == (48, 48, 3) and observation["pixels"].dtype == np.uint8
     assert observation["proprio"].dtype == np.float32 and observation["proprio"].shape == (task.nq + task.nv,)
     np.testing.assert_array_equal(observation["proprio"], info["state"].astype(np.float32))  # (qpos, qvel)
+    assert len(angular_position_mask(task.angular_positions, task.nq)) == task.nq  # one flag, or one per qpos
     assert task.action_space.low.min() == -1.0 and task.action_space.high.max() == 1.0
     assert info["state"].shape == (task.nq + task.nv,)
 

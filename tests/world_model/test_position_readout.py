@@ -15,7 +15,8 @@ from envs.dataset import EpisodeStore
 from tests.world_model.test_train_predictor import embedded_run, train_config  # noqa: F401 (fixture)
 from world_model import train_predictor
 from world_model.latent_cache import load_stage_encoder
-from world_model.position_readout import load_position_readout, train_position_readout
+from world_model.position_readout import (PositionReadout, ReadoutConfig, load_position_readout,
+                                          train_position_readout)
 from world_model.predictor import load_predictor
 
 READOUT = OmegaConf.create({"steps": 1500, "batch_size": 64, "lr": 3e-3, "hidden": 32, "points": 1,
@@ -128,3 +129,22 @@ def test_readout_of_another_layout_is_refused(tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not match its config .* retrain it"):
         load_position_readout(tmp_path)
+
+
+def test_a_task_mixing_slide_and_hinge_joints_reads_each_in_its_own_way():
+    """angular_positions per qpos (a cart's slide, a pole's hinge): the slide is standardised, the hinge
+    read as (sin, cos) and wrapped; what the network is trained to output decodes back to the positions."""
+    readout = PositionReadout(ReadoutConfig(grid=2, token_dim=4, positions=3, angles=(False, True, False)))
+    positions = torch.tensor([[0.5, 3.0, -2.0], [-1.5, -3.0, 4.0], [2.0, 7.0, 0.0]])  # 7 rad: over a full turn
+    readout.fit_normalisation(torch.randn(3, 2, 2, 4), positions)
+    assert readout.position_mean[1] == 0 and readout.position_std[1] == 1  # the hinge is not standardised
+    targets = readout.targets(positions)  # (B, 2 slides + sin + cos)
+    torch.testing.assert_close(targets[:, 2:], torch.stack([positions[:, 1].sin(), positions[:, 1].cos()], dim=1))
+    readout.outputs = lambda tokens: targets  # a network that outputs exactly its targets
+    decoded = readout(torch.zeros(3, 2, 2, 4))
+    wrapped = torch.remainder(positions[:, 1] + torch.pi, 2 * torch.pi) - torch.pi
+    torch.testing.assert_close(decoded, torch.stack([positions[:, 0], wrapped, positions[:, 2]], dim=1))
+    error = readout.position_error(torch.tensor([[3.0, 3.0, 3.0]]), torch.tensor([[-3.0, -3.0, -3.0]]))
+    torch.testing.assert_close(error, torch.tensor([[6.0, 6.0 - 2 * torch.pi, 6.0]]))  # only the hinge wraps
+    with pytest.raises(ValueError, match=r"angular_positions=\[True\] has 1 flags; expected one per position \(3\)"):
+        ReadoutConfig(grid=2, token_dim=4, positions=3, angles=(True,))

@@ -126,3 +126,12 @@ def test_probe_stage_writes_r2_for_encoder_and_random_baseline(tiny_dataset_dir,
                                                                    and value > 0)
     assert (tmp_path / "probe" / "probe.png").stat().st_size > 1000
     assert (tmp_path / "probe" / "config.yaml").is_file()
+
+
+def test_probe_targets_split_slides_from_hinges():
+    qpos, qvel = np.array([[0.5, 1.0], [1.5, -1.0]]), np.zeros((2, 2))
+    assert set(probe.state_targets(qpos, qvel, True)) == {"angles", "velocities"}  # the reacher
+    assert set(probe.state_targets(qpos, qvel, False)) == {"positions", "velocities"}  # the point mass
+    mixed = probe.state_targets(qpos, qvel, (False, True))  # a cart's slide, a pole's hinge
+    np.testing.assert_array_equal(mixed["positions"], qpos[:, :1])
+    np.testing.assert_allclose(mixed["angles"], np.stack([np.sin(qpos[:, 1]), np.cos(qpos[:, 1])], axis=1))
