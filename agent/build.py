@@ -85,6 +85,9 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         config_path = run_dir / "predictor" / "config.yaml"
+    if not config_path.is_file() and (run_dir.parent / "config.yaml").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is a folder inside a run directory; pass the run directory, "
+                                f"{str(run_dir.parent)!r}")
     if not config_path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (no config.yaml from `jepa-agent run`, "
                                 f"no predictor/config.yaml from `jepa-agent train`); make one with "

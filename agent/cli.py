@@ -102,6 +102,11 @@ def run_stage(name: str, argv: list[str]) -> None:
     import hydra
 
     stage = STAGES[name]
+    for arg in argv:
+        if arg.split("=")[0] in ("--config-name", "-cn", "--config-path", "-cp"):
+            exit_with_error(ValueError(
+                f"{arg.split('=')[0]} is not supported: every command composes configs/config.yaml from a preset "
+                "and overrides; to make a run again, use the command in its command.txt"))
     try:
         check_overrides(argv)
     except ValueError as error:
@@ -127,7 +132,7 @@ def run_stage(name: str, argv: list[str]) -> None:
             print("\ninterrupted: what was committed is kept; rerun the same command to resume", file=sys.stderr)
             sys.exit(130)
 
-    sys.argv = [f"jepa-agent {name}", *argv]
+    sys.argv = [f"jepa-agent {name}", *argv, f"hydra.job.name={name}"]  # the job's name: the subcommand
     hydra.main(config_path="../configs", config_name="config", version_base=None)(task_function)()
 
 

@@ -36,6 +36,18 @@ def one_line_config_errors():
         raise ValueError((f"{subject}: " if subject else "") + "; ".join(lines)) from None
 
 
+def command_line() -> str | None:
+    """The `jepa-agent` command of the current Hydra job, as it could be typed again; None outside one."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    job = HydraConfig.get()  # the job's own overrides (one sweep job's, under -m), then where it ran
+    return shlex.join(["jepa-agent", job.job.name, *job.overrides.task, f"hydra.run.dir={job.runtime.output_dir}"])
+
+
 def compose_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()):
     """The root config with Hydra overrides and `run_dir` set explicitly (no Hydra run directory); a bad
     override is a one-line ValueError."""

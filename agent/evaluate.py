@@ -112,6 +112,25 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
     }
 
 
+def agent_summary(metrics: dict, out_dir: Path) -> dict:
+    """An agent's line in the run's `summary.json`: its headline metrics and its videos."""
+    keys = ("success_rate", "success_rate_ci95", "success_rate_wrapped", "episodes", "planning_latency",
+            "mean_min_distance")
+    return {**{key: metrics.get(key) for key in keys},
+            "videos": sorted(str(path) for path in (out_dir / "videos").glob("*.mp4"))}
+
+
+def refresh_run_summary(cfg: DictConfig, kind: str, metrics: dict, out_dir: Path) -> None:
+    """An evaluation into the run's own `eval/` (run on its own, e.g. with more pairs) updates the
+    agent's line in the run's `summary.json`, which would otherwise show the earlier figures."""
+    summary_path = Path(cfg.run_dir) / "summary.json"
+    if not summary_path.exists() or out_dir.resolve() != (Path(cfg.run_dir) / "eval" / kind).resolve():
+        return
+    summary = json.loads(summary_path.read_text())
+    summary["agents"][kind] = agent_summary(metrics, out_dir)
+    atomic_write_json(summary_path, summary)
+
+
 def validate(cfg: DictConfig) -> None:
     check_ints(cfg.evaluate, "evaluate", ("pairs", "budget", "goal_offset", "batch_envs", "bootstrap_samples"))
     check_ints(cfg.evaluate, "evaluate", ("videos",), minimum=0)
@@ -124,13 +143,15 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     kind = check_agent_kind(kind or cfg.evaluate.agent)  # before anything is made
     store = EpisodeStore(Path(cfg.paths.dataset) / "eval")  # before anything is made: a wrong run dir fails here
     check_env_matches_dataset(cfg, store)
-    out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
     tasks = [make_from_config(cfg.env) for _ in range(cfg.evaluate.batch_envs)]
     try:
-        metrics = run_episodes(cfg, kind, out_dir, store, tasks)
+        agent = build_agent(cfg, tasks[0], kind)  # a bad planner setting or a missing predictor fails here
+        out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
+        metrics = run_episodes(cfg, kind, agent, out_dir, store, tasks)
     finally:
         for task in tasks:
             task.close()
+    refresh_run_summary(cfg, kind, metrics, out_dir)
     low, high = metrics["success_rate_ci95"]
     print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}) over "
           f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
@@ -166,9 +187,8 @@ def constructor_defaults(task_cls) -> dict:
     return defaults
 
 
-def run_episodes(cfg: DictConfig, kind: str, out_dir: Path, store: EpisodeStore, tasks: list) -> dict:
+def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: EpisodeStore, tasks: list) -> dict:
     """Run the episodes of `cfg.evaluate` not finished yet in `out_dir`; returns the metrics it writes."""
-    agent = build_agent(cfg, tasks[0], kind)
     seeds = [int(seed) for seed in cfg.evaluate.seeds]
     excluded, pairs_of_seed = {}, {}
     for seed in seeds:  # before anything is written: a protocol the eval split cannot serve fails here
@@ -244,7 +264,8 @@ def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
         saved = json.loads(identity_path.read_text()) if identity_path.exists() else {}
         if saved.get("agent") == "oracle" and "block" not in saved and (out_dir / "config.yaml").exists():
             saved["block"] = int(OmegaConf.load(out_dir / "config.yaml").predictor.block)  # recorded before identity did
-        if may_resume("evaluation", out_dir, saved, identity, overwrite):
+        if may_resume("evaluation", out_dir, saved, identity, overwrite,
+                      elsewhere="keep both: paths.evaluation=<another directory>"):
             return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
     for stale in ("episodes.jsonl", "metrics.json"):
         (out_dir / stale).unlink(missing_ok=True)

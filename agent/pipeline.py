@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from agent.config import command_line
+from agent.evaluate import agent_summary
 from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir
 
 class PipelineStage(NamedTuple):
@@ -164,6 +166,9 @@ def main(cfg: DictConfig) -> None:
     run_dir = ensure_writable_dir(cfg.run_dir, "run directory")
     check_run_dir(cfg, run_dir)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    command = command_line()
+    if command:  # the accepted command, preset and overrides, to make this run again
+        atomic_write_text(run_dir / "command.txt", command + "\n")
     book = StageBook(run_dir)
     if not dataset_is_intact(Path(cfg.paths.dataset)):
         print("[run] collect: a dataset shard fails its checksum; collecting its episodes again")
@@ -194,10 +199,7 @@ def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:
     for agent in cfg.run.agents:
         metrics_path = Path(cfg.paths.evaluation) / agent / "metrics.json"
         if metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text())
-            agents[agent] = {key: metrics.get(key) for key in ("success_rate", "success_rate_ci95", "success_rate_wrapped",
-                                                               "episodes", "planning_latency", "mean_min_distance")}
-            agents[agent]["videos"] = sorted(str(p) for p in (metrics_path.parent / "videos").glob("*.mp4"))
+            agents[agent] = agent_summary(json.loads(metrics_path.read_text()), metrics_path.parent)
     stage_times = {name: entry.get("wall_time_s") for name, entry in book.entries.items()}
     return {"task": cfg.env.name, "run_dir": str(run_dir), "agents": agents, "stage_wall_time_s": stage_times,
             "total_wall_time_s": sum(t for t in stage_times.values() if t)}

@@ -125,7 +125,8 @@ def read_checkpoint(path: str | os.PathLike, device, what: str, overwrite: bool)
                          "to start afresh") from None
 
 
-def may_resume(what: str, path: str | os.PathLike, saved: dict, current: dict, overwrite: bool) -> bool:
+def may_resume(what: str, path: str | os.PathLike, saved: dict, current: dict, overwrite: bool,
+               elsewhere: str = "write to another directory") -> bool:
     """True when `path` (made with identity `saved`) may be resumed under identity `current`; False
     when they differ and `overwrite` is set (start afresh); ValueError naming the differences otherwise."""
     if not differing_keys(saved, current):
@@ -135,4 +136,4 @@ def may_resume(what: str, path: str | os.PathLike, saved: dict, current: dict, o
         print(f"{what} {str(path)!r} was made with other settings ({differences}); starting afresh (run.overwrite=true)")
         return False
     raise ValueError(f"{what} {str(path)!r} was made with other settings ({differences}); pass "
-                     "run.overwrite=true to start afresh, or write to another directory")
+                     f"run.overwrite=true to start afresh, or {elsewhere}")

@@ -126,6 +126,9 @@ def test_run_directories_made_stage_by_stage_load_and_stage_folders_are_refused(
         load_agent(staged / "predictor")
     with pytest.raises(FileNotFoundError, match=r"'.*/none' is not a run directory"):
         load_agent(tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match=r"'.*/eval' is a folder inside a run directory; pass the run "
+                                                r"directory, '.*/run'"):
+        load_agent(micro_run_dir / "eval")
 
 
 def test_evaluating_a_run_without_a_dataset_makes_nothing(tmp_path):
@@ -291,3 +294,18 @@ def test_a_task_option_newer_than_the_dataset_counts_as_its_default(tmp_path):
     cfg.env.shadows = True
     with pytest.raises(ValueError, match=r"env settings differ .* \(shadows: False -> True\)"):
         check_env_matches_dataset(cfg, older_dataset)
+
+
+def test_an_evaluation_on_its_own_updates_the_run_summary_and_a_bad_planner_makes_nothing(micro_run_dir, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    with pytest.raises(ValueError, match=r"planner.samples=-5"):
+        evaluate(compose_config(run_dir, ["experiment=micro", "planner.samples=-5",
+                                          f"paths.evaluation={tmp_path / 'other'}"]), "oracle")
+    assert not (tmp_path / "other").exists()
+    metrics = evaluate(compose_config(run_dir, ["experiment=micro", "evaluate.pairs=3", "evaluate.videos=0"]), "random")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["agents"]["random"]["episodes"] == metrics["episodes"] == 3
+    assert summary["agents"]["latent"]["episodes"] == 2  # the others keep their own figures

@@ -21,6 +21,9 @@ STAGES = ["collect", "pretrain", "embed", "train", "evaluate_latent", "evaluate_
 
 
 def test_run_writes_every_stage_and_a_summary(micro_run_dir):
+    command = (micro_run_dir / "command.txt").read_text().strip()  # the accepted command, to make the run again
+    assert command == f"jepa-agent run experiment=micro hydra.run.dir={micro_run_dir}"
+    assert not (micro_run_dir / ".hydra").exists() and not list(micro_run_dir.glob("*.log"))
     book = json.loads((micro_run_dir / "stages.json").read_text())
     assert list(book) == STAGES and all(entry["done"] for entry in book.values())
     summary = json.loads((micro_run_dir / "summary.json").read_text())

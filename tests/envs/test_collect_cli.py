@@ -52,6 +52,8 @@ def test_tasks_lists_registered_tasks():
         ("collect.speed=2", "Could not override 'collect.speed'; Key 'speed' is not in struct; "
                             "To append to your config use +collect.speed=2"),
         ("collect.episodes=[1", "collect.episodes=[1: no viable alternative at input '[1'"),
+        ("--config-name=config", "--config-name is not supported: every command composes configs/config.yaml from "
+                                 "a preset and overrides; to make a run again, use the command in its command.txt"),
         ("env.name=${missing}", "env.name: Interpolation key 'missing' not found"),
     ],
 )
