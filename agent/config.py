@@ -21,8 +21,9 @@ def one_line_config_errors():
         if group and error.options:
             from envs.registry import TASKS
 
-            registered = group == "env" and option in TASKS  # a new task without its env config yet
-            new_task = f" (task {option!r} is registered: add configs/env/{option}.yaml, README: Adding a task)" if registered else ""
+            new_task = ""
+            if group == "env" and option in TASKS:  # a new task without its env config yet
+                new_task = f" (task {option!r} is registered: add configs/env/{option}.yaml, README: Adding a task)"
             raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}"
                              + new_task) from None
         plugin_hint = "; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?" if group.startswith("hydra/") else ""

@@ -42,9 +42,9 @@ from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from envs.checks import check_int_list, check_ints, check_numbers
 from envs.dataset import EpisodeStore, read_manifest
-from envs.registry import TASKS, task_class
 from envs.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
                      sha256_file)
+from envs.registry import TASKS, task_class
 
 
 IDENTITY_FILE = "identity.json"
@@ -263,7 +263,8 @@ def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
         identity_path = out_dir / IDENTITY_FILE
         saved = json.loads(identity_path.read_text()) if identity_path.exists() else {}
         if saved.get("agent") == "oracle" and "block" not in saved and (out_dir / "config.yaml").exists():
-            saved["block"] = int(OmegaConf.load(out_dir / "config.yaml").predictor.block)  # recorded before identity did
+            # an oracle evaluation from before its identity recorded the block: its config.yaml has it
+            saved["block"] = int(OmegaConf.load(out_dir / "config.yaml").predictor.block)
         if may_resume("evaluation", out_dir, saved, identity, overwrite,
                       elsewhere="keep both: paths.evaluation=<another directory>"):
             return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]

@@ -10,7 +10,6 @@ from typing import Any
 ENV_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "env"  # one `env` group option per task
 
 
-
 def registry(*entries: tuple[str, str, str]) -> dict[str, tuple[str, str]]:
     """(name, "module:Class", one-line description) entries -> {name: ("module:Class", description)};
     a name given twice is refused (a dict literal would keep the last one silently)."""

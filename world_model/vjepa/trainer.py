@@ -195,10 +195,11 @@ class Pretrainer:
         atomic_save(path, lambda temp: torch.save(state, temp))
 
     def load_checkpoint(self, path: str | Path, overwrite: bool = False) -> bool:
-        """Continue from a checkpoint of the same identity -> True. Another identity: ValueError naming
-        the differences, or False with `overwrite` (the caller starts afresh)."""
+        """Continue from a checkpoint of the same identity -> True. Another identity, or a file that cannot
+        be read: ValueError naming what, or False with `overwrite` (the caller starts afresh)."""
         state = read_checkpoint(path, self.device, "pretraining checkpoint", overwrite)
-        if state is None or not may_resume("pretraining checkpoint", path, state.get("identity", {}), self.identity, overwrite):
+        if state is None or not may_resume("pretraining checkpoint", path, state.get("identity", {}), self.identity,
+                                           overwrite):
             return False
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
