@@ -34,6 +34,15 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     result = run_module("benchmarks.stage_times", str(micro_run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pretrain" in result.stdout and "total" in result.stdout
+    output = RESULTS / "sweep_summary_smoke.json"
+    result = run_module("benchmarks.sweep_summary", str(micro_run_dir), str(micro_run_dir), "--output", str(output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = json.loads(output.read_text())
+    latent = json.loads((micro_run_dir / "summary.json").read_text())["agents"]["latent"]
+    assert sweep["agents"]["latent"]["runs"] == 2 and sweep["agents"]["latent"]["episodes"] == 2 * latent["episodes"]
+    assert sweep["agents"]["latent"]["mean"] == pytest.approx(latent["success_rate"])
+    assert sweep["agents"]["latent"]["pooled"] == pytest.approx(latent["success_rate"])
+    assert sweep["runs"][0]["seed"] == 0 and sweep["runs"][0]["command"].startswith("jepa-agent run experiment=micro")
     result = run_module("benchmarks.success_vs_budget", str(micro_run_dir), "--smoke")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((RESULTS / "success_vs_budget_smoke.json").read_text())
