@@ -24,6 +24,8 @@ from envs.rendering import configure_mujoco_gl
 
 configure_mujoco_gl()  # before anything imports mujoco
 
+import agent.config  # noqa: E402,F401  (registers the configs' resolvers, e.g. native_bf16, before Hydra composes)
+
 
 @dataclass(frozen=True)
 class Stage:

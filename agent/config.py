@@ -1,10 +1,27 @@
-"""Composing the root config from Python (tests, benchmarks, notebooks), as the CLI does."""
+"""Composing the root config from Python (tests, benchmarks, notebooks), as the CLI does, and the
+resolvers the configs use (importing this module registers them)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def native_bf16(device: str) -> bool:
+    """`${native_bf16:${device}}` in the configs: bf16 autocast where `device` computes bf16 natively.
+    A bad or unavailable device is not this key's error: it answers False, and the device check names it."""
+    from world_model.encoder import native_bf16 as answer
+
+    try:
+        return answer(device)
+    except ValueError:
+        return False
+
+
+OmegaConf.register_new_resolver("native_bf16", native_bf16, replace=True)  # before any config is resolved
 
 
 @contextmanager

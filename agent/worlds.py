@@ -94,7 +94,7 @@ class LatentWorld:
         self.context_latents.append(self.embed(pixels))
         self.context_latents = self.context_latents[-self.context_frames :]
         if self.predictor.config.proprio_dim:  # proprio = (qpos, qvel), as the task observes it
-            proprio = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=self.device)
+            proprio = torch.tensor(np.asarray(states, dtype=np.float32), device=self.device)  # a copy: states may be read-only
             self.context_proprio = [*self.context_proprio, self.predictor.prepare_proprio(proprio)][-self.context_frames :]
         # the blocks executed between the kept frames: one fewer than the frames
         self.context_actions = self.context_actions[len(self.context_actions) - (len(self.context_latents) - 1) :]

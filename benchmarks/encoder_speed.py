@@ -1,6 +1,7 @@
 """Encoder speed at the default in-domain size (configs/encoder/vjepa_tiny.yaml), fp32 vs bf16:
 encoding throughput (frames/s, single frames as the planner embeds them) and pretraining step time
-(with the projected duration of the default pretraining run). Medians over repeats; writes JSON.
+(with the projected duration of the default pretraining run). Medians over repeats; writes JSON,
+with the precision the configs pick on this machine (bf16 only where it is native: `native_bf16`).
 
     python -m benchmarks.encoder_speed --threads 2 --output benchmarks/results/encoder_speed.json
     python -m benchmarks.encoder_speed --encoder vjepa_tiny_point_mass   # any in-domain `encoder` option
@@ -19,7 +20,7 @@ from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from envs.io import atomic_write_json
-from world_model.encoder import random_encoder
+from world_model.encoder import native_bf16, random_encoder
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
 
@@ -61,7 +62,8 @@ def main() -> None:
 
     result = {"benchmark": "encoder_speed", "encoder": args.encoder, "threads": args.threads,
               "cpu": platform.processor() or platform.machine(), "load_average_1min": os.getloadavg()[0],
-              "torch": torch.__version__, "input_px": config.crop_size,
+              "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "default_precision": "bf16" if native_bf16("cpu") else "fp32", "input_px": config.crop_size,
               "tokens_per_frame": (config.crop_size // config.patch_size) ** 2, "hidden_size": config.hidden_size,
               "pretrain_batch_size": pretrain_values["batch_size"], "clip_frames": pretrain_values["clip_frames"],
               "pretrain_steps": pretrain_values["steps"], "repeats": args.repeats, "results": rows}
@@ -70,7 +72,8 @@ def main() -> None:
     for row in rows:
         print(f"{row['precision']:<10}{row['encode_frames_per_s']:>17}{row['pretrain_step_s']:>9}"
               f"{row['pretrain_clips_per_s']:>9}{row['projected_pretrain_minutes']:>24}")
-    print(f"threads {args.threads}, load average {result['load_average_1min']:.1f}; wrote {args.output}")
+    print(f"threads {args.threads}, load average {result['load_average_1min']:.1f}; the configs pick "
+          f"{result['default_precision']} on this CPU ({result['cpu_capability']}); wrote {args.output}")
 
 
 if __name__ == "__main__":
