@@ -71,12 +71,42 @@ def test_encoder_speed_benchmark_runs(tmp_path):
     assert json.loads(output.read_text())["results"]
 
 
+def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_path):
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from world_model.encoder import load_encoder, random_encoder
+
+    shutil.copytree(micro_run_dir / "dataset", tmp_path / "run" / "dataset")
+    result = run_module("benchmarks.probe_over_pretraining", str(tmp_path / "run"), "experiment=micro", "--steps", "2,0",
+                        "probe.attentive.steps=5", "probe.attentive.seeds=[0,1]", "probe.max_frames=40")
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = tmp_path / "run" / "probe_over_pretraining"
+    rows = json.loads((output / "probe_over_pretraining.json").read_text())["rows"]
+    assert [row["step"] for row in rows] == [0, 2]
+    for row in rows:  # the reacher's angles; no velocities
+        assert set(row["linear"]) == set(row["attentive"]) == {"angles"}
+        assert row["attentive"]["angles"] == pytest.approx(np.mean(row["attentive_by_probe_seed"]["angles"]))
+    assert rows[0]["train_seconds"] == 0 < rows[1]["train_seconds"]
+    assert (output / "probe_over_pretraining.png").stat().st_size > 1000 and (output / "config.yaml").is_file()
+    start = load_encoder(str(output / "snapshots" / "step_00000"), "cpu")  # step 0: probe's random baseline, seed 0
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    baseline = random_encoder(start.config, 0, "cpu").encode_images(frames)
+    assert torch.allclose(start.encode_images(frames), baseline, atol=1e-6)
+    trained = load_encoder(str(output / "snapshots" / "step_00002"), "cpu").encode_images(frames)
+    assert not torch.allclose(trained, baseline, atol=1e-6)
+
+
 @pytest.mark.parametrize("args, expected", [
     (("benchmarks.planner_synthetic", "--action-dim", "0"), "argument --action-dim: '0' is invalid; expected a positive int"),
     (("benchmarks.predictor_inputs", "RUN", "--seed", "-1"), "argument --seed: '-1' is invalid; expected an int >= 0"),
     (("benchmarks.stage_times", "RUN"), "stages.json is missing; run `jepa-agent run hydra.run.dir="),
     (("benchmarks.encoder_ceiling", "RUN"), "is not a run directory"),
     (("benchmarks.planning_speed", "--smoke", "planner.sampels=10"), "Could not override 'planner.sampels'"),
+    (("benchmarks.probe_over_pretraining", "RUN", "--steps", "5,-1"), "argument --steps: '5,-1' is invalid"),
+    (("benchmarks.probe_over_pretraining", "RUN", "experiment=micro"), "no_run/dataset/train' does not exist"),
 ])
 def test_bad_benchmark_arguments_are_one_line_errors(tmp_path, args, expected):
     """A bad argument, run directory or override ends as one `error:` line and exit status 2, no traceback."""
