@@ -56,8 +56,9 @@ def probed_groups(sample: tuple) -> tuple:
     return clips, {group: value for group, value in targets.items() if group != "velocities"}, episode_ids
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """R^2 against pretraining steps, one line per (probe, group); attentive: min-max over probe seeds."""
+def plot(rows: list[dict], clear_margin: float, path: Path) -> None:
+    """R^2 against pretraining steps, one line per (probe, group); attentive: min-max over probe seeds.
+    Dotted: step 0's R^2 plus `clear_margin`, where `probe` would call an encoder clearly better."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,11 +67,14 @@ def plot(rows: list[dict], path: Path) -> None:
     steps = [row["step"] for row in rows]
     figure, axes = plt.subplots(figsize=(6.4, 3.8))
     for group in rows[0]["linear"]:
-        axes.plot(steps, [row["linear"][group] for row in rows], "o-", label=f"linear, {group}")
+        line, = axes.plot(steps, [row["linear"][group] for row in rows], "o-", label=f"linear, {group}")
+        axes.axhline(rows[0]["linear"][group] + clear_margin, color=line.get_color(), linestyle=":")
         mean = np.array([row["attentive"][group] for row in rows])
         seeds = np.array([row["attentive_by_probe_seed"][group] for row in rows])  # (steps, probe seeds)
-        axes.errorbar(steps, mean, yerr=np.stack([mean - seeds.min(1), seeds.max(1) - mean]), fmt="s-", capsize=3,
-                      label=f"attentive, {group} (min-max over probe seeds)")
+        bars = axes.errorbar(steps, mean, yerr=np.stack([mean - seeds.min(1), seeds.max(1) - mean]), fmt="s-",
+                             capsize=3, label=f"attentive, {group} (min-max over probe seeds)")
+        axes.axhline(mean[0] + clear_margin, color=bars.lines[0].get_color(), linestyle=":")
+    axes.plot([], [], "k:", label=f"step 0 + probe.clear_margin ({clear_margin:g})")
     axes.set_xscale("symlog", linthresh=max(1, min([step for step in steps if step] or [1])))
     axes.set_xlabel("pretraining step (0: the random initialisation)")
     axes.set_ylabel("held-out R$^2$")
@@ -136,7 +140,7 @@ def main() -> None:
         progress.write(f"step {step:>5}: " + ", ".join(f"{kind} {group} {rows[-1][kind][group]:.3f}"
                                                       for kind in ("linear", "attentive") for group in r2[kind]))
     progress.close()
-    plot(rows, output / f"{OUTPUT}.png")
+    plot(rows, float(cfg.probe.clear_margin), output / f"{OUTPUT}.png")
     print(f"wrote {output / (OUTPUT + '.json')} and {OUTPUT}.png")
 
 
