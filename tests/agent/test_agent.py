@@ -70,17 +70,11 @@ def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_d
     assert not np.array_equal(video_frames[0], video_frames[-1])
 
 
-# Exact repeats of latent episodes, as these tests ask, were seen with bf16 autocast only: in fp32 on an
-# AVX2 CPU one run of these tests in eight (the first, a whole suite) gave one episode another first plan (its energies differed in the
-# first digit; the cause, some rounding that is not bit-reproducible, is not found yet).
-EXACT_PRECISION = "evaluate.autocast_bf16=true"
-
-
 def test_evaluation_is_reproducible(micro_run_dir, tmp_path):
     outcomes = []
     for name in ("first", "second"):
         cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path / name}",
-                                             "evaluate.videos=0", EXACT_PRECISION])
+                                             "evaluate.videos=0"])
         evaluate(cfg, "latent")
         records = (tmp_path / name / "latent" / "episodes.jsonl").read_text().splitlines()
         outcomes.append([{k: v for k, v in json.loads(r).items() if k not in TIMINGS} for r in records])
@@ -177,12 +171,14 @@ def test_evaluation_of_another_config_is_refused_or_started_afresh(micro_run_dir
 
 def test_more_seeds_or_pairs_extend_an_evaluation(micro_run_dir, tmp_path):
     """An episode depends only on its (seed, pair): a grown evaluation runs just the new episodes and
-    equals a fresh one of the grown size; a smaller one summarises a subset and runs nothing."""
+    equals a fresh one of the grown size; a smaller one summarises a subset and runs nothing. The oracle
+    plays them: its simulator rounds alike in every process, where the latent agent's episodes were
+    seen to differ in the micro run's fp32 whole-suite runs (README, crash safety)."""
     def run(name: str, seeds: str, pairs: int) -> tuple[dict, list[dict]]:
-        cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path / name}", EXACT_PRECISION,
+        cfg = compose_config(micro_run_dir, ["experiment=micro", f"paths.evaluation={tmp_path / name}",
                                              "evaluate.videos=0", f"evaluate.seeds={seeds}", f"evaluate.pairs={pairs}"])
-        metrics = evaluate(cfg, "latent")
-        lines = (tmp_path / name / "latent" / "episodes.jsonl").read_text().splitlines()
+        metrics = evaluate(cfg, "oracle")
+        lines = (tmp_path / name / "oracle" / "episodes.jsonl").read_text().splitlines()
         return metrics, [{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in lines]
 
     _, first = run("grown", "[0]", 2)
@@ -194,7 +190,7 @@ def test_more_seeds_or_pairs_extend_an_evaluation(micro_run_dir, tmp_path):
     assert metrics["success_rate_per_seed"] == fresh_metrics["success_rate_per_seed"]
     subset, kept = run("grown", "[1]", 2)
     assert kept == grown and subset["episodes"] == 2 and list(subset["success_rate_per_seed"]) == ["1"]
-    times = [json.loads(line) for line in (tmp_path / "grown" / "latent" / "episodes.jsonl").read_text().splitlines()]
+    times = [json.loads(line) for line in (tmp_path / "grown" / "oracle" / "episodes.jsonl").read_text().splitlines()]
     subset_times = [r["wall_time_s"] for r in times if r["seed"] == 1 and r["pair"] < 2]
     assert subset["wall_time_s"] == pytest.approx(sum(subset_times))  # these episodes' time, not this no-op's
 
