@@ -104,7 +104,8 @@ def main() -> None:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     dataset, device = Path(cfg.paths.dataset), resolve_device(cfg.device)
-    stores = {split: open_split(dataset / split) for split in {"train", cfg.probe.train_split, cfg.probe.test_split}}
+    stores = {split: open_split(dataset / split)  # in this order, so that a missing split is named alike every run
+              for split in dict.fromkeys(("train", cfg.probe.train_split, cfg.probe.test_split))}
     output = ensure_writable_dir(Path(args.run_dir) / OUTPUT, "output directory")
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     angles = task_class(stores["train"].meta.get("task")).angular_positions

@@ -181,10 +181,34 @@ def test_flattened_grid_gives_one_token_per_frame_that_keeps_the_layout():
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_rollout_matches_eager():
+    """Compiling must work here (a failure is raised, not hidden), and leaves no process-wide flag set."""
+    import torch._dynamo
+
     model = tiny_predictor(context_frames=2, conditioning="adaln")
     eager = tiny_predictor(context_frames=2, conditioning="adaln")
     context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
-    model.compile_advance()
+    model.compile_advance(fallback=False)
     with torch.no_grad():
         torch.testing.assert_close(model.rollout(context, actions, context_actions),
                                    eager.rollout(context, actions, context_actions), rtol=1e-4, atol=1e-4)
+    assert not torch._dynamo.config.suppress_errors
+
+
+def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(function, **settings):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+        return compiled
+
+    model = tiny_predictor(context_frames=2)
+    eager = tiny_predictor(context_frames=2)
+    context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model.compile_advance()
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="no C.. compiler"):
+        compiled = model.rollout(context, actions, context_actions)
+    torch.testing.assert_close(compiled, eager.rollout(context, actions, context_actions))
+    strict = tiny_predictor(context_frames=2)
+    strict.compile_advance(fallback=False)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="no C.. compiler"):
+        strict.rollout(context, actions, context_actions)
