@@ -68,7 +68,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
             readout = load_position_readout(cfg.paths.predictor, device, encoder.fingerprint)
         world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
                             autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile),
-                            position_readout=readout, position_weight=position_weight)
+                            position_readout=readout, position_weight=position_weight,
+                            proprio_indices=task.proprio_indices, state_size=task.nq + task.nv)
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)

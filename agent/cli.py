@@ -46,7 +46,8 @@ STAGES: dict[str, Stage] = {
     "run": Stage("agent.pipeline", "main", "the whole pipeline, collect -> evaluate, resumable (experiment=NAME)"),
 }
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError)
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError,
+               ModuleNotFoundError)  # a task's missing package
 
 
 def exit_with_error(error: BaseException) -> NoReturn:

@@ -48,7 +48,10 @@ class LatentWorld:
 
     def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
                  autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
-                 position_readout=None, position_weight: float = 0.0):
+                 position_readout=None, position_weight: float = 0.0, proprio_indices=None,
+                 state_size: int | None = None):
+        """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
+        the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         latent_distance(torch.zeros(1, 1), torch.zeros(1, 1), norm)
         if position_weight < 0:
@@ -69,11 +72,17 @@ class LatentWorld:
         self.context_latents: list[torch.Tensor] = []
         self.context_actions: list[torch.Tensor] = []
         self.context_proprio: list[torch.Tensor] = []  # only for predictors that read the proprio
+        proprio_dim = predictor.config.proprio_dim
+        self.proprio_indices = list(range(proprio_dim) if proprio_indices is None else proprio_indices)
+        if proprio_dim and len(self.proprio_indices) != proprio_dim:
+            raise ValueError(f"the predictor reads a proprio of {proprio_dim} values; the task's proprio_indices "
+                             f"name {len(self.proprio_indices)}")
+        self.state_size = state_size or proprio_dim
 
     @property
     def state_dim(self) -> int | None:
-        """S of the states it reads (the proprio), or None when it reads none."""
-        return self.predictor.config.proprio_dim or None
+        """S of the states it reads (those the proprio is taken from), or None when it reads none."""
+        return self.state_size if self.predictor.config.proprio_dim else None
 
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""
@@ -93,8 +102,9 @@ class LatentWorld:
             self.context_actions.append(torch.as_tensor(executed_block, dtype=torch.float32, device=self.device))
         self.context_latents.append(self.embed(pixels))
         self.context_latents = self.context_latents[-self.context_frames :]
-        if self.predictor.config.proprio_dim:  # proprio = (qpos, qvel), as the task observes it
-            proprio = torch.tensor(np.asarray(states, dtype=np.float32), device=self.device)  # a copy: states may be read-only
+        if self.predictor.config.proprio_dim:  # the proprio, as the task observes it
+            proprio = np.asarray(states, dtype=np.float32)[:, self.proprio_indices]  # (B, P), a copy
+            proprio = torch.tensor(proprio, device=self.device)
             self.context_proprio = [*self.context_proprio, self.predictor.prepare_proprio(proprio)][-self.context_frames :]
         # the blocks executed between the kept frames: one fewer than the frames
         self.context_actions = self.context_actions[len(self.context_actions) - (len(self.context_latents) - 1) :]

@@ -62,6 +62,8 @@ class PixelTask(gym.Env, abc.ABC):
     success_threshold: float = 0.0
     angular_positions: bool | tuple[bool, ...] = False  # qpos that are hinge angles (an image shows them only
                                                          # modulo 2 pi): one flag for all, or one per qpos
+    proprio_indices: tuple[int, ...] | None = None  # the state entries the proprio holds; None: all (qpos, qvel)
+    action_dim: int | None = None  # A; None: one per actuator of the model
 
     def __init__(
         self,
@@ -73,27 +75,33 @@ class PixelTask(gym.Env, abc.ABC):
         reflections: bool = False,
         render_mode: str = "rgb_array",
     ):
-        self.image_size = check_image_size(image_size)
-        if int(action_repeat) < 1:
-            raise ValueError(f"action_repeat={action_repeat!r} is invalid; expected an int >= 1")
-        self.action_repeat = int(action_repeat)
-        self.render_mode = render_mode
         self._dm_env = suite.load(self.domain, self.dm_task, task_kwargs={"random": 0})
         self._physics = self._dm_env.physics
-        model = self._physics.model
-        geoms = [model.id2name(index, "geom") for index in range(model.ngeom)]
+        model = self._physics.model.ptr
+        geoms = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, index) for index in range(model.ngeom)]
         for name in self.hidden_geoms:
             if name not in geoms:
                 raise ValueError(f"{type(self).__name__}.hidden_geoms names {name!r}, which the {self.domain} model "
                                  f"has no geom of; its named geoms: {', '.join(filter(None, geoms))}")
             model.geom_rgba[geoms.index(name), 3] = 0.0
+        self._setup_rendering(model, image_size, camera_id, camera_fovy, action_repeat, shadows, reflections,
+                              render_mode)
+        close_at_exit(self)
+
+    def _setup_rendering(self, model, image_size, camera_id, camera_fovy, action_repeat, shadows, reflections,
+                         render_mode) -> None:
+        """The renderer, the spaces and the settings every task shares, on a compiled `mujoco.MjModel`."""
+        self.image_size = check_image_size(image_size)
+        if int(action_repeat) < 1:
+            raise ValueError(f"action_repeat={action_repeat!r} is invalid; expected an int >= 1")
+        self.action_repeat = int(action_repeat)
+        self.render_mode = render_mode
         if not 0 <= camera_id < model.ncam:
             raise ValueError(f"camera_id={camera_id!r} is invalid; expected 0..{model.ncam - 1}")
         self.camera_id = int(camera_id)
         if camera_fovy is not None:
             model.cam_fovy[self.camera_id] = float(camera_fovy)
-        self._renderer = mujoco.Renderer(model.ptr, self.image_size, self.image_size)
-        close_at_exit(self)
+        self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = bool(shadows)
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = bool(reflections)
@@ -101,11 +109,15 @@ class PixelTask(gym.Env, abc.ABC):
         self._pixels = np.empty((self.image_size, self.image_size, 3), dtype=np.uint8)
 
         self.nq, self.nv, action_dim = model.nq, model.nv, model.nu
+        if self.proprio_indices is None:
+            self.proprio_indices = tuple(range(self.nq + self.nv))
+        if type(self).action_dim is not None:
+            action_dim = type(self).action_dim
         self.action_space = spaces.Box(-1.0, 1.0, shape=(action_dim,), dtype=np.float32)
         self.observation_space = spaces.Dict(
             {
                 "pixels": spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8),
-                "proprio": spaces.Box(-np.inf, np.inf, (self.nq + self.nv,), dtype=np.float32),
+                "proprio": spaces.Box(-np.inf, np.inf, (len(self.proprio_indices),), dtype=np.float32),
             }
         )
         self.goal_state: np.ndarray | None = None
@@ -126,9 +138,7 @@ class PixelTask(gym.Env, abc.ABC):
     # ----------------------------------------------------------------- Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        episode_seed = int(self.np_random.integers(2**31 - 1))
-        self._dm_env.task._random = np.random.RandomState(episode_seed)
-        self._dm_env.reset()
+        self._reset_physics(int(self.np_random.integers(2**31 - 1)))
         if options and "state" in options:
             self.set_state(options["state"])
         return self._observation(), {"state": self.get_state()}
@@ -139,9 +149,7 @@ class PixelTask(gym.Env, abc.ABC):
             raise ValueError(f"action of shape {action.shape} is invalid; expected {self.action_space.shape}")
         substep_states = []
         for _ in range(self.action_repeat):
-            self._dm_env.task.before_step(action, self._physics)
-            self._physics.step(self._dm_env._n_sub_steps)
-            self._dm_env.task.after_step(self._physics)
+            self._step_physics(action)
             substep_states.append(self.get_state())
         reached = self.goal_state is not None and any(self.success(state, self.goal_state) for state in substep_states)
         info = {"state": substep_states[-1], "substep_states": np.stack(substep_states),  # (action_repeat, S)
@@ -154,7 +162,7 @@ class PixelTask(gym.Env, abc.ABC):
 
     def render(self) -> np.ndarray:
         """rgb_array of the current state: uint8 (H, W, 3)."""
-        self._renderer.update_scene(self._physics.data.ptr, camera=self.camera_id)
+        self._renderer.update_scene(self._data, camera=self.camera_id)
         self._renderer.render(out=self._pixels)
         return self._pixels.copy()
 
@@ -166,10 +174,32 @@ class PixelTask(gym.Env, abc.ABC):
             self._renderer.close()
             self._renderer = None
 
+    # ----------------------------------------------------------------- physics (dm_control's here)
+    @property
+    def _model(self):
+        """The compiled `mujoco.MjModel`."""
+        return self._physics.model.ptr
+
+    @property
+    def _data(self):
+        """Its `mujoco.MjData`."""
+        return self._physics.data.ptr
+
+    def _reset_physics(self, episode_seed: int) -> None:
+        """The task's own random initial state, drawn from `episode_seed`."""
+        self._dm_env.task._random = np.random.RandomState(episode_seed)
+        self._dm_env.reset()
+
+    def _step_physics(self, action: np.ndarray) -> None:
+        """One control step of a clipped action."""
+        self._dm_env.task.before_step(action, self._physics)
+        self._physics.step(self._dm_env._n_sub_steps)
+        self._dm_env.task.after_step(self._physics)
+
     # ----------------------------------------------------------------- state and goals
     def get_state(self) -> np.ndarray:
         """(nq + nv,) float64: qpos then qvel."""
-        data = self._physics.data
+        data = self._data
         return np.concatenate([data.qpos, data.qvel]).astype(np.float64)
 
     def set_state(self, state) -> None:
@@ -179,6 +209,10 @@ class PixelTask(gym.Env, abc.ABC):
         with self._physics.reset_context():
             self._physics.data.qpos[:] = state[: self.nq]
             self._physics.data.qvel[:] = state[self.nq :]
+
+    def proprio(self, states: np.ndarray) -> np.ndarray:
+        """What the robot senses of its states: (..., nq + nv) -> float32 (..., P)."""
+        return np.asarray(states)[..., list(self.proprio_indices)].astype(np.float32)
 
     def set_goal(self, goal_state) -> None:
         """Goal used by `step` for `info["success_substep"]`, `info["distance"]` and the reward."""
@@ -219,4 +253,4 @@ class PixelTask(gym.Env, abc.ABC):
         return states[..., position : position + self.nq + self.nv]
 
     def _observation(self) -> dict[str, np.ndarray]:
-        return {"pixels": self.render(), "proprio": self.get_state().astype(np.float32)}
+        return {"pixels": self.render(), "proprio": self.proprio(self.get_state())}

@@ -25,7 +25,7 @@ from envs.base import check_image_size
 from envs.checks import check_ints
 from envs.dataset import EpisodeStore, ShardWriter, read_manifest
 from envs.io import atomic_write_text, ensure_writable_dir, may_resume
-from envs.policies import make_policy
+from envs.policies import check_policy, make_policy
 from envs.registry import make_from_config, task_class
 from envs.video import upscale, write_mp4
 
@@ -40,9 +40,9 @@ def episode_seeds(seed: int, split: str, index: int) -> tuple[int, int]:
 
 def collect_episode(task, policy_cfg, length: int, reset_seed: int, policy_seed: int) -> dict[str, np.ndarray]:
     """Roll the behaviour policy for `length` steps: frames (T+1, H, W, 3), actions (T, A), ..."""
-    policy = make_policy(policy_cfg, task.action_space.shape[0], np.random.default_rng(policy_seed))
-    policy.reset()
+    policy = make_policy(policy_cfg, task.action_space.shape[0], np.random.default_rng(policy_seed), task)
     observation, info = task.reset(seed=reset_seed)
+    policy.reset()  # after the task's: a scripted policy reads the scene
     frames, proprio, states, actions = [observation["pixels"]], [observation["proprio"]], [info["state"]], []
     for _ in range(length):
         action = policy()
@@ -69,8 +69,8 @@ def validate(cfg: DictConfig) -> None:
     check_ints(collect, "collect", ("episodes", "eval_episodes", "episode_length", "episodes_per_shard"))
     if not 0.0 <= collect.val_fraction < 1.0:
         raise ValueError(f"collect.val_fraction={collect.val_fraction!r} is invalid; expected a float in [0, 1)")
-    for split in ("train", "eval"):  # builds each policy once: bad kinds or keys fail before anything is written
-        make_policy(split_policy(collect, split), 1, np.random.default_rng(0))
+    for split in ("train", "eval"):  # bad kinds or keys fail before anything is written
+        check_policy(split_policy(collect, split), task_class(cfg.env.name))
 
 
 def split_sizes(collect: DictConfig) -> dict[str, int]:

@@ -1,7 +1,10 @@
 """Behaviour policies for offline data collection.
 
 Uniformly random reacher actions rarely move the arm far (they average out); temporally correlated
-actions cover the workspace better, and point_mass needs them to travel at all.
+actions cover the workspace better, and point_mass needs them to travel at all. A task may bring its
+own `scripted_policy(rng, **settings)` (the cube's noisy pick-and-place oracle): `kind: scripted`.
+
+    policy = make_policy(policy_cfg, action_dim, rng, task); task.reset(...); policy.reset(); policy() -> (A,)
 """
 from __future__ import annotations
 
@@ -48,15 +51,33 @@ class CorrelatedRandomPolicy:
         return np.clip(unclipped, -1.0, 1.0).astype(np.float32)
 
 
-def make_policy(policy_cfg, action_dim: int, rng: np.random.Generator):
-    """Build the policy named by `policy_cfg.kind` (`uniform` | `correlated`)."""
+SETTINGS = {"uniform": (), "correlated": ("persistence", "scale"),
+            "scripted": ("noise", "noise_smoothing", "random_fraction")}
+
+
+def check_policy(policy_cfg, task_cls) -> tuple[str, dict]:
+    """(kind, settings) of a policy config, checked against the task class; one-line errors."""
     settings = dict(policy_cfg)
     kind = settings.pop("kind", None)
-    if kind not in ("uniform", "correlated"):
-        raise ValueError(f"collect.policy.kind={kind!r} is invalid; expected 'uniform' or 'correlated'")
-    unknown = sorted(set(settings) - {"persistence", "scale"})
+    if kind not in SETTINGS:
+        raise ValueError(f"collect.policy.kind={kind!r} is invalid; expected one of {', '.join(map(repr, SETTINGS))}")
+    if kind == "scripted" and not hasattr(task_cls, "scripted_policy"):
+        raise ValueError(f"collect.policy.kind='scripted' is invalid for {task_cls.__name__}, which has no scripted "
+                         "policy; expected 'uniform' or 'correlated'")
+    if kind != "correlated":  # persistence and scale (in the default config) are the correlated policy's: ignored
+        settings = {key: value for key, value in settings.items() if key not in SETTINGS["correlated"]}
+    unknown = sorted(set(settings) - set(SETTINGS[kind]))
     if unknown:
-        raise ValueError(f"collect.policy has unknown keys {unknown}; expected kind, persistence, scale")
-    if kind == "uniform":  # persistence and scale are the correlated policy's; uniform ignores them
+        raise ValueError(f"collect.policy has unknown keys {unknown}; expected kind, "
+                         f"{', '.join(SETTINGS[kind] or SETTINGS['correlated'])}")
+    return kind, settings
+
+
+def make_policy(policy_cfg, action_dim: int, rng: np.random.Generator, task):
+    """Build the policy named by `policy_cfg.kind` (`uniform` | `correlated` | `scripted`) for `task`."""
+    kind, settings = check_policy(policy_cfg, type(task))
+    if kind == "uniform":
         return UniformRandomPolicy(action_dim, rng)
+    if kind == "scripted":
+        return task.scripted_policy(rng, **settings)
     return CorrelatedRandomPolicy(action_dim, rng, **settings)

@@ -24,6 +24,7 @@ def registry(*entries: tuple[str, str, str]) -> dict[str, tuple[str, str]]:
 TASKS = registry(
     ("reacher", "envs.reacher:Reacher", "dm_control reacher, 2 joints, target hidden, success: joints within 0.05 rad"),
     ("point_mass", "envs.point_mass:PointMass", "dm_control point_mass, target hidden, success: within 0.015 m"),
+    ("cube", "envs.cube:Cube", "OGBench visual-cube-single, UR5e + gripper + cube, success: cube within 0.04 m"),
 )
 
 

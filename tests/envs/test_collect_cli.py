@@ -43,7 +43,7 @@ def test_tasks_lists_registered_tasks():
         ("collect.episodes=-3", "collect.episodes=-3 is invalid; expected a positive int"),
         ("env.image_size=8", "image_size=8 is invalid; expected an int >= 16"),
         ("env.image_size=big", "image_size='big' is invalid; expected an int >= 16"),
-        ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected 'uniform' or 'correlated'"),
+        ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected one of 'uniform', 'correlated', 'scripted'"),
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
         # Hydra's own errors, made one line by the CLI's composition check
         ("env=cheetah", "env=cheetah is invalid; expected one of: point_mass, reacher"),

@@ -1,6 +1,6 @@
 """The same conformance checks over every registered task (dm_control suite style).
 
-What they ask of a task: proprio = (qpos, qvel) as float32; `distances` vectorised over leading
+What they ask of a task: proprio = the state entries `proprio_indices` names, as float32; `distances` vectorised over leading
 dimensions and 0 at the goal; `success_threshold` > 0, in the units of the positions, so that moving any
 one position by half the threshold keeps the goal reached and moving some position by three times it
 does not."""
@@ -28,8 +28,8 @@ def test_a_name_registered_twice_is_refused():
         envs.registry.registry(("reacher", "envs.reacher:Reacher", "a"), ("reacher", "envs.other:Other", "b"))
 
 
-def test_registry_lists_both_tasks_and_rejects_unknown_names():
-    assert {"reacher", "point_mass"} <= set(TASKS)
+def test_registry_lists_the_tasks_and_rejects_unknown_names():
+    assert {"reacher", "point_mass", "cube"} <= set(TASKS)
     from envs.registry import ENV_CONFIGS
 
     assert [name for name in TASKS if not (ENV_CONFIGS / f"{name}.yaml").exists()] == []  # `env=<name>` composes
@@ -64,8 +64,10 @@ def test_gymnasium_check_env_passes(task):
 def test_spec(task):
     observation, info = task.reset(seed=0)
     assert observation["pixels"].shape == (48, 48, 3) and observation["pixels"].dtype == np.uint8
-    assert observation["proprio"].dtype == np.float32 and observation["proprio"].shape == (task.nq + task.nv,)
-    np.testing.assert_array_equal(observation["proprio"], info["state"].astype(np.float32))  # (qpos, qvel)
+    indices = list(task.proprio_indices)
+    assert observation["proprio"].dtype == np.float32 and observation["proprio"].shape == (len(indices),)
+    assert len(set(indices)) == len(indices) and all(0 <= index < task.nq + task.nv for index in indices)
+    np.testing.assert_array_equal(observation["proprio"], info["state"][indices].astype(np.float32))
     assert len(angular_position_mask(task.angular_positions, task.nq)) == task.nq  # one flag, or one per qpos
     assert task.action_space.low.min() == -1.0 and task.action_space.high.max() == 1.0
     assert info["state"].shape == (task.nq + task.nv,)

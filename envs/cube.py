@@ -1,0 +1,177 @@
+"""Cube: OGBench's `visual-cube-single` manipulation task, a UR5e arm with a Robotiq gripper and one cube.
+
+Success when the cube's position is within 0.04 m of the goal state's cube position (OGBench's own
+test). Actions are OGBench's 5-D relative end-effector control in [-1, 1]: x, y, z, yaw, gripper;
+one task step is one 50 ms OGBench step (25 physics steps, target joints solved by OGBench's IK).
+
+Frames come from OGBench's `front_pixels` camera with its pixel-task colours (purple gripper,
+translucent arm) and never show the goal: the target cube is transparent and success never recolours
+the cube. For speed (software rendering is bound by vertices), the UR5e links' 390k-vertex meshes
+are hidden unless `show_arm=True` (the gripper stays), and frames are not multisampled: about 60
+frames/s at 64 px instead of 8.
+
+    state = (qpos (21), qvel (20)): the arm's 6 joints, the gripper's 8, the cube's free joint (xyz, quaternion)
+    proprio = what the arm senses: its 6 joints and the gripper's driver joint, positions then velocities (14,)
+
+`scripted_policy` is OGBench's noisy pick-and-place oracle (its `manipspace` data), for `collect`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from envs.base import PixelTask, check_image_size, close_at_exit
+
+import mujoco  # noqa: E402,I001  (envs.base has set MUJOCO_GL)
+
+SUPPORTED_ENVS = {"visual-cube-single-v0": "single"}  # OGBench id -> CubeEnv env_type
+ARM_JOINTS, GRIPPER_DRIVER, CUBE_JOINT = tuple(range(6)), 6, 14  # joint ids in OGBench's cube model
+
+
+def ogbench_cube_env(env_type: str):
+    try:
+        from ogbench.manipspace.envs.cube_env import CubeEnv
+    except ImportError:
+        raise ModuleNotFoundError("the cube task needs OGBench: pip install ogbench==1.2.2") from None
+    return CubeEnv(env_type=env_type, ob_type="pixels", width=64, height=64, visualize_info=False,
+                   mode="data_collection", terminate_at_goal=False)
+
+
+class Cube(PixelTask):
+    """A `PixelTask` on OGBench's cube scene (the dm_control parts of `PixelTask` are replaced here)."""
+
+    success_threshold = 0.04  # m, OGBench's cube success radius
+    hidden_geoms = ()         # OGBench's target cube is made transparent by OGBench itself (visualize_info off)
+    action_dim = 5            # OGBench's end-effector action (the model's 7 actuators are set by its IK)
+
+    def __init__(self, image_size: int = 64, camera_id: int = 1, camera_fovy: float | None = None,
+                 action_repeat: int = 1, shadows: bool = False, reflections: bool = False, show_arm: bool = False,
+                 env_id: str = "visual-cube-single-v0", render_mode: str = "rgb_array"):
+        if env_id not in SUPPORTED_ENVS:
+            raise ValueError(f"env_id={env_id!r} is not supported; supported OGBench envs: {', '.join(SUPPORTED_ENVS)}")
+        check_image_size(image_size)  # before the slow part
+        self.env_id, self.show_arm = env_id, bool(show_arm)
+        self._ogbench = ogbench_cube_env(SUPPORTED_ENVS[env_id])
+        self._ogbench.reset(seed=0)  # builds the model (and OGBench's own renderer, for one frame)
+        self._ogbench._ob_type = "states"  # later resets and steps compute no frame of OGBench's
+        if self._ogbench._renderer is not None:  # unused from now on: closed while its GL display lives
+            self._ogbench._renderer.close()
+            self._ogbench._renderer = None
+        model = self._ogbench._model
+        if not show_arm:
+            for geom in range(model.ngeom):
+                mesh = model.geom_dataid[geom] if model.geom_type[geom] == mujoco.mjtGeom.mjGEOM_MESH else -1
+                name = model.mesh(mesh).name if mesh >= 0 else ""
+                if name.startswith("ur5e/") and not name.startswith("ur5e/robotiq/"):
+                    model.geom_rgba[geom, 3], model.geom_matid[geom] = 0.0, -1  # alpha 0: not drawn
+        model.vis.quality.offsamples = 0
+        cube_qpos = model.jnt_qposadr[CUBE_JOINT]
+        self.cube_position = slice(cube_qpos, cube_qpos + 3)  # the cube's xyz within qpos
+        arm = [*ARM_JOINTS, GRIPPER_DRIVER]
+        self.proprio_indices = tuple(int(i) for i in (*model.jnt_qposadr[arm], *(model.nq + model.jnt_dofadr[arm])))
+        self.angular_positions = tuple(bool(index < cube_qpos) for index in range(model.nq))  # hinges; the free joint not
+        self._setup_rendering(model, image_size, camera_id, camera_fovy, action_repeat, shadows, reflections,
+                              render_mode)
+        close_at_exit(self)
+
+    # ----------------------------------------------------------------- physics (OGBench's)
+    @property
+    def _model(self):
+        return self._ogbench._model
+
+    @property
+    def _data(self):
+        return self._ogbench._data
+
+    def _reset_physics(self, episode_seed: int) -> None:
+        self._ogbench.reset(seed=episode_seed)  # random arm pose and cube pose, as OGBench collects data
+
+    def set_state(self, state) -> None:
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (self.nq + self.nv,):
+            raise ValueError(f"state of shape {state.shape} is invalid; expected ({self.nq + self.nv},)")
+        model, data = self._model, self._data
+        mocap_position, mocap_orientation = data.mocap_pos.copy(), data.mocap_quat.copy()  # the (hidden) target
+        mujoco.mj_resetData(model, data)  # as dm_control's reset_context: no warm start or control carried over
+        data.qpos[:], data.qvel[:] = state[: self.nq], state[self.nq :]
+        data.mocap_pos[:], data.mocap_quat[:] = mocap_position, mocap_orientation
+        mujoco.mj_forward(model, data)
+
+    def _step_physics(self, action: np.ndarray) -> None:
+        """One OGBench step without its observation: IK to the relative end-effector target, 25 physics steps."""
+        env = self._ogbench
+        env.set_control(action)
+        env.pre_step()
+        mujoco.mj_step(env._model, env._data, nstep=env._n_steps)
+        mujoco.mj_forward(env._model, env._data)  # positions of the new state (frames then follow the state alone)
+        mujoco.mj_rnePostConstraint(env._model, env._data)
+        env.post_step()
+
+    def simulate(self, initial_states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The true simulator for the oracle: initial_states (B, S), actions (B, T, A) -> states after every
+        step (B, T, S). OGBench solves IK in Python at every step, so this steps this task's own physics
+        (about 700 steps/s) and restores its state afterwards."""
+        saved = self.get_state()
+        trajectories = np.empty((*actions.shape[:2], self.nq + self.nv))
+        for row, (state, row_actions) in enumerate(zip(initial_states, actions)):
+            self.set_state(state)
+            for step, action in enumerate(np.clip(row_actions, -1.0, 1.0)):
+                for _ in range(self.action_repeat):
+                    self._step_physics(action)
+                trajectories[row, step] = self.get_state()
+        self.set_state(saved)
+        return trajectories
+
+    # ----------------------------------------------------------------- the task
+    def distances(self, states, goal_state) -> np.ndarray:
+        """Euclidean distance (m) between the cube positions: (...,)."""
+        states, goal_state = np.asarray(states), np.asarray(goal_state)
+        return np.linalg.norm(states[..., self.cube_position] - goal_state[self.cube_position], axis=-1)
+
+    def scripted_policy(self, rng: np.random.Generator, noise: float = 0.1, noise_smoothing: float = 0.5,
+                        random_fraction: float = 0.0):
+        return PickAndPlacePolicy(self, rng, noise, noise_smoothing, random_fraction)
+
+    def close(self) -> None:
+        super().close()
+        if getattr(self, "_ogbench", None) is not None:
+            self._ogbench.close()
+            self._ogbench = None
+
+
+class PickAndPlacePolicy:
+    """OGBench's scripted cube oracle (`CubeMarkovOracle`: reach, grasp, lift, carry, place, retreat)
+    towards random targets, a new one whenever it finishes, with smoothed Gaussian action noise (as
+    OGBench's `play` data). `random_fraction` of the steps take a uniformly random action instead.
+    All randomness comes from `rng` and the task's reset seed."""
+
+    def __init__(self, task: Cube, rng: np.random.Generator, noise: float, noise_smoothing: float,
+                 random_fraction: float):
+        from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+
+        if noise < 0 or not 0 <= noise_smoothing < 1 or not 0 <= random_fraction <= 1:
+            raise ValueError(f"collect.policy noise={noise}, noise_smoothing={noise_smoothing}, random_fraction="
+                             f"{random_fraction} is invalid; expected noise >= 0, smoothing in [0, 1), fraction in [0, 1]")
+        self.task, self.rng = task, rng
+        self.noise, self.smoothing, self.random_fraction = float(noise), float(noise_smoothing), float(random_fraction)
+        self.oracle = CubeMarkovOracle(env=task._ogbench, min_norm=0.4)
+        self.previous_noise = np.zeros(5)
+
+    def reset(self) -> None:
+        """Call after the task's reset: a new target and a fresh oracle."""
+        self.task._ogbench.set_new_target(return_info=False)
+        self.oracle._done, self.oracle._step = False, 0
+        bounds = self.task._ogbench._arm_sampling_bounds  # where the arm retreats to (OGBench draws it from np.random)
+        self.oracle._final_pos = self.rng.uniform(*bounds)
+        self.oracle._final_yaw = self.rng.uniform(-np.pi, np.pi)
+        self.previous_noise = np.zeros(5)
+
+    def __call__(self) -> np.ndarray:
+        if self.oracle.done:
+            self.reset()
+        action = self.oracle.select_action(None, self.task._ogbench.compute_ob_info())
+        noise = self.rng.normal(0.0, self.noise, 5)
+        self.previous_noise = self.smoothing * self.previous_noise + (1 - self.smoothing) * noise
+        action = action + self.previous_noise
+        if self.rng.uniform() < self.random_fraction:
+            action = self.rng.uniform(-1.0, 1.0, 5)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)

@@ -1,0 +1,138 @@
+"""The cube (OGBench visual-cube-single) beyond the conformance suite: the goal marker stays hidden, the
+oracle's simulator is the task's own dynamics, the scripted policy moves the cube, and bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import envs
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def cube():
+    task = envs.make("cube", image_size=48)
+    yield task
+    task.close()
+
+
+def test_frames_never_show_the_goal_marker(cube):
+    """OGBench draws the target cube as a mocap body: moving it anywhere, even onto the cube, changes no pixel."""
+    cube.reset(seed=0)
+    image = cube.render()
+    data = cube._data
+    saved = data.mocap_pos.copy()
+    for target in ([0.425, 0.0, 0.02], cube.get_state()[cube.cube_position], [0.3, 0.3, 0.1]):
+        data.mocap_pos[:] = target
+        np.testing.assert_array_equal(cube.render(), image)
+    data.mocap_pos[:] = saved
+
+
+def test_simulate_is_the_task_stepped(cube):
+    """The oracle's model: `simulate` from a state equals stepping the task from it, and leaves the task as it was."""
+    cube.reset(seed=1)
+    start = cube.get_state()
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 6, 5))  # (B, T, A)
+    predicted = cube.simulate(np.stack([start, start]), actions)  # (B, T, S)
+    np.testing.assert_array_equal(cube.get_state(), start)
+    for row in range(2):
+        cube.set_state(start)
+        stepped = [cube.step(action)[4]["state"] for action in actions[row]]
+        np.testing.assert_allclose(predicted[row], np.stack(stepped), atol=1e-9)
+    assert not np.allclose(predicted[0], predicted[1])
+
+
+def test_the_oracle_planner_carries_the_cube_to_a_goal():
+    """CEM with the true simulator (the oracle's world), started from a scripted episode's state where the
+    cube is held in the air, reaches the cube's position 8 steps later in that episode: the planner, the
+    simulator and the success test fit together."""
+    from omegaconf import OmegaConf
+
+    from agent.mpc import MPCAgent
+    from agent.worlds import SimulatorWorld
+    from envs.collect import collect_episode
+    from planners.cem import CEMPlanner
+
+    task = envs.make("cube", image_size=32)
+    try:
+        policy = OmegaConf.create({"kind": "scripted", "noise": 0.1, "noise_smoothing": 0.5, "random_fraction": 0.0})
+        episode = collect_episode(task, policy, 120, reset_seed=0, policy_seed=0)
+        states = np.concatenate([episode["qpos"], episode["qvel"]], axis=1)  # (T+1, S)
+        lifted = int(np.argmax(episode["qpos"][:, task.cube_position.stop - 1] > 0.06))
+        start, goal = states[lifted], states[lifted + 8]
+        assert task.distance(start, goal) > task.success_threshold  # the cube must be carried there
+        world = SimulatorWorld(task, block=2, aggregate="min")
+        agent = MPCAgent(world, CEMPlanner(action_dim=10, horizon=3, samples=32, iterations=3, top_k=4),
+                         block=2, action_dim=5, execute_blocks=1)
+        task.set_state(start)
+        task.set_goal(goal)
+        agent.reset(task.render()[None], goal[None], seeds=[0])
+        reached = False
+        for _ in range(12):
+            action = agent.act(task.render()[None], task.get_state()[None])
+            reached |= task.step(action[0])[4]["success_substep"]
+        assert reached, task.distance(task.get_state(), goal)
+    finally:
+        task.close()
+
+
+def test_the_scripted_policy_grasps_and_lifts_the_cube():
+    from envs.collect import collect_episode
+    from omegaconf import OmegaConf
+
+    task = envs.make("cube", image_size=32)
+    try:
+        policy = OmegaConf.create({"kind": "scripted", "noise": 0.1, "noise_smoothing": 0.5, "random_fraction": 0.0})
+        episode = collect_episode(task, policy, 120, reset_seed=0, policy_seed=0)
+        again = collect_episode(task, policy, 120, reset_seed=0, policy_seed=0)
+    finally:
+        task.close()
+    cube_heights = episode["qpos"][:, task.cube_position.stop - 1]
+    assert cube_heights.max() > 0.06  # lifted off the table (it rests at 0.02 m)
+    assert episode["frames"].shape == (121, 32, 32, 3) and episode["proprio"].shape == (121, 14)
+    np.testing.assert_array_equal(episode["frames"], again["frames"])  # seeds decide everything
+
+
+def test_bad_input_is_one_line():
+    with pytest.raises(ValueError, match=r"env_id='visual-cube-double-v0' is not supported; supported OGBench envs: "
+                                         r"visual-cube-single-v0"):
+        envs.make("cube", env_id="visual-cube-double-v0")
+    from envs.policies import check_policy
+    from envs.reacher import Reacher
+
+    with pytest.raises(ValueError, match=r"collect.policy.kind='scripted' is invalid for Reacher, which has no scripted"):
+        check_policy({"kind": "scripted"}, Reacher)
+
+
+
+def test_a_missing_ogbench_is_one_line(tmp_path):
+    """A broken or absent OGBench (here a package that fails to import) ends `collect env=cube` with one line."""
+    (tmp_path / "ogbench").mkdir()
+    (tmp_path / "ogbench" / "__init__.py").write_text("raise ImportError('No module named ogbench')\n")
+    finished = subprocess.run([sys.executable, "-m", "agent.cli", "collect", "env=cube", f"hydra.run.dir={tmp_path / 'run'}"],
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"},
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode != 0 and "Traceback" not in finished.stderr, finished.stderr
+    assert finished.stderr.strip() == "error: the cube task needs OGBench: pip install ogbench==1.2.2", finished.stderr
+
+
+def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
+    """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training, and the
+    latent, random and oracle agents evaluated with videos."""
+    import json
+
+    from tests.conftest import cli
+
+    run_dir = tmp_path / "run"
+    result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle"}
+    assert all(metrics["episodes"] == 2 for metrics in summary["agents"].values())
+    assert list((run_dir / "eval" / "latent" / "videos").glob("*.mp4"))
+    meta = json.loads((run_dir / "dataset" / "train" / "manifest.json").read_text())["meta"]
+    assert meta["policy"]["kind"] == "scripted" and meta["proprio_dim"] == 14
