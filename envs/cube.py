@@ -108,15 +108,15 @@ class Cube(PixelTask):
 
     def simulate(self, initial_states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """The true simulator for the oracle: initial_states (B, S), actions (B, T, A) -> states after every
-        step (B, T, S). OGBench solves IK in Python at every step, so this steps this task's own physics
+        control step (B, T * action_repeat, S). OGBench solves IK in Python at every step, so this steps this task's own physics
         (about 700 steps/s) and restores its state afterwards."""
         saved = self.get_state()
-        trajectories = np.empty((*actions.shape[:2], self.nq + self.nv))
+        batch, steps, _ = actions.shape
+        trajectories = np.empty((batch, steps * self.action_repeat, self.nq + self.nv))  # (B, T*repeat, S)
         for row, (state, row_actions) in enumerate(zip(initial_states, actions)):
             self.set_state(state)
-            for step, action in enumerate(np.clip(row_actions, -1.0, 1.0)):
-                for _ in range(self.action_repeat):
-                    self._step_physics(action)
+            for step, action in enumerate(np.repeat(np.clip(row_actions, -1.0, 1.0), self.action_repeat, axis=0)):
+                self._step_physics(action)
                 trajectories[row, step] = self.get_state()
         self.set_state(saved)
         return trajectories
