@@ -38,7 +38,7 @@ def test_tasks_lists_registered_tasks():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("env.name=cheetah", "unknown task 'cheetah'; registered tasks: reacher, point_mass"),
+        ("env.name=cheetah", "unknown task 'cheetah'; registered tasks: reacher, point_mass, cube"),
         ("collect.episodes=0", "collect.episodes=0 is invalid; expected a positive int"),
         ("collect.episodes=-3", "collect.episodes=-3 is invalid; expected a positive int"),
         ("env.image_size=8", "image_size=8 is invalid; expected an int >= 16"),
@@ -46,7 +46,7 @@ def test_tasks_lists_registered_tasks():
         ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected one of 'uniform', 'correlated', 'scripted'"),
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
         # Hydra's own errors, made one line by the CLI's composition check
-        ("env=cheetah", "env=cheetah is invalid; expected one of: point_mass, reacher"),
+        ("env=cheetah", "env=cheetah is invalid; expected one of: cube, point_mass, reacher"),
         ("env.name=point_mass", "task 'point_mass' takes no setting 'angle_error': pass env=point_mass (its own "
                                 "env config), not env.name=point_mass"),
         ("collect.speed=2", "Could not override 'collect.speed'; Key 'speed' is not in struct; "
