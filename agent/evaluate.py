@@ -88,6 +88,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
     for r in records:
         per_seed.setdefault(str(r["seed"]), []).append(r["success"])
     steps = [r["steps_to_success"] for r in records if r["success"]]
+    away = [r["success"] for r in records if r["initial_distance"] >= success_threshold]
     latencies = [latency for r in records if r["index_in_batch"] == 0 for latency in r["plan_latencies_s"]]
     planner = OmegaConf.to_container(cfg.planner, resolve=True) if kind != "random" else None
     return {
@@ -107,6 +108,9 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
         "pairs_excluded": excluded,
         # goals already reached at the start: any agent, the random one too, almost surely succeeds at once
         "episodes_starting_at_goal": sum(r["initial_distance"] < success_threshold for r in records),
+        # success where the goal needs the agent at all (the cube: pairs where the cube must move)
+        "success_rate_starting_away": (float(np.mean(away)) if away else None),
+        "success_rate_starting_away_ci95": bootstrap_interval(away, cfg.evaluate.bootstrap_samples) if away else None,
         "wall_time_s": float(sum(r["wall_time_s"] for r in records)),  # these episodes' time, however many runs
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -115,7 +119,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
 def agent_summary(metrics: dict, out_dir: Path) -> dict:
     """An agent's line in the run's `summary.json`: its headline metrics and its videos."""
     keys = ("success_rate", "success_rate_ci95", "success_rate_wrapped", "episodes", "planning_latency",
-            "mean_min_distance")
+            "mean_min_distance", "episodes_starting_at_goal", "success_rate_starting_away")
     return {**{key: metrics.get(key) for key in keys},
             "videos": sorted(str(path) for path in (out_dir / "videos").glob("*.mp4"))}
 
