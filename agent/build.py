@@ -66,10 +66,17 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
             from world_model.position_readout import load_position_readout
 
             readout = load_position_readout(cfg.paths.predictor, device, encoder.fingerprint)
+        latent_readout_weight = float(energy.get("latent_readout_weight", 0.0))
+        latent_readout = None
+        if latent_readout_weight:
+            from world_model.latent_readout import load_latent_readout
+
+            latent_readout = load_latent_readout(cfg.paths.predictor, device)
         world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
                             autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile),
                             position_readout=readout, position_weight=position_weight,
-                            proprio_indices=task.proprio_indices, state_size=task.nq + task.nv)
+                            proprio_indices=task.proprio_indices, state_size=task.nq + task.nv,
+                            latent_readout=latent_readout, latent_readout_weight=latent_readout_weight)
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)

@@ -49,9 +49,11 @@ class LatentWorld:
     def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
                  autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
                  position_readout=None, position_weight: float = 0.0, proprio_indices=None,
-                 state_size: int | None = None):
+                 state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
-        the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio."""
+        the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
+        `latent_readout_weight` > 0 adds that weight x the squared distance, in units of the training std,
+        between the positions `latent_readout` reads from the predicted latents and from the goal's latent."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         latent_distance(torch.zeros(1, 1), torch.zeros(1, 1), norm)
         if position_weight < 0:
@@ -59,6 +61,10 @@ class LatentWorld:
         if position_weight and (position_readout is None or not predictor.config.proprio_dim):
             raise ValueError(f"evaluate.energy.position_weight={position_weight} needs a predictor that predicts the "
                              "proprio (predictor.use_proprio=true) and its position readout (predictor.readout.steps > 0)")
+        if latent_readout_weight < 0 or (latent_readout_weight and latent_readout is None):
+            raise ValueError(f"evaluate.energy.latent_readout_weight={latent_readout_weight} is invalid; expected 0, or "
+                             "> 0 with a latent readout (predictor.latent_readout.steps > 0)")
+        self.latent_readout, self.latent_readout_weight = latent_readout, float(latent_readout_weight)
         self.encoder, self.predictor = encoder, predictor
         self.position_readout, self.position_weight = position_readout, float(position_weight)
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
@@ -150,6 +156,11 @@ class LatentWorld:
                 if self.position_weight:
                     distance = distance + self.position_weight * self.position_distance(
                         predicted_proprio, goal_positions[envs].repeat_interleave(samples, dim=0)[:, None])
+                if self.latent_readout_weight:
+                    readout = self.latent_readout
+                    predicted_objects = readout.standardised(predicted)  # (chunk, H, positions), in training stds
+                    goal_objects = readout.standardised(flat_goal)  # (chunk, 1, positions)
+                    distance = distance + self.latent_readout_weight * (predicted_objects - goal_objects).square().mean(-1)
                 distances.append(distance)
             per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)

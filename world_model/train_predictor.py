@@ -37,6 +37,7 @@ from envs.registry import task_class
 from world_model.energy import latent_distance
 from world_model import distributed
 from world_model.latent_cache import LatentCache, load_stage_encoder
+from world_model.latent_readout import train_latent_readout
 from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
 
@@ -349,3 +350,5 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight
         angles = task_class(train_cache.manifest["task"]).angular_positions  # hinge joints: read as (sin, cos)
         train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed, fingerprint, angles)
+    if int(cfg.predictor.latent_readout.steps) > 0:  # chosen qpos from predicted latents: latent_readout_weight
+        train_latent_readout(cfg.predictor.latent_readout, model, train_cache, val_cache, output_dir, cfg.seed)
