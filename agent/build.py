@@ -76,7 +76,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
                             autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile),
                             position_readout=readout, position_weight=position_weight,
                             proprio_indices=task.proprio_indices, state_size=task.nq + task.nv,
-                            latent_readout=latent_readout, latent_readout_weight=latent_readout_weight)
+                            latent_readout=latent_readout, latent_readout_weight=latent_readout_weight,
+                            image_size=int(cfg.env.image_size))
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)

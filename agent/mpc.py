@@ -65,6 +65,7 @@ class MPCAgent:
 
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
         check_observation(self.batch, pixels, states, self.state_dim)
+        self.world.check_frames(pixels)
         if self.step % self.block == 0:
             executed = np.concatenate(self.current_block, axis=1) if self.current_block else None  # (B, block*A)
             self.world.observe(pixels, states, executed)

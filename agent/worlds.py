@@ -6,6 +6,7 @@ A world keeps the context the agent has observed and turns a goal into the plann
     world.observe(pixels (B, H, W, 3), states (B, S), executed_block (B, block*A) | None)
     world.energy_fn(blocks=None)(actions (B, K, H, block*A)) -> energies (B, K)   # K candidates
     world.state_dim                  # S it reads (the agent checks states against it), None: any
+    world.check_frames(images)       # refuses frames the world cannot read (another size than the run's)
 
 `blocks` (1..H) scores only the first `blocks` planned blocks (the window ends at a deadline that is
 closer than H blocks away; later blocks are not even predicted); None scores all H.
@@ -49,9 +50,11 @@ class LatentWorld:
     def __init__(self, encoder, predictor, norm: str = "l2", aggregate: str = "last",
                  autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
                  position_readout=None, position_weight: float = 0.0, proprio_indices=None,
-                 state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0):
+                 state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0,
+                 image_size: int | None = None):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
+        `image_size`: the side of the frames the run was trained on; frames of another size are refused.
         `latent_readout_weight` > 0 adds that weight x the squared distance, in units of the training std,
         between the positions `latent_readout` reads from the predicted latents and from the goal's latent."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
@@ -65,6 +68,7 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.latent_readout_weight={latent_readout_weight} is invalid; expected 0, or "
                              "> 0 with a latent readout (predictor.latent_readout.steps > 0)")
         self.latent_readout, self.latent_readout_weight = latent_readout, float(latent_readout_weight)
+        self.image_size = image_size
         self.encoder, self.predictor = encoder, predictor
         self.position_readout, self.position_weight = position_readout, float(position_weight)
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
@@ -90,13 +94,22 @@ class LatentWorld:
         """S of the states it reads (those the proprio is taken from), or None when it reads none."""
         return self.state_size if self.predictor.config.proprio_dim else None
 
+    def check_frames(self, images: np.ndarray) -> None:
+        """Frames of another size than the run's would be resized by the encoder and silently misread."""
+        size = tuple(np.shape(images)[1:3])
+        if self.image_size is not None and size != (self.image_size, self.image_size):
+            raise ValueError(f"frames of {size[0]} x {size[1]} px are invalid for this run; expected "
+                             f"{self.image_size} x {self.image_size} (env.image_size={self.image_size})")
+
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""
+        self.check_frames(images)
         tokens = self.encoder.encode_images(images).to(self.device)  # (B, N_enc, D)
         return self.predictor.prepare_latents(tokens)
 
     def set_goal(self, goal_images: np.ndarray, goal_states: np.ndarray | None = None) -> None:
         """Only the goal images are used: the goal's qpos, where needed, is read from them."""
+        self.check_frames(goal_images)
         tokens = self.encoder.encode_images(goal_images).to(self.device)  # (B, N_enc, D)
         self.goal_latents = self.predictor.prepare_latents(tokens)  # (B, N, D')
         if self.position_weight:
@@ -177,6 +190,9 @@ class SimulatorWorld:
         self.goal_states: np.ndarray | None = None
         self.states: np.ndarray | None = None
         self.state_dim = task.nq + task.nv  # S: (qpos, qvel)
+
+    def check_frames(self, images) -> None:
+        """The oracle reads no frames: any size."""
 
     def set_goal(self, goal_images=None, goal_states: np.ndarray | None = None) -> None:
         self.goal_states = np.asarray(goal_states, dtype=np.float64)  # (B, S)

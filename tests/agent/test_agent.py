@@ -102,6 +102,11 @@ def test_load_agent_drives_an_env_loop(micro_run_dir):
             assert action.shape == (1, 2) and np.abs(action).max() <= 1.0
             observation, _, _, _, info = task.step(action[0])
         assert len(agent.plans) >= 2  # execute_blocks=1 in the micro preset: replans every block
+        larger = np.zeros((1, 48, 48, 3), dtype=np.uint8)  # the encoder would resize it and misread it silently
+        with pytest.raises(ValueError, match=r"frames of 48 x 48 px are invalid for this run; expected 32 x 32"):
+            agent.act(larger, info["state"][None])
+        with pytest.raises(ValueError, match=r"frames of 48 x 48 px are invalid for this run; expected 32 x 32"):
+            agent.reset(larger, goal_state[None], seeds=[0])
     finally:
         task.close()
 
