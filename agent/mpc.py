@@ -1,7 +1,11 @@
 """The MPC agent: plan H action blocks with a world model, execute k of them, observe, replan.
 
-    agent.reset(goal_images (B, H, W, 3), goal_states (B, S), seeds (B,))
+    agent.reset(goal_images (B, H, W, 3), goal_states (B, S) | None, seeds (B,))
     actions = agent.act(pixels (B, H, W, 3), states (B, S))       # (B, A), once per task step
+
+What each agent reads: the latent agent the goal images, the frames and, when its predictor reads the
+proprio, the states (goal states are not needed: pass None); the oracle the goal states and the states
+(no frames); the random agent nothing but the batch size.
 
 B envs are planned at once (one planner call, one energy call per iteration for all of them).
 The world observes a frame at every block boundary, also between replans, so the predictor's
@@ -45,9 +49,12 @@ class MPCAgent:
     plans: list[PlanRecord] = field(default_factory=list)
     batch: int | None = field(default=None, init=False)  # B, set by reset
 
-    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
+    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int]) -> None:
         """One seed per env: env b's planner noise depends on seeds[b] and the planner's own seed only,
-        not on the batch (planner.seed 0 leaves each episode's seed as it is)."""
+        not on the batch (planner.seed 0 leaves each episode's seed as it is). `goal_states` may be None
+        for a world that does not read them (the latent one)."""
+        if goal_states is None and getattr(self.world, "needs_goal_states", False):
+            raise ValueError("reset got goal_states=None; the oracle plans towards goal states (B, S): pass them")
         self.batch = check_batch(goal_images, goal_states, seeds, self.state_dim)
         self.world.set_goal(goal_images, goal_states)
         self.generators = [self.planner.make_generators(1, self.planner.seed * 1_000_003 + int(seed))[0]
@@ -101,7 +108,7 @@ class RandomAgent:
         self.plans: list[PlanRecord] = []
         self.batch: int | None = None  # B, set by reset
 
-    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int]) -> None:
+    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int]) -> None:
         self.batch = check_batch(goal_images, goal_states, seeds)
         self.generators = [np.random.default_rng(int(seed)) for seed in seeds]
 
@@ -110,13 +117,16 @@ class RandomAgent:
         return np.stack([rng.uniform(-1.0, 1.0, self.action_dim) for rng in self.generators]).astype(np.float32)
 
 
-def check_batch(goal_images: np.ndarray, goal_states: np.ndarray, seeds: Sequence[int],
+def check_batch(goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int],
                 state_dim: int | None = None) -> int:
-    """The batch size B of `reset`'s arguments, which must agree."""
-    sizes = {"goal_images": len(goal_images), "goal_states": len(goal_states), "seeds": len(seeds)}
+    """The batch size B of `reset`'s arguments, which must agree (goal_states may be None)."""
+    sizes = {"goal_images": len(goal_images), "seeds": len(seeds)}
+    if goal_states is not None:
+        sizes["goal_states"] = len(goal_states)
     if len(set(sizes.values())) != 1:
         raise ValueError(f"reset got batches of different sizes {sizes}; expected one entry per env in each")
-    check_arrays("reset", goal_images, goal_states, state_dim)
+    check_arrays("reset", goal_images, np.zeros((len(seeds), state_dim or 0)) if goal_states is None else goal_states,
+                 state_dim)
     return sizes["seeds"]
 
 

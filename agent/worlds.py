@@ -184,6 +184,8 @@ class LatentWorld:
 class SimulatorWorld:
     """The oracle: the true simulator from the current state, scored by the true state distance."""
 
+    needs_goal_states = True
+
     def __init__(self, task, block: int, aggregate: str = "last"):
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)
         self.task, self.block, self.aggregate = task, block, aggregate

@@ -96,7 +96,7 @@ def test_load_agent_drives_an_env_loop(micro_run_dir):
     try:
         observation, info = task.reset(seed=0)
         goal_state = info["state"] + np.array([0.3, -0.2, 0, 0])
-        agent.reset(task.render_goal(goal_state)[None], goal_state[None], seeds=[0])
+        agent.reset(task.render_goal(goal_state)[None], None, seeds=[0])  # the latent agent reads the image only
         for _ in range(7):
             action = agent.act(observation["pixels"][None], info["state"][None])
             assert action.shape == (1, 2) and np.abs(action).max() <= 1.0
@@ -326,3 +326,17 @@ def test_an_evaluation_on_its_own_updates_the_run_summary_and_a_bad_planner_make
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["agents"]["random"]["episodes"] == metrics["episodes"] == 3
     assert summary["agents"]["latent"]["episodes"] == 2  # the others keep their own figures
+
+
+def test_only_the_oracle_needs_goal_states(micro_run_dir):
+    task = envs.make("reacher", image_size=32)
+    try:
+        oracle = load_agent(micro_run_dir, kind="oracle", task=task)
+        goal_image = task.render()[None]
+        with pytest.raises(ValueError, match=r"reset got goal_states=None; the oracle plans towards goal states"):
+            oracle.reset(goal_image, None, seeds=[0])
+        random_agent = load_agent(micro_run_dir, kind="random", task=task)
+        random_agent.reset(goal_image, None, seeds=[0])
+        assert random_agent.act(goal_image, task.get_state()[None]).shape == (1, 2)
+    finally:
+        task.close()
