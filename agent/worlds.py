@@ -44,6 +44,12 @@ def aggregate_over_blocks(distances: torch.Tensor, aggregate: str) -> torch.Tens
     raise ValueError(f"energy aggregate={aggregate!r} is invalid; expected one of {list(AGGREGATES)}")
 
 
+def repeat_last_env(tensor: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, ...) -> (count, ...), the last env repeated: padding that keeps every predictor call one shape."""
+    missing = count - tensor.shape[0]
+    return tensor if missing <= 0 else torch.cat([tensor, tensor[-1:].expand(missing, *tensor.shape[1:])])
+
+
 class LatentWorld:
     """Plans in the encoder's latent space with the trained predictor."""
 
@@ -72,6 +78,7 @@ class LatentWorld:
         self.encoder, self.predictor = encoder, predictor
         self.position_readout, self.position_weight = position_readout, float(position_weight)
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
+        self.compiled = bool(compile)
         if compile:
             predictor.compile_advance()
         self.norm, self.aggregate = norm, aggregate
@@ -152,30 +159,36 @@ class LatentWorld:
         def energy(actions: torch.Tensor) -> torch.Tensor:
             actions = actions[:, :, :blocks]  # (B, K, H', block*A)
             batch, samples, horizon, block_dim = actions.shape
-            flat_actions = actions.to(self.device).reshape(batch * samples, horizon, block_dim)
             chunk_envs = max(1, self.chunk_size // samples)  # whole envs per predictor call
+            padded = batch
+            if self.compiled and batch > chunk_envs:  # every call one shape: torch.compile stops recompiling after 8
+                padded = -(-batch // chunk_envs) * chunk_envs
+            (padded_context, padded_context_actions, padded_context_proprio, padded_goal, padded_goal_positions,
+             actions) = (None if tensor is None else repeat_last_env(tensor, padded)
+                         for tensor in (context, context_actions, context_proprio, goal, goal_positions, actions))
+            flat_actions = actions.to(self.device).reshape(padded * samples, horizon, block_dim)
             distances = []
-            for start in range(0, batch, chunk_envs):
+            for start in range(0, padded, chunk_envs):
                 envs = slice(start, start + chunk_envs)
                 rows = slice(start * samples, (start + chunk_envs) * samples)
                 with self._autocast():
                     predicted, predicted_proprio = self.predictor.rollout(  # an env's context runs once for its K candidates
-                        context[envs], flat_actions[rows],
-                        None if context_actions is None else context_actions[envs],
-                        None if context_proprio is None else context_proprio[envs], return_proprio=True,
+                        padded_context[envs], flat_actions[rows],
+                        None if padded_context_actions is None else padded_context_actions[envs],
+                        None if padded_context_proprio is None else padded_context_proprio[envs], return_proprio=True,
                     )  # (chunk, H, N, D'), (chunk, H, P) | None
-                flat_goal = goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
+                flat_goal = padded_goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
                 distance = latent_distance(predicted.float(), flat_goal, self.norm)  # (chunk, H)
                 if self.position_weight:
                     distance = distance + self.position_weight * self.position_distance(
-                        predicted_proprio, goal_positions[envs].repeat_interleave(samples, dim=0)[:, None])
+                        predicted_proprio, padded_goal_positions[envs].repeat_interleave(samples, dim=0)[:, None])
                 if self.latent_readout_weight:
                     readout = self.latent_readout
                     predicted_objects = readout.standardised(predicted)  # (chunk, H, positions), in training stds
                     goal_objects = readout.standardised(flat_goal)  # (chunk, 1, positions)
                     distance = distance + self.latent_readout_weight * (predicted_objects - goal_objects).square().mean(-1)
                 distances.append(distance)
-            per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H)
+            per_block = torch.cat(distances).view(padded, samples, horizon)[:batch]  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)
 
         return energy

@@ -38,3 +38,28 @@ def test_energy_rolls_out_from_the_last_frames_and_the_block_between_them(tmp_pa
     other_context = predictor.rollout(torch.stack([world.embed(frames[0]), world.embed(frames[2])], dim=1),
                                       candidates.flatten(0, 1), torch.from_numpy(executed[1])[:, None])
     assert not torch.allclose(predicted, other_context)  # the context matters: the check above can fail
+
+
+def test_a_compiled_world_keeps_one_shape_for_every_predictor_call(tmp_path, monkeypatch):
+    """5 envs in chunks of 2: the last chunk is padded with the last env, so torch.compile sees one shape
+    (it gives up after 8 recompiles), and the energies are those of the unpadded calls."""
+    encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
+    predictor = tiny_predictor(latent_dim=encoder.dim, context_frames=2)
+    monkeypatch.setattr(predictor, "compile_advance", lambda: None)  # the padding, not Inductor, is under test
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 5, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
+    executed = rng.uniform(-1, 1, (5, 6)).astype(np.float32)
+    candidates = torch.rand(5, 3, 2, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
+    energies, calls = [], []
+    rollout = predictor.rollout
+    monkeypatch.setattr(predictor, "rollout", lambda context, *args, **kwargs: calls.append(len(context)) or
+                        rollout(context, *args, **kwargs))
+    for compile in (False, True):
+        world = LatentWorld(encoder, predictor, aggregate="sum", chunk_size=6, compile=compile)  # 2 envs of 3
+        world.set_goal(frames[1])
+        world.observe(frames[0])
+        world.observe(frames[1], executed_block=executed)
+        calls.clear()
+        energies.append(world.energy_fn()(candidates))
+    assert calls == [2, 2, 2]  # the compiled world's calls; eagerly the last held 1 env
+    torch.testing.assert_close(energies[1], energies[0], rtol=1e-5, atol=1e-5)
