@@ -43,7 +43,7 @@ from envs import make_from_config
 from envs.checks import check_int_list, check_ints, check_numbers
 from envs.dataset import EpisodeStore, read_manifest
 from envs.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
-                     sha256_file)
+                     read_json, sha256_file)
 from envs.registry import TASKS, task_class
 
 
@@ -130,7 +130,7 @@ def refresh_run_summary(cfg: DictConfig, kind: str, metrics: dict, out_dir: Path
     summary_path = Path(cfg.run_dir) / "summary.json"
     if not summary_path.exists() or out_dir.resolve() != (Path(cfg.run_dir) / "eval" / kind).resolve():
         return
-    summary = json.loads(summary_path.read_text())
+    summary = read_json(summary_path)
     summary["agents"][kind] = agent_summary(metrics, out_dir)
     atomic_write_json(summary_path, summary)
 
@@ -265,7 +265,7 @@ def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
     records_path = out_dir / "episodes.jsonl"
     if records_path.exists():
         identity_path = out_dir / IDENTITY_FILE
-        saved = json.loads(identity_path.read_text()) if identity_path.exists() else {}
+        saved = read_json(identity_path) if identity_path.exists() else {}
         if saved.get("agent") == "oracle" and "block" not in saved and (out_dir / "config.yaml").exists():
             # an oracle evaluation from before its identity recorded the block: its config.yaml has it
             saved["block"] = int(OmegaConf.load(out_dir / "config.yaml").predictor.block)

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.config import command_line
 from agent.evaluate import agent_summary
-from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir
+from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
 
 class PipelineStage(NamedTuple):
     sections: tuple[str, ...]  # the config sections its outputs depend on
@@ -115,7 +115,7 @@ class StageBook:
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "stages.json"
-        self.entries: dict = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.entries: dict = read_json(self.path) if self.path.exists() else {}
 
     def is_done(self, stage: str, config_hash: str, output_dir: Path, sections: tuple[str, ...],
                 last_output: str) -> bool:
@@ -199,7 +199,7 @@ def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:
     for agent in cfg.run.agents:
         metrics_path = Path(cfg.paths.evaluation) / agent / "metrics.json"
         if metrics_path.exists():
-            agents[agent] = agent_summary(json.loads(metrics_path.read_text()), metrics_path.parent)
+            agents[agent] = agent_summary(read_json(metrics_path), metrics_path.parent)
     stage_times = {name: entry.get("wall_time_s") for name, entry in book.entries.items()}
     return {"task": cfg.env.name, "run_dir": str(run_dir), "agents": agents, "stage_wall_time_s": stage_times,
             "total_wall_time_s": sum(t for t in stage_times.values() if t)}

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from benchmarks.arguments import benchmark_parser, run_main
-from envs.io import atomic_write_json
+from envs.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_times.json"
 
@@ -23,7 +23,7 @@ def main() -> None:
         book_path = run_dir / "stages.json"
         if not book_path.exists():
             raise FileNotFoundError(f"{book_path} is missing; run `jepa-agent run hydra.run.dir={run_dir}` first")
-        book = json.loads(book_path.read_text())
+        book = read_json(book_path)
         table[str(run_dir)] = {stage: entry.get("wall_time_s") for stage, entry in book.items()}
     stages = list(dict.fromkeys(stage for times in table.values() for stage in times))
     print(f"{'stage':<18}" + "".join(f"{Path(run).name:>14}" for run in table))

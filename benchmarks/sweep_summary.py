@@ -7,14 +7,13 @@ Reads each run's `summary.json`, `config.yaml` and `command.txt`; prints a table
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from benchmarks.arguments import benchmark_parser, run_main
-from envs.io import atomic_write_json
+from envs.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_summary.json"
 
@@ -24,7 +23,7 @@ def read_run(run_dir: Path) -> dict:
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} has no summary.json; is it a directory of `jepa-agent run`?")
-    summary = json.loads(summary_path.read_text())
+    summary = read_json(summary_path)
     config_path, command_path = run_dir / "config.yaml", run_dir / "command.txt"
     return {"run_dir": str(run_dir), "task": summary["task"],
             "seed": int(OmegaConf.load(config_path).seed) if config_path.is_file() else None,

@@ -20,7 +20,6 @@ readers raise `CorruptShardError`, and a reopened `ShardWriter` drops it and the
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.io import atomic_write_json, sha256_file
+from envs.io import atomic_write_json, read_json, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -53,7 +52,7 @@ def read_manifest(split_dir: str | Path) -> dict | None:
     path = Path(split_dir) / MANIFEST
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 class ShardWriter:

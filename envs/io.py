@@ -58,6 +58,16 @@ def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> Path:
     return _atomic_write(path, save)
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in `path`; a file that is not valid JSON (truncated, garbage) is a one-line ValueError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                         "restore it or delete it to have it made again") from None
+
+
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

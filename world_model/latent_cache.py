@@ -18,7 +18,6 @@ complete. `LatentCache` reads a split back and refuses another encoder's.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from tqdm import tqdm
 
 from envs.checks import check_ints
 from envs.dataset import EpisodeStore
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
+from envs.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
+                     read_json)
 from world_model.predictor import pool_token_grid
 
 MANIFEST = "manifest.json"
@@ -53,7 +53,7 @@ class LatentCache:
         if not manifest_path.exists():
             raise FileNotFoundError(f"no complete latent cache at {str(self.split_dir)!r} (missing {MANIFEST}); "
                                     "make it with `jepa-agent embed`")
-        self.manifest: dict = json.loads(manifest_path.read_text())
+        self.manifest: dict = read_json(manifest_path)
         if encoder_fingerprint is not None and self.manifest["encoder_fingerprint"] != encoder_fingerprint:
             raise encoder_mismatch(self.split_dir, self.manifest["encoder_fingerprint"], encoder_fingerprint)
         self.latents = np.load(self.split_dir / "latents.npy", mmap_mode="r")  # (E, T+1, n, n, D) float16
@@ -122,7 +122,7 @@ def prepare_split_dir(split_dir: Path, identity: dict, overwrite: bool) -> int:
         path = split_dir / name
         if not path.exists():
             continue
-        recorded = json.loads(path.read_text())
+        recorded = read_json(path)
         saved = {shown.get(key, key): recorded.get(key) for key in identity}
         if may_resume("latent cache", split_dir, saved, current, overwrite):
             return -1 if name == MANIFEST else int(recorded["episodes_done"])

@@ -15,7 +15,6 @@ Trained on the latent cache after the predictor (`jepa-agent train` when `predic
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from envs.io import atomic_save, atomic_write_json
+from envs.io import atomic_save, atomic_write_json, read_json
 
 WEIGHTS_FILE = "latent_readout.safetensors"
 META_FILE = "latent_readout.json"
@@ -126,7 +125,7 @@ def load_latent_readout(directory: str | Path, device: str | torch.device | None
         raise FileNotFoundError(f"no latent readout in {str(directory)!r} (expected {WEIGHTS_FILE}); train one with "
                                 "`jepa-agent train predictor.latent_readout.steps=2000`, or set "
                                 "evaluate.energy.latent_readout_weight=0")
-    meta = json.loads((directory / META_FILE).read_text())
+    meta = read_json(directory / META_FILE)
     readout = LatentReadout(LatentReadoutConfig(**meta["config"]))
     try:
         readout.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))

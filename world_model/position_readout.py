@@ -23,7 +23,6 @@ the predictor:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from envs.checks import angular_position_mask
-from envs.io import atomic_save, atomic_write_json
+from envs.io import atomic_save, atomic_write_json, read_json
 from world_model.predictor import pool_token_grid
 
 WEIGHTS_FILE = "position_readout.safetensors"
@@ -192,7 +191,7 @@ def load_position_readout(directory: str | Path, device: str | torch.device | No
         raise FileNotFoundError(f"no position readout in {str(directory)!r} (expected {WEIGHTS_FILE}); train "
                                 "one with `jepa-agent train predictor.readout.steps=4000`, or set "
                                 "evaluate.energy.position_weight=0")
-    meta = json.loads((directory / META_FILE).read_text())
+    meta = read_json(directory / META_FILE)
     trained_on = meta.get("encoder_fingerprint")
     if encoder_fingerprint and trained_on and trained_on != encoder_fingerprint:
         raise ValueError(f"position readout in {str(directory)!r} reads tokens of encoder {trained_on[:16]}, not of "

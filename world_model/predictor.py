@@ -23,7 +23,6 @@ The latent-token outputs of frame t predict frame t + 1's latent tokens as a res
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from envs.io import atomic_save, atomic_write_json
+from envs.io import atomic_save, atomic_write_json, read_json
 from world_model.frame_attention import KeyValues, TransformerBlock
 
 WEIGHTS_FILE = "predictor.safetensors"
@@ -326,7 +325,7 @@ def load_predictor(path: str | Path, device: str | torch.device | None = None) -
     if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
         raise FileNotFoundError(f"no trained predictor at {str(directory)!r} (expected {WEIGHTS_FILE} and "
                                 f"{META_FILE}); train one with `jepa-agent train`")
-    meta = json.loads((directory / META_FILE).read_text())
+    meta = read_json(directory / META_FILE)
     model = Predictor(PredictorConfig(**meta["config"]))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return model.to(device or "cpu").eval(), meta

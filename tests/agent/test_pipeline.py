@@ -196,3 +196,15 @@ def test_kill_during_pretraining_then_resume(tmp_path):
     assert "resum" in (result.stdout + result.stderr).lower()  # pretraining continued from its checkpoint
     book = json.loads((run_dir / "stages.json").read_text())
     assert all(entry["done"] for entry in book.values())
+
+
+@pytest.mark.parametrize("damaged, command", [("stages.json", "run"), ("dataset/eval/manifest.json", "run"),
+                                              ("predictor/meta.json", "evaluate"), ("eval/latent/identity.json", "evaluate")])
+def test_garbage_in_a_json_file_is_one_line_naming_it(micro_run_dir, tmp_path, damaged, command):
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    (run_dir / damaged).write_text('{"truncated": ')
+    result = cli(command, "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"{damaged}' is not valid JSON" in last, result.stderr[-2000:]

@@ -17,14 +17,13 @@ The training frames are read into memory (1.2 GB for the `reacher` preset).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume
+from envs.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_json
 from world_model.encoder import resolve_device
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.statistics import MetricsLog
@@ -54,7 +53,7 @@ def finished_summary(output: Path, identity: dict, overwrite: bool) -> dict | No
     summary_path = output / SUMMARY_FILE
     if not all((output / name).is_file() for name in (SUMMARY_FILE, "config.json", WEIGHTS_FILE)):
         return None  # not finished, or its export is gone (made again from the last checkpoint)
-    summary = json.loads(summary_path.read_text())
+    summary = read_json(summary_path)
     return summary if may_resume("pretrained encoder", output, summary.get("identity", {}), identity, overwrite) else None
 
 

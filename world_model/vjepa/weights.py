@@ -8,7 +8,6 @@ checkpoint (`vjepa2.encoder.*`) is read too.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import VJEPA2Config, VJEPA2Model
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Encoder
+
+from envs.io import read_json
 
 ENCODER_PREFIXES = ("encoder.", "vjepa2.encoder.")
 WEIGHTS_FILE = "model.safetensors"
@@ -52,10 +53,7 @@ def read_config(directory: Path) -> VJEPA2Config:
     if not config_path.is_file():
         raise FileNotFoundError(f"{str(directory)!r} has no config.json: not a transformers V-JEPA 2 "
                                 "directory (nor a finished pretrain output)")
-    try:
-        fields = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{str(config_path)!r} is not valid JSON ({error})") from None
+    fields = read_json(config_path)
     if fields.get("model_type") != "vjepa2":
         raise ValueError(f"{str(config_path)!r} describes model_type {fields.get('model_type')!r}, "
                          "expected 'vjepa2' (a V-JEPA 2 encoder)")
@@ -67,7 +65,7 @@ def weight_files(directory: Path) -> list[Path]:
     if (directory / WEIGHTS_FILE).is_file():
         return [directory / WEIGHTS_FILE]
     if (directory / WEIGHTS_INDEX_FILE).is_file():
-        weight_map = json.loads((directory / WEIGHTS_INDEX_FILE).read_text())["weight_map"]
+        weight_map = read_json(directory / WEIGHTS_INDEX_FILE)["weight_map"]
         return [directory / name for name in sorted(set(weight_map.values()))]
     if any(directory.glob("*.bin")) or any(directory.glob("*.pt")):
         raise ValueError(f"{str(directory)!r} holds only pickle weights (.bin/.pt), which can execute "
