@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 from envs.rendering import configure_mujoco_gl
@@ -99,6 +100,46 @@ def check_overrides(argv: list[str]) -> None:
         return
     with one_line_config_errors():
         OmegaConf.to_container(compose_config(".", argv), resolve=True)
+        check_added_keys(compose_config(".", [arg for arg in argv if not arg.startswith("+")]), argv)
+
+
+def check_added_keys(cfg, argv: list[str]) -> None:
+    """`+section.key=value` adds a key that no stage reads: where it is a typo of an existing key of its
+    section (`+evaluate.pairz=3`), it is refused, naming the key meant."""
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    for arg in argv:
+        if not arg.startswith("+") or arg.startswith("++") or "=" not in arg or "/" in arg.split("=")[0]:
+            continue
+        key = arg[1:].split("=")[0]
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        if not isinstance(parent, DictConfig) or name in parent:
+            continue
+        close = difflib.get_close_matches(name, [str(existing) for existing in parent], n=1, cutoff=0.75)
+        if close:
+            meant = f"{parent_key}.{close[0]}" if parent_key else close[0]
+            raise ValueError(f"{arg} adds a key no stage reads; did you mean {meant}? (set existing keys without +)")
+
+
+def check_run_dir(argv: list[str]) -> None:
+    """`hydra.run.dir=DIR` checked before Hydra creates it (and fails with a traceback, or writes into the
+    current directory when DIR is empty): it must name a directory that can be made and written."""
+    values = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
+    if not values:
+        return
+    if not values[-1].strip():
+        raise ValueError("hydra.run.dir= is empty; expected the run directory (e.g. hydra.run.dir=runs/NAME)")
+    path = Path(values[-1]).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"hydra.run.dir={values[-1]} is a file; expected a directory")
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"hydra.run.dir={values[-1]} lies under {str(existing)!r}, which is a file; expected a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"hydra.run.dir={values[-1]} cannot be written: {str(existing)!r} is read-only")
 
 
 def run_stage(name: str, argv: list[str]) -> None:
@@ -111,6 +152,7 @@ def run_stage(name: str, argv: list[str]) -> None:
                 f"{arg.split('=')[0]} is not supported: every command composes configs/config.yaml from a preset "
                 "and overrides; to make a run again, use the command in its command.txt"))
     try:
+        check_run_dir(argv)
         check_overrides(argv)
     except ValueError as error:
         exit_with_error(error)

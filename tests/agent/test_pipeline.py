@@ -208,3 +208,20 @@ def test_garbage_in_a_json_file_is_one_line_naming_it(micro_run_dir, tmp_path, d
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"{damaged}' is not valid JSON" in last, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("run_dir, message", [
+    ("", "hydra.run.dir= is empty; expected the run directory"),
+    ("FILE", "is a file; expected a directory"),
+    ("FILE/run", "which is a file; expected a directory"),
+    ("/proc/sys/run", "cannot be written: '/proc/sys' is read-only"),
+])
+def test_a_run_directory_that_cannot_be_one_is_refused_in_one_line(tmp_path, run_dir, message):
+    """Hydra makes the run directory before any check runs: an empty value wrote into the current
+    directory, a file or a read-only place gave a traceback."""
+    (tmp_path / "FILE").write_text("not a directory")
+    run_dir = run_dir.replace("FILE", str(tmp_path / "FILE"))
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "collect", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: ") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and sorted(path.name for path in tmp_path.iterdir()) == ["FILE"]
