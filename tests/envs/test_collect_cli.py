@@ -45,7 +45,7 @@ def test_tasks_lists_registered_tasks():
         ("env.image_size=big", "image_size='big' is invalid; expected an int >= 16"),
         ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected one of 'uniform', 'correlated', 'scripted'"),
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
-        ("+collect.episdoes=3", "+collect.episdoes=3 adds a key no stage reads; did you mean collect.episodes?"),
+        ("+collect.episdoes=3", "+collect.episdoes=3 adds a key no stage reads; did you mean collect.episodes? (set existing keys without +)"),
         # Hydra's own errors, made one line by the CLI's composition check
         ("env=cheetah", "env=cheetah is invalid; expected one of: cube, point_mass, reacher"),
         ("env.name=point_mass", "task 'point_mass' takes no setting 'angle_error': pass env=point_mass (its own "
