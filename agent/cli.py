@@ -76,6 +76,14 @@ def resolve_run_dir(cfg) -> None:
             cfg.run_dir = HydraConfig.get().runtime.output_dir
 
 
+def remove_temps_of_killed_runs(cfg) -> None:
+    """After a stage succeeded: the temp files that earlier killed runs left in the run's folders."""
+    from envs.io import remove_leftover_temps
+
+    for directory in dict.fromkeys([cfg.run_dir, *cfg.paths.values()]):  # paths may lie outside the run
+        remove_leftover_temps(directory)
+
+
 def check_common_keys(cfg) -> None:
     """The top-level keys every stage reads: one-line errors naming the bad value."""
     from envs.checks import check_ints
@@ -167,6 +175,7 @@ def run_stage(name: str, argv: list[str]) -> None:
                 torch.set_num_threads(cfg.threads)
             function = getattr(importlib.import_module(stage.module), stage.function)
             function(cfg)
+            remove_temps_of_killed_runs(cfg)
         except USER_ERRORS as error:
             if os.environ.get("JEPA_AGENT_DEBUG"):
                 raise

@@ -40,6 +40,25 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
     return path
 
 
+def remove_leftover_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete what killed writes left under `directory`: temp files `.NAME.tmp-*` and temp folders
+    `.NAME.tmp` (dataset shards). Call it only after a stage has finished and while no other command
+    writes there. Returns what it deleted."""
+    import shutil
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    leftovers = [path for path in directory.rglob(".*.tmp*")
+                 if path.name.startswith(".") and (".tmp-" in path.name or path.name.endswith(".tmp"))]
+    for path in sorted(leftovers, key=lambda found: len(found.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return leftovers
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return _atomic_write(path, lambda temp: temp.write_bytes(data))
 

@@ -225,3 +225,20 @@ def test_a_run_directory_that_cannot_be_one_is_refused_in_one_line(tmp_path, run
                             timeout=120)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and sorted(path.name for path in tmp_path.iterdir()) == ["FILE"]
+
+
+def test_a_successful_stage_removes_what_killed_writes_left(micro_run_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    leftovers = [run_dir / ".stages.tmp-abc123.json", run_dir / "dataset" / "train" / ".frames.tmp-x1.npy",
+                 run_dir / "predictor" / "checkpoints" / ".last.tmp-9.pt"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    (run_dir / "dataset" / "train" / ".shard_00009.tmp").mkdir()  # a shard folder being written
+    kept = run_dir / "dataset" / "notes.tmp"  # not a temp name of ours
+    kept.write_text("mine")
+    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not any(path.exists() for path in leftovers) and not (run_dir / "dataset" / "train" / ".shard_00009.tmp").exists()
+    assert kept.read_text() == "mine"
