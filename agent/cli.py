@@ -13,6 +13,7 @@ status 2; set JEPA_AGENT_DEBUG=1 to see the traceback instead.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -74,6 +75,37 @@ def resolve_run_dir(cfg) -> None:
     if cfg.get("run_dir") is None:
         with open_dict(cfg):
             cfg.run_dir = HydraConfig.get().runtime.output_dir
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str, command: str):
+    """Hold an exclusive lock on the run directory for the whole command: a second command on it is
+    refused at once, naming the process that holds it (two commands on one directory both ran every
+    stage and one crashed). The lock dies with its process, so a killed command leaves none behind.
+    Under torchrun only rank 0 takes it (the other ranks are the same command)."""
+    import fcntl
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    path = Path(run_dir) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"run directory {run_dir!r} is in use by {holder}; wait for it to finish, "
+                             "or use another hydra.run.dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} ({command})\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # while still locked: the next command makes a fresh one
 
 
 def remove_temps_of_killed_runs(cfg) -> None:
@@ -168,14 +200,15 @@ def run_stage(name: str, argv: list[str]) -> None:
     def task_function(cfg) -> None:
         resolve_run_dir(cfg)
         try:
-            check_common_keys(cfg)
-            if cfg.threads:
-                import torch
+            with run_dir_lock(cfg.run_dir, f"jepa-agent {name} {' '.join(argv)}"):
+                check_common_keys(cfg)
+                if cfg.threads:
+                    import torch
 
-                torch.set_num_threads(cfg.threads)
-            function = getattr(importlib.import_module(stage.module), stage.function)
-            function(cfg)
-            remove_temps_of_killed_runs(cfg)
+                    torch.set_num_threads(cfg.threads)
+                function = getattr(importlib.import_module(stage.module), stage.function)
+                function(cfg)
+                remove_temps_of_killed_runs(cfg)
         except USER_ERRORS as error:
             if os.environ.get("JEPA_AGENT_DEBUG"):
                 raise

@@ -242,3 +242,25 @@ def test_a_successful_stage_removes_what_killed_writes_left(micro_run_dir, tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     assert not any(path.exists() for path in leftovers) and not (run_dir / "dataset" / "train" / ".shard_00009.tmp").exists()
     assert kept.read_text() == "mine"
+
+
+def test_a_second_command_on_a_run_directory_in_use_is_refused(tmp_path):
+    """Two commands on one run directory both ran every stage; now the second is refused at once, naming
+    the holder, and the lock dies with its process (a kill leaves none behind)."""
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "agent.cli", "collect", "experiment=micro", "collect.episodes=5000",
+                              f"hydra.run.dir={run_dir}"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (run_dir / ".lock").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"run directory '{run_dir}' is in use by pid {first.pid} (jepa-agent collect" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    after = cli("collect", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")  # the lock died with its holder
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert not (run_dir / ".lock").exists()
