@@ -177,7 +177,8 @@ def check_run_dir(argv: list[str]) -> None:
         raise ValueError(f"hydra.run.dir={values[-1]} is a file; expected a directory")
     existing = next(parent for parent in (path, *path.parents) if parent.exists())
     if not existing.is_dir():
-        raise ValueError(f"hydra.run.dir={values[-1]} lies under {str(existing)!r}, which is a file; expected a directory")
+        raise ValueError(f"hydra.run.dir={values[-1]} lies under {str(existing)!r}, which is a file; "
+                         "expected a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"hydra.run.dir={values[-1]} cannot be written: {str(existing)!r} is read-only")
 

@@ -221,7 +221,8 @@ def test_a_run_directory_that_cannot_be_one_is_refused_in_one_line(tmp_path, run
     directory, a file or a read-only place gave a traceback."""
     (tmp_path / "FILE").write_text("not a directory")
     run_dir = run_dir.replace("FILE", str(tmp_path / "FILE"))
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "collect", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "collect", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and sorted(path.name for path in tmp_path.iterdir()) == ["FILE"]
@@ -261,6 +262,7 @@ def test_a_second_command_on_a_run_directory_in_use_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
-    after = cli("collect", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")  # the lock died with its holder
+    # the lock died with its holder
+    after = cli("collect", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")
     assert after.returncode == 0, after.stderr[-2000:]
     assert not (run_dir / ".lock").exists()
