@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -326,6 +327,20 @@ def load_predictor(path: str | Path, device: str | torch.device | None = None) -
         raise FileNotFoundError(f"no trained predictor at {str(directory)!r} (expected {WEIGHTS_FILE} and "
                                 f"{META_FILE}); train one with `jepa-agent train`")
     meta = read_json(directory / META_FILE)
-    model = Predictor(PredictorConfig(**meta["config"]))
-    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    try:
+        model = Predictor(PredictorConfig(**meta["config"]))
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{str(directory / META_FILE)!r} does not describe a predictor ({error}); train it again "
+                         "with `jepa-agent train run.overwrite=true`") from None
+    try:
+        weights = load_file(str(directory / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{str(directory / WEIGHTS_FILE)!r} cannot be read ({str(error).splitlines()[0]}); train it "
+                         "again with `jepa-agent train run.overwrite=true`") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ValueError(f"{str(directory / WEIGHTS_FILE)!r} does not match the shapes in {META_FILE} "
+                         f"({str(error).splitlines()[-1].strip()}); train it again with `jepa-agent train "
+                         "run.overwrite=true`") from None
     return model.to(device or "cpu").eval(), meta

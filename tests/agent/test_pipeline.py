@@ -266,3 +266,25 @@ def test_a_second_command_on_a_run_directory_in_use_is_refused(tmp_path):
     after = cli("collect", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")
     assert after.returncode == 0, after.stderr[-2000:]
     assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("garbage", "predictor.safetensors' cannot be read"),
+    ("truncated", "predictor.safetensors' cannot be read"),
+    ("wider", "predictor.safetensors' does not match the shapes in meta.json"),
+])
+def test_a_damaged_predictor_is_one_line(micro_run_dir, tmp_path, damage, message):
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    weights, meta = run_dir / "predictor" / "predictor.safetensors", run_dir / "predictor" / "meta.json"
+    if damage == "garbage":
+        weights.write_bytes(os.urandom(4096))
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        content = json.loads(meta.read_text())
+        content["config"]["width"] *= 2
+        meta.write_text(json.dumps(content))
+    result = cli("evaluate", "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
