@@ -170,8 +170,8 @@ def main(cfg: DictConfig) -> None:
     if command:  # the accepted command, preset and overrides, to make this run again
         atomic_write_text(run_dir / "command.txt", command + "\n")
     book = StageBook(run_dir)
-    if not dataset_is_intact(Path(cfg.paths.dataset)):
-        print("[run] collect: a dataset shard fails its checksum; collecting its episodes again")
+    if book.entries.get("collect", {}).get("done") and not dataset_is_intact(cfg):
+        print("[run] collect: a dataset split lost its manifest or a shard fails its checksum; collecting again")
         book.entries.pop("collect", None)
     for name, stage in STAGES.items():
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
@@ -185,12 +185,17 @@ def main(cfg: DictConfig) -> None:
     print_summary(summary)
 
 
-def dataset_is_intact(dataset_dir: Path) -> bool:
-    """Every committed shard of every split still matches its checksum (about 3 s for the reacher
-    preset's 1.3 GB). A damaged one is made again by `collect`, identical to the original."""
+def dataset_is_intact(cfg: DictConfig) -> bool:
+    """Every split the config asks for has its manifest, and every committed shard still matches its
+    checksum (about 3 s for the reacher preset's 1.3 GB). What fails is made again by `collect`,
+    identical to the original."""
+    from envs.collect import split_sizes
     from envs.dataset import MANIFEST, EpisodeStore
 
-    splits = sorted(path for path in dataset_dir.iterdir() if (path / MANIFEST).is_file()) if dataset_dir.is_dir() else []
+    dataset_dir = Path(cfg.paths.dataset)
+    splits = [dataset_dir / split for split, count in split_sizes(cfg.collect).items() if count > 0]
+    if not all((split / MANIFEST).is_file() for split in splits):
+        return False
     return not any(EpisodeStore(split).verify() for split in splits)
 
 

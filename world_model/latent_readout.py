@@ -10,7 +10,10 @@ predicted object ends from the goal's object, both read from images only:
     positions = readout(latents (..., N', D'))   # (..., len(qpos_indices)), in the task's units
 
 Trained on the latent cache after the predictor (`jepa-agent train` when `predictor.latent_readout.steps
-> 0`), saved next to it; `evaluate.energy.latent_readout_weight` uses it.
+> 0`), saved next to it; `evaluate.energy.latent_readout_weight` uses it. Both keys are optional (absent
+from the default configs, so that runs made before them still match); the cube preset sets them:
+
+    predictor.latent_readout: {steps: 2000, qpos_indices: [14, 15, 16]}   # + batch_size, lr, hidden, val_frames
 """
 from __future__ import annotations
 
@@ -20,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from envs.io import atomic_save, atomic_write_json, read_json
 
+DEFAULTS = {"steps": 0, "qpos_indices": [], "batch_size": 256, "lr": 1e-3, "hidden": 256, "val_frames": 2000}
 WEIGHTS_FILE = "latent_readout.safetensors"
 META_FILE = "latent_readout.json"
 
@@ -76,6 +80,10 @@ def train_latent_readout(settings: DictConfig, predictor, train_cache, val_cache
                          seed: int = 0) -> dict:
     """Fit the readout of `settings.qpos_indices` on prepared cache latents; save it in `output_dir`; return
     its held-out median error per position (task units)."""
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"predictor.latent_readout has unknown keys {unknown}; expected {', '.join(DEFAULTS)}")
+    settings = OmegaConf.create({**DEFAULTS, **OmegaConf.to_container(settings, resolve=True)})
     nq = int(train_cache.field("qpos").shape[-1])
     indices = [int(index) for index in settings.qpos_indices]
     if not indices or not all(0 <= index < nq for index in indices):

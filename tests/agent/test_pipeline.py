@@ -288,3 +288,17 @@ def test_a_damaged_predictor_is_one_line(micro_run_dir, tmp_path, damage, messag
     result = cli("evaluate", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+
+
+def test_a_lost_split_manifest_is_collected_again(micro_run_dir, tmp_path):
+    """A deleted `dataset/val/manifest.json` left `run` failing on every rerun ("collect: up to date", then
+    "no dataset"); now the split is collected again, identical to the original."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    manifest = run_dir / "dataset" / "val" / "manifest.json"
+    original = json.loads(manifest.read_text())
+    manifest.unlink()
+    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[run] collect: a dataset split lost its manifest" in result.stdout
+    assert json.loads(manifest.read_text())["shards"] == original["shards"]  # the same episodes, checksums and all
