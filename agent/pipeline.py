@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -173,6 +174,11 @@ def main(cfg: DictConfig) -> None:
     if book.entries.get("collect", {}).get("done") and not dataset_is_intact(cfg):
         print("[run] collect: a dataset split lost its manifest or a shard fails its checksum; collecting again")
         book.entries.pop("collect", None)
+    damaged = damaged_latent_splits(Path(cfg.paths.latents)) if book.entries.get("embed", {}).get("done") else []
+    for split_dir, problem in damaged:
+        print(f"[run] embed: {split_dir.name} {problem}; embedding it again")
+        shutil.rmtree(split_dir)
+        book.entries.pop("embed", None)
     for name, stage in STAGES.items():
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
@@ -197,6 +203,16 @@ def dataset_is_intact(cfg: DictConfig) -> bool:
     if not all((split / MANIFEST).is_file() for split in splits):
         return False
     return not any(EpisodeStore(split).verify() for split in splits)
+
+
+def damaged_latent_splits(latents_dir: Path) -> list[tuple[Path, str]]:
+    """(split folder, what is wrong) for every complete cache split that fails its checksums or holds
+    non-finite values: changed values passed as "embed: up to date" and silently changed the results."""
+    from world_model.latent_cache import MANIFEST, LatentCache
+
+    splits = sorted(path for path in latents_dir.iterdir() if (path / MANIFEST).is_file()) if latents_dir.is_dir() else []
+    problems = [(split, LatentCache(split).verify()) for split in splits]
+    return [(split, problem) for split, problem in problems if problem]
 
 
 def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:

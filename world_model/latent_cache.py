@@ -7,7 +7,8 @@ One directory per dataset split under `cfg.paths.latents`:
     <split>/actions.npy     float32 (E, T, A)          copied from the dataset, as are
     <split>/proprio.npy     float32 (E, T+1, P)        proprio, qpos and qvel (float64)
     <split>/progress.json   while embedding: the cache's identity and the episodes done so far
-    <split>/manifest.json   written last: encoder fingerprint, grid, dim, task, action_dim, ...
+    <split>/manifest.json   written last: encoder fingerprint, grid, dim, task, action_dim, ..., and the
+                            sha256 of every array file (`verify`: `run` embeds a split that fails again)
 
 Episodes are embedded in chunks written in place into `latents.npy` (memory-mapped); a chunk counts
 only once `progress.json` (replaced atomically) says so, so a killed embed resumes after the last
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from envs.checks import check_ints
 from envs.dataset import EpisodeStore
 from envs.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
-                     read_json)
+                     read_json, sha256_file)
 from world_model.predictor import pool_token_grid
 
 MANIFEST = "manifest.json"
@@ -82,6 +83,17 @@ class LatentCache:
     @property
     def episode_length(self) -> int:
         return int(self.manifest["episode_length"])
+
+    def verify(self) -> str | None:
+        """None when every array file matches the checksum its manifest recorded and the latents are finite;
+        else what is wrong. Caches made before checksums were recorded are checked for finiteness only."""
+        for name, recorded in self.manifest.get("sha256", {}).items():
+            if sha256_file(self.split_dir / name) != recorded:
+                return f"{name} does not match its checksum"
+        for start in range(0, len(self), 256):  # chunks: a large cache is not read into memory at once
+            if not np.isfinite(self.latents[start : start + 256]).all():
+                return "latents.npy holds values that are not finite"
+        return None
 
     def field(self, name: str) -> np.ndarray:
         """A copied dataset field (actions, proprio, qpos, qvel), memory-mapped."""
@@ -176,7 +188,8 @@ def embed_split(store: EpisodeStore, encoder, split_dir: str | Path, embed_cfg: 
         progress.update(stop - start)
     progress.close()
     del latents
-    atomic_write_json(split_dir / MANIFEST, identity)
+    checksums = {f"{name}.npy": sha256_file(split_dir / f"{name}.npy") for name in ("latents", *COPIED_FIELDS)}
+    atomic_write_json(split_dir / MANIFEST, {**identity, "sha256": checksums})
     (split_dir / PROGRESS).unlink()
     return LatentCache(split_dir, identity["encoder_fingerprint"])
 

@@ -302,3 +302,29 @@ def test_a_lost_split_manifest_is_collected_again(micro_run_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] collect: a dataset split lost its manifest" in result.stdout
     assert json.loads(manifest.read_text())["shards"] == original["shards"]  # the same episodes, checksums and all
+
+
+@pytest.mark.parametrize("damage", ["changed", "not finite"])
+def test_a_damaged_latent_cache_is_embedded_again(micro_run_dir, tmp_path, damage):
+    """Changed values in latents.npy passed as "embed: up to date"; now the cache's checksums (or its
+    non-finite values) send that split back to embed, which makes it again, identical."""
+    import numpy as np
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    path = run_dir / "latents" / "val" / "latents.npy"
+    original = path.read_bytes()
+    latents = np.load(path, mmap_mode="r+")
+    latents[0, 0, 0, 0, :4] = np.nan if damage == "not finite" else latents[0, 0, 0, 0, :4] + 1
+    latents.flush()
+    del latents
+    if damage == "not finite":  # a cache made before checksums: only finiteness can be checked
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+        manifest.pop("sha256")
+        (path.parent / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    problem = {"not finite": "latents.npy holds values that are not finite",
+               "changed": "latents.npy does not match its checksum"}[damage]
+    assert f"[run] embed: val {problem}; embedding it again" in result.stdout
+    assert path.read_bytes() == original
