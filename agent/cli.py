@@ -108,6 +108,18 @@ def run_dir_lock(run_dir: str, command: str):
             path.unlink(missing_ok=True)  # while still locked: the next command makes a fresh one
 
 
+def remove_made_directories(directory: Path, existing: Path) -> None:
+    """Remove `directory` and its parents below `existing` (what was there before this command), as long
+    as they hold nothing."""
+    for path in (directory, *directory.parents):
+        if path == existing or existing not in path.parents:
+            return
+        try:
+            path.rmdir()
+        except OSError:  # not empty: stop
+            return
+
+
 def remove_temps_of_killed_runs(cfg) -> None:
     """After a stage succeeded: the temp files that earlier killed runs left in the run's folders."""
     from envs.io import remove_leftover_temps
@@ -198,6 +210,9 @@ def run_stage(name: str, argv: list[str]) -> None:
     except ValueError as error:
         exit_with_error(error)
 
+    run_dirs = [Path(arg.split("=", 1)[1]).absolute() for arg in argv if arg.startswith("hydra.run.dir=")]
+    existing = next(path for path in (run_dirs[-1], *run_dirs[-1].parents) if path.exists()) if run_dirs else None
+
     def task_function(cfg) -> None:
         resolve_run_dir(cfg)
         try:
@@ -213,6 +228,8 @@ def run_stage(name: str, argv: list[str]) -> None:
         except USER_ERRORS as error:
             if os.environ.get("JEPA_AGENT_DEBUG"):
                 raise
+            if run_dirs:  # a refused command leaves no empty directory behind
+                remove_made_directories(run_dirs[-1], existing)
             exit_with_error(error)
         except KeyboardInterrupt:
             if os.environ.get("JEPA_AGENT_DEBUG"):

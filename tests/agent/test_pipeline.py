@@ -328,3 +328,12 @@ def test_a_damaged_latent_cache_is_embedded_again(micro_run_dir, tmp_path, damag
                "changed": "latents.npy does not match its checksum"}[damage]
     assert f"[run] embed: val {problem}; embedding it again" in result.stdout
     assert path.read_bytes() == original
+
+
+def test_a_refused_command_leaves_no_directory_behind(tmp_path):
+    """Hydra makes the run directory before the stage checks its settings: a refusal removes what it made
+    (and nothing that was there before)."""
+    (tmp_path / "runs").mkdir()
+    result = cli("collect", "collect.episodes=0", f"hydra.run.dir={tmp_path / 'runs' / 'new' / 'run'}")
+    assert result.returncode == 2 and "collect.episodes=0 is invalid" in result.stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["runs"] and not any((tmp_path / "runs").iterdir())
