@@ -66,6 +66,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
             from world_model.position_readout import load_position_readout
 
             readout = load_position_readout(cfg.paths.predictor, device, encoder.fingerprint)
+        from world_model.familiarity import load_reference
+
         latent_readout_weight = float(energy.get("latent_readout_weight", 0.0))
         latent_readout = None
         if latent_readout_weight:
@@ -77,7 +79,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
                             position_readout=readout, position_weight=position_weight,
                             proprio_indices=task.proprio_indices, state_size=task.nq + task.nv,
                             latent_readout=latent_readout, latent_readout_weight=latent_readout_weight,
-                            image_size=int(cfg.env.image_size))
+                            image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device))
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)

@@ -24,6 +24,7 @@ replanning more often than the window is long).
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import numpy as np
 import torch
@@ -57,10 +58,12 @@ class LatentWorld:
                  autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
                  position_readout=None, position_weight: float = 0.0, proprio_indices=None,
                  state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0,
-                 image_size: int | None = None):
+                 image_size: int | None = None, reference=None):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
         `image_size`: the side of the frames the run was trained on; frames of another size are refused.
+        `reference` (world_model.familiarity): frames farther from every training frame than held-out
+        frames are warned about once per episode (another camera, shadows on: the agent drops below random).
         `latent_readout_weight` > 0 adds that weight x the squared distance, in units of the training std,
         between the positions `latent_readout` reads from the predicted latents and from the goal's latent."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
@@ -71,10 +74,11 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.position_weight={position_weight} needs a predictor that predicts the "
                              "proprio (predictor.use_proprio=true) and its position readout (predictor.readout.steps > 0)")
         if latent_readout_weight < 0 or (latent_readout_weight and latent_readout is None):
-            raise ValueError(f"evaluate.energy.latent_readout_weight={latent_readout_weight} is invalid; expected 0, or "
-                             "> 0 with a latent readout (predictor.latent_readout.steps > 0)")
+            raise ValueError(f"evaluate.energy.latent_readout_weight={latent_readout_weight} is invalid; expected 0, "
+                             "or > 0 with a latent readout (predictor.latent_readout.steps > 0)")
         self.latent_readout, self.latent_readout_weight = latent_readout, float(latent_readout_weight)
         self.image_size = image_size
+        self.reference, self.warned = reference, False
         self.encoder, self.predictor = encoder, predictor
         self.position_readout, self.position_weight = position_readout, float(position_weight)
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
@@ -122,11 +126,14 @@ class LatentWorld:
         if self.position_weight:
             self.goal_positions = self.position_readout(tokens.float())  # (B, nq) in the task's units
         self.context_latents, self.context_actions, self.context_proprio = [], [], []
+        self.warned = False  # once per episode
 
     def observe(self, pixels: np.ndarray, states=None, executed_block: np.ndarray | None = None) -> None:
         if executed_block is not None and self.context_latents:
             self.context_actions.append(torch.as_tensor(executed_block, dtype=torch.float32, device=self.device))
-        self.context_latents.append(self.embed(pixels))
+        latents = self.embed(pixels)  # (B, N, D')
+        self.context_latents.append(latents)
+        self.warn_if_unfamiliar(latents)
         self.context_latents = self.context_latents[-self.context_frames :]
         if self.predictor.config.proprio_dim:  # the proprio, as the task observes it
             proprio = np.asarray(states, dtype=np.float32)[:, self.proprio_indices]  # (B, P), a copy
@@ -134,6 +141,16 @@ class LatentWorld:
             self.context_proprio = [*self.context_proprio, self.predictor.prepare_proprio(proprio)][-self.context_frames :]
         # the blocks executed between the kept frames: one fewer than the frames
         self.context_actions = self.context_actions[len(self.context_actions) - (len(self.context_latents) - 1) :]
+
+    def warn_if_unfamiliar(self, latents: torch.Tensor) -> None:
+        if self.reference is None or self.warned:
+            return
+        unfamiliar = self.reference.unfamiliar(latents.float())  # (B,)
+        if unfamiliar.any():
+            self.warned = True
+            warnings.warn(f"{int(unfamiliar.sum())} of {len(unfamiliar)} frames lie farther from every training frame "
+                          "than held-out frames do: are they rendered as the run's were (camera, image size, shadows)?",
+                          RuntimeWarning, stacklevel=3)
 
     def _autocast(self):
         if self.autocast_bf16:

@@ -37,6 +37,7 @@ from envs.registry import task_class
 from world_model.energy import latent_distance
 from world_model import distributed
 from world_model.latent_cache import LatentCache, load_stage_encoder
+from world_model.familiarity import fit_reference
 from world_model.latent_readout import train_latent_readout
 from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
@@ -345,6 +346,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             "context_frames": model.config.context_frames, "loss": train_cfg.loss, "steps": step,
             "val_loss": history[-1]["val_loss"] if history else None}
     save_predictor(model, output_dir, meta)
+    fit_reference(model, train_cache, val_cache, output_dir, cfg.seed)  # for the agent's unfamiliar-frame warning
     atomic_write_json(output_dir / "history.json", history)
     print(f"predictor: {output_dir / 'predictor.safetensors'} (val loss {meta['val_loss']})")
     if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight

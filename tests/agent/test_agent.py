@@ -340,3 +340,27 @@ def test_only_the_oracle_needs_goal_states(micro_run_dir):
         assert random_agent.act(goal_image, task.get_state()[None]).shape == (1, 2)
     finally:
         task.close()
+
+
+def test_unfamiliar_frames_are_warned_about_once_per_episode(micro_run_dir):
+    """Frames unlike any the run trained on (here: colours inverted) drop an agent below random without a
+    word: the latent world warns once per episode; the run's own frames pass quietly."""
+    import warnings
+
+    agent = load_agent(micro_run_dir, planner={"samples": 8, "top_k": 2})
+    assert agent.world.reference is not None  # written by `train` next to the predictor
+    task = envs.make("reacher", image_size=32)
+    try:
+        observation, info = task.reset(seed=0)
+        goal = task.render_goal(info["state"] + np.array([0.3, -0.2, 0, 0]))[None]
+        for inverted, expected in ((False, 0), (True, 1)):
+            frames = (255 - observation["pixels"] if inverted else observation["pixels"])[None]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                agent.reset(goal, None, seeds=[0])
+                for _ in range(3 * agent.block):  # three observations
+                    agent.act(frames, info["state"][None])
+            unfamiliar = [w for w in caught if "farther from every training frame" in str(w.message)]
+            assert len(unfamiliar) == expected, [str(w.message) for w in caught]
+    finally:
+        task.close()
