@@ -1,4 +1,4 @@
-"""`jepa-agent evaluate`: goal reaching on held-out start/goal pairs (DESIGN.md protocols).
+"""`jepa-agent evaluate`: goal reaching on held-out start/goal pairs (docs/protocol.md).
 
     jepa-agent evaluate experiment=reacher hydra.run.dir=runs/reacher          # the latent agent
     jepa-agent evaluate experiment=reacher evaluate.agent=oracle hydra.run.dir=runs/reacher

@@ -17,7 +17,7 @@ deadline (by the world's aggregate: `last` scores the deadline block, `min` the 
 so the final approach uses the predictor's short, most accurate predictions; a new window starts at
 the deadline (with H not a multiple of k, the last plan of a window executes only the blocks left
 to it). Without it every plan is scored over all H blocks, which with k < H and `last` is
-DESIGN.md's sliding-deadline trap.
+docs/protocol.md's sliding-deadline trap.
 """
 from __future__ import annotations
 

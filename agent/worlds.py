@@ -18,7 +18,7 @@ between the predicted qpos and the goal's qpos read from the goal image by
 set to the current state, energy = the task's true distance to the goal state.
 
 `aggregate` says which planned blocks the energy looks at: `last` (the end of the window), `sum`
-(every block) or `min` (the best block: avoids the sliding-deadline trap of DESIGN.md when
+(every block) or `min` (the best block: avoids the sliding-deadline trap of docs/protocol.md when
 replanning more often than the window is long).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reacher: dm_control's two-link planar arm, target hidden; reach the goal image's joint angles.
 
-Success when every joint is within 0.05 rad of the goal's (DESIGN.md reacher protocol). The
+Success when every joint is within 0.05 rad of the goal's (docs/protocol.md, reacher). The
 published figures use the unwrapped angle error (raw qpos difference); `angle_error="wrapped"`
 measures it modulo 2*pi instead. Both are available from `joint_errors`.
 """
