@@ -79,7 +79,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None):
                             position_readout=readout, position_weight=position_weight,
                             proprio_indices=task.proprio_indices, state_size=task.nq + task.nv,
                             latent_readout=latent_readout, latent_readout_weight=latent_readout_weight,
-                            image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device))
+                            image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device),
+                            latent_weight=float(energy.get("latent_weight", 1.0)))
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)

@@ -58,12 +58,13 @@ class LatentWorld:
                  autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
                  position_readout=None, position_weight: float = 0.0, proprio_indices=None,
                  state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0,
-                 image_size: int | None = None, reference=None):
+                 image_size: int | None = None, reference=None, latent_weight: float = 1.0):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
         `image_size`: the side of the frames the run was trained on; frames of another size are refused.
         `reference` (world_model.familiarity): frames farther from every training frame than held-out
         frames are warned about once per episode (another camera, shadows on: the agent drops below random).
+        `latent_weight` scales the latent distance (0: the readout terms alone decide).
         `latent_readout_weight` > 0 adds that weight x the squared distance, in units of the training std,
         between the positions `latent_readout` reads from the predicted latents and from the goal's latent."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
@@ -77,6 +78,10 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.latent_readout_weight={latent_readout_weight} is invalid; expected 0, "
                              "or > 0 with a latent readout (predictor.latent_readout.steps > 0)")
         self.latent_readout, self.latent_readout_weight = latent_readout, float(latent_readout_weight)
+        if latent_weight < 0 or (latent_weight == 0 and not (position_weight or latent_readout_weight)):
+            raise ValueError(f"evaluate.energy.latent_weight={latent_weight} is invalid; expected > 0, or 0 with a "
+                             "readout term (position_weight or latent_readout_weight > 0)")
+        self.latent_weight = float(latent_weight)
         self.image_size = image_size
         self.reference, self.warned = reference, False
         self.encoder, self.predictor = encoder, predictor
@@ -196,6 +201,7 @@ class LatentWorld:
                     )  # (chunk, H, N, D'), (chunk, H, P) | None
                 flat_goal = padded_goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
                 distance = latent_distance(predicted.float(), flat_goal, self.norm)  # (chunk, H)
+                distance = self.latent_weight * distance
                 if self.position_weight:
                     distance = distance + self.position_weight * self.position_distance(
                         predicted_proprio, padded_goal_positions[envs].repeat_interleave(samples, dim=0)[:, None])

@@ -42,6 +42,10 @@ def test_train_stage_writes_the_latent_readout_and_the_energy_adds_its_term(tmp_
         energies.append(world.energy_fn()(actions))  # (1, K)
     assert not torch.allclose(energies[1], energies[0])
     torch.testing.assert_close(energies[2] - energies[0], 2 * (energies[1] - energies[0]), rtol=1e-4, atol=1e-5)
+    world = LatentWorld(encoder, predictor, latent_readout=readout, latent_readout_weight=1.0, latent_weight=0.0)
+    world.set_goal(frames[-1:])
+    world.observe(frames[:1], states[:1])
+    torch.testing.assert_close(world.energy_fn()(actions), energies[1] - energies[0], rtol=1e-4, atol=1e-5)  # readout alone
 
 
 def test_bad_latent_readout_settings_are_refused(tmp_path, embedded_run):  # noqa: F811
@@ -53,3 +57,5 @@ def test_bad_latent_readout_settings_are_refused(tmp_path, embedded_run):  # noq
     predictor, _ = load_predictor(tmp_path / "predictor")
     with pytest.raises(ValueError, match=r"latent_readout_weight=1.0 is invalid"):
         LatentWorld(load_stage_encoder(cfg), predictor, latent_readout_weight=1.0)
+    with pytest.raises(ValueError, match=r"latent_weight=0.0 is invalid; expected > 0, or 0 with a readout term"):
+        LatentWorld(load_stage_encoder(cfg), predictor, latent_weight=0.0)
