@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from agent.mpc import MPCAgent, RandomAgent
+from agent.mpc import Agent, MPCAgent, RandomAgent
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
@@ -47,7 +47,7 @@ def check_agent_kind(kind: str) -> str:
     return kind
 
 
-def build_agent(cfg: DictConfig, task, kind: str | None = None):
+def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
     """agent=latent | random | oracle for `task`, with the planner and energy settings of cfg."""
     kind = check_agent_kind(kind or cfg.evaluate.agent)
     action_dim = task.action_space.shape[0]
@@ -138,7 +138,7 @@ def check_override_keys(saved: DictConfig, overrides: dict) -> None:
                          "e.g. planner.samples")
 
 
-def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides):
+def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides) -> Agent:
     """The agent of a pipeline run directory; `overrides` replace config sections, e.g.
     `load_agent(DIR, planner={"samples": 100}, evaluate={"energy": {"aggregate": "min"}})`."""
     import envs

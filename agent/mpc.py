@@ -24,11 +24,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from planners import shift_plan
+from agent.worlds import World
+from planners import Planner, shift_plan
 
 
 @dataclass
@@ -38,10 +40,20 @@ class PlanRecord:
     energies: list[float]     # (B,) energy of the chosen plan per env
 
 
+class Agent(Protocol):
+    """What the evaluation drives: `MPCAgent` (latent or oracle world), `RandomAgent`."""
+
+    plans: list[PlanRecord]
+
+    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int]) -> None: ...
+
+    def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class MPCAgent:
-    world: object             # LatentWorld | SimulatorWorld (agent/worlds.py)
-    planner: object           # planners.Planner
+    world: World              # LatentWorld | SimulatorWorld (agent/worlds.py)
+    planner: Planner
     block: int                # task steps per action block
     action_dim: int           # A
     execute_blocks: int       # blocks executed before replanning

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -32,6 +34,21 @@ import torch
 from world_model.energy import latent_distance
 
 AGGREGATES = ("last", "sum", "min")
+
+
+class World(Protocol):
+    """What an MPC agent plans with (module docstring): `LatentWorld`, `SimulatorWorld`."""
+
+    state_dim: int | None
+
+    def check_frames(self, images: np.ndarray) -> None: ...
+
+    def set_goal(self, goal_images: np.ndarray, goal_states: np.ndarray | None = None) -> None: ...
+
+    def observe(self, pixels: np.ndarray, states: np.ndarray | None = None,
+                executed_block: np.ndarray | None = None) -> None: ...
+
+    def energy_fn(self, blocks: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]: ...
 
 
 def aggregate_over_blocks(distances: torch.Tensor, aggregate: str) -> torch.Tensor:
