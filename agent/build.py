@@ -124,7 +124,7 @@ def check_override_keys(saved: DictConfig, overrides: dict) -> None:
     """Every overridden key must be one of the run's config or of the default config (with the planner
     the overrides name), so that a typo is not silently ignored."""
     from agent.config import CONFIG_DIR, compose_config
-    from envs.io import flatten
+    from bookkeeping.io import flatten
 
     given = OmegaConf.to_container(OmegaConf.create(overrides))
     planner = (given.get("planner") or {}).get("name") if isinstance(given.get("planner"), dict) else None

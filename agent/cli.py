@@ -122,7 +122,7 @@ def remove_made_directories(directory: Path, existing: Path) -> None:
 
 def remove_temps_of_killed_runs(cfg) -> None:
     """After a stage succeeded: the temp files that earlier killed runs left in the run's folders."""
-    from envs.io import remove_leftover_temps
+    from bookkeeping.io import remove_leftover_temps
 
     for directory in dict.fromkeys([cfg.run_dir, *cfg.paths.values()]):  # paths may lie outside the run
         remove_leftover_temps(directory)
@@ -130,7 +130,7 @@ def remove_temps_of_killed_runs(cfg) -> None:
 
 def check_common_keys(cfg) -> None:
     """The top-level keys every stage reads: one-line errors naming the bad value."""
-    from envs.checks import check_ints
+    from bookkeeping.checks import check_ints
 
     check_ints(cfg, "", ("seed",), minimum=0)
     check_ints(cfg, "", ("threads",), nullable=True, null_means="torch's default")

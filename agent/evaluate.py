@@ -40,9 +40,9 @@ from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
-from envs.checks import check_int_list, check_ints, check_numbers
+from bookkeeping.checks import check_int_list, check_ints, check_numbers
 from envs.dataset import EpisodeStore, read_manifest
-from envs.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
+from bookkeeping.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
                      read_json, sha256_file)
 from envs.registry import TASKS, task_class
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.config import command_line
 from agent.evaluate import agent_summary
-from envs.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
+from bookkeeping.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
 
 class PipelineStage(NamedTuple):
     sections: tuple[str, ...]  # the config sections its outputs depend on

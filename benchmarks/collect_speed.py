@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, run_main
-from envs.io import atomic_write_json
+from bookkeeping.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect_speed.json"
 

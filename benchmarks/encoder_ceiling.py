@@ -28,7 +28,7 @@ from agent.mpc import MPCAgent
 from agent.worlds import aggregate_over_blocks
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from envs.dataset import EpisodeStore
-from envs.io import atomic_write_json
+from bookkeeping.io import atomic_write_json
 from planners import make_planner
 from world_model.energy import latent_distance
 from world_model.latent_cache import load_stage_encoder

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
-from envs.io import atomic_write_json
+from bookkeeping.io import atomic_write_json
 from world_model.encoder import native_bf16, random_encoder
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
-from envs.io import atomic_write_json
+from bookkeeping.io import atomic_write_json
 from planners import CEMPlanner, MPPIPlanner
 
 RESULTS = Path(__file__).resolve().parent / "results" / "planner_synthetic.json"

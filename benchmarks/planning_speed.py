@@ -25,7 +25,7 @@ from agent.config import compose_config
 from agent.worlds import LatentWorld
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
-from envs.io import atomic_write_json
+from bookkeeping.io import atomic_write_json
 from planners import make_planner
 from world_model.predictor import Predictor
 from world_model.train_predictor import model_config

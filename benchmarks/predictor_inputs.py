@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.arguments import benchmark_parser, non_negative_int, positive_int, run_main
-from envs.io import atomic_write_json
+from bookkeeping.io import atomic_write_json
 from world_model.latent_cache import LatentCache
 from world_model.predictor import load_predictor
 

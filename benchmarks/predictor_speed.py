@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
-from envs.io import atomic_write_json
+from bookkeeping.io import atomic_write_json
 from world_model.predictor import Predictor, PredictorConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, run_main
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from envs.registry import task_class
 from world_model.encoder import load_encoder, resolve_device
 from world_model.probe import check_settings, evaluate_encoder, probe_samples

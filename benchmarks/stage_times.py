@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from benchmarks.arguments import benchmark_parser, run_main
-from envs.io import atomic_write_json, read_json
+from bookkeeping.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_times.json"
 

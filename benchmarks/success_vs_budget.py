@@ -17,7 +17,7 @@ from pathlib import Path
 from agent.build import load_run_config
 from agent.evaluate import main as evaluate
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
-from envs.io import atomic_save, atomic_write_json
+from bookkeeping.io import atomic_save, atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from benchmarks.arguments import benchmark_parser, run_main
-from envs.io import atomic_write_json, read_json
+from bookkeeping.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_summary.json"
 

@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from envs.base import check_image_size
-from envs.checks import check_ints
+from bookkeeping.checks import check_ints
 from envs.dataset import EpisodeStore, ShardWriter, read_manifest
-from envs.io import atomic_write_text, ensure_writable_dir, may_resume
+from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume
 from envs.policies import check_policy, make_policy
 from envs.registry import make_from_config, task_class
 from envs.video import upscale, write_mp4

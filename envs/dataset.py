@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.io import atomic_write_json, read_json, sha256_file
+from bookkeeping.io import atomic_write_json, read_json, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.io import atomic_save
+from bookkeeping.io import atomic_save
 
 
 def upscale(frames: np.ndarray, factor: int) -> np.ndarray:

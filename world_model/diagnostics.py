@@ -25,8 +25,8 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from envs.checks import check_ints, check_numbers, is_int
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from bookkeeping.checks import check_ints, check_numbers, is_int
+from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from world_model.encoder import resolve_device
 from world_model.energy import latent_distance
 from world_model.latent_cache import LatentCache

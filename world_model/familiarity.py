@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from envs.io import atomic_save
+from bookkeeping.io import atomic_save
 
 REFERENCE_FILE = "reference_latents.safetensors"
 

@@ -27,9 +27,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from envs.checks import check_ints
+from bookkeeping.checks import check_ints
 from envs.dataset import EpisodeStore
-from envs.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
+from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
                      read_json, sha256_file)
 from world_model.predictor import pool_token_grid
 

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from envs.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.io import atomic_save, atomic_write_json, read_json
 
 DEFAULTS = {"steps": 0, "qpos_indices": [], "batch_size": 256, "lr": 1e-3, "hidden": 256, "val_frames": 2000}
 WEIGHTS_FILE = "latent_readout.safetensors"

@@ -34,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from envs.checks import angular_position_mask
-from envs.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.checks import angular_position_mask
+from bookkeeping.io import atomic_save, atomic_write_json, read_json
 from world_model.predictor import pool_token_grid
 
 WEIGHTS_FILE = "position_readout.safetensors"

@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from envs.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.io import atomic_save, atomic_write_json, read_json
 from world_model.frame_attention import KeyValues, TransformerBlock
 
 WEIGHTS_FILE = "predictor.safetensors"

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from envs.checks import angular_position_mask, check_int_list, check_ints, check_number_list, check_numbers
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from bookkeeping.checks import angular_position_mask, check_int_list, check_ints, check_number_list, check_numbers
+from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from envs.registry import task_class
 from world_model.encoder import FrozenEncoder, load_encoder, random_encoder
 from world_model.predictor import pool_token_grid

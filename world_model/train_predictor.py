@@ -31,8 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from envs.checks import check_ints, check_numbers
-from envs.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
+from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
 from envs.registry import task_class
 from world_model.energy import latent_distance
 from world_model import distributed

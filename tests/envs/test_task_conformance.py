@@ -11,7 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.checks import angular_position_mask
+from bookkeeping.checks import angular_position_mask
 
 TASKS = envs.list_tasks()
 

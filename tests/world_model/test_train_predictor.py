@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from agent.config import compose_config
-from envs.io import sha256_file
+from bookkeeping.io import sha256_file
 from tests.conftest import REPO
 from tests.world_model.test_latent_cache import save_tiny_encoder
 from world_model import latent_cache, train_predictor

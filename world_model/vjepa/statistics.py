@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from envs.io import atomic_write_text
+from bookkeeping.io import atomic_write_text
 
 
 def representation_statistics(tokens: torch.Tensor) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import VJEPA2Config
 
-from envs.io import atomic_save, may_resume, read_checkpoint
+from bookkeeping.io import atomic_save, may_resume, read_checkpoint
 from world_model.encoder import preprocess_frames
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker

@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import VJEPA2Config, VJEPA2Model
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Encoder
 
-from envs.io import read_json
+from bookkeeping.io import read_json
 
 ENCODER_PREFIXES = ("encoder.", "vjepa2.encoder.")
 WEIGHTS_FILE = "model.safetensors"
