@@ -2,10 +2,11 @@
 
     records = run_batch(agent, tasks, pairs, budget, seeds, record)   # one dict per pair
 
-An episode succeeds when the task's success predicate holds after any control step, and it ends there:
-its record (final and closest distance, wrapped-angle success, the plans that chose its actions) stops
-at its first success, so it does not depend on which batch it ran in, although a batch runs on until
-all its episodes have succeeded (to the budget when it records a video).
+An episode succeeds ("reached") when the task's success predicate holds after any control step: its
+published record (final and closest distance, wrapped-angle success, the plans that chose its actions)
+stops at its first success. Every episode runs on to the budget all the same, so that the record also
+says whether the agent stayed: `held` when the goal is within the threshold at each of the last
+`hold_steps` task steps of the budget, and `final_distance_at_budget`.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class EpisodeTrace:
     distances: list[float]                 # after each task step, from the start
     closest: float                         # the smallest over every control step, as success is checked
     wrapped_errors: list[float | None]     # per task step: the smallest wrapped joint error (None: no joints)
+    budget_distances: list[float]          # after each task step to the budget, success or not
     success_step: int | None = None
     frames: list[np.ndarray] | None = None  # (H, W, 3) per task step, for a video
     captions: list[str] | None = None
@@ -30,12 +32,13 @@ class EpisodeTrace:
     @classmethod
     def start(cls, task, state: np.ndarray, goal_state: np.ndarray, pixels: np.ndarray, record: bool) -> "EpisodeTrace":
         distance = task.distance(state, goal_state)
-        return cls(task, goal_state, [distance], distance, [wrapped_error(task, state[None], goal_state)],
+        return cls(task, goal_state, [distance], distance, [wrapped_error(task, state[None], goal_state)], [distance],
                    frames=[pixels.copy()] if record else None,  # a copy: the batch's pixel array is reused
                    captions=[caption(0, None, distance, False)] if record else None)
 
     def update(self, step: int, pixels: np.ndarray, info: dict, energy: float | None) -> None:
         """After task step `step`: `info` from `task.step`, `energy` of the plan that chose the action."""
+        self.budget_distances.append(info["distance"])
         if self.success_step is None:
             substep_states = info["substep_states"]  # (R, S): one per control step
             self.distances.append(info["distance"])
@@ -48,11 +51,13 @@ class EpisodeTrace:
             self.captions.append(caption(step, energy, info["distance"], self.success_step is not None))
 
 
-def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[int], record: list[bool]) -> list[dict]:
-    """Run len(pairs) episodes in lockstep (one planner call for all); returns per-episode records.
+def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[int], record: list[bool],
+              hold_steps: int = 5) -> list[dict]:
+    """Run len(pairs) episodes in lockstep (one planner call for all) to the budget; returns per-episode records.
 
     seeds: one per episode, so an episode's random draws do not depend on which batch it ran in.
-    record: per episode, whether to keep its frames and captions (for a video)."""
+    record: per episode, whether to keep its frames and captions (for a video).
+    hold_steps: `held` asks the goal to be within the threshold at each of the budget's last hold_steps steps."""
     goal_states = np.stack([pair["goal_state"] for pair in pairs])  # (B, S)
     goal_images = np.stack([pair["goal_image"] for pair in pairs])  # (B, H, W, 3)
     for task, pair, seed in zip(tasks, pairs, seeds):
@@ -71,8 +76,6 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             pixels[b], states[b] = observation["pixels"], info["state"]
             energy = agent.plans[-1].energies[b] if agent.plans else None
             trace.update(step, observation["pixels"], info, energy)
-        if all(trace.success_step is not None for trace in traces) and not any(record):
-            break
     records = []
     for b, (pair, trace) in enumerate(zip(pairs, traces)):
         end = budget if trace.success_step is None else trace.success_step
@@ -82,6 +85,8 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             "steps_to_success": trace.success_step, "initial_distance": float(trace.distances[0]),
             "final_distance": float(trace.distances[-1]), "min_distance": trace.closest,
             **wrapped_success(trace.task, trace.wrapped_errors),
+            "held": bool(max(trace.budget_distances[-hold_steps:]) < trace.task.success_threshold),
+            "final_distance_at_budget": float(trace.budget_distances[-1]),
             "plan_latencies_s": [plan.latency_s for plan in plans],
             "energies": [plan.energies[b] for plan in plans],
             "frames": trace.frames, "captions": trace.captions, "goal_image": pair["goal_image"],

@@ -51,7 +51,8 @@ IDENTITY_FILE = "identity.json"
 PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
 SCORING_ONLY = ("angle_error",)  # env keys that change how success is scored, not what the agent sees
-RECORD_FORMAT = 2  # 2: a record ends at the first success, closest distances over control steps, wall_time_s
+RECORD_FORMAT = 3  # 2: a record ends at the first success, closest distances over control steps, wall_time_s;
+                   # 3: episodes run to the budget, `held` and `final_distance_at_budget`
 
 
 def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: int,
@@ -97,6 +98,10 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
         "episodes": len(records), "seeds": [int(s) for s in cfg.evaluate.seeds],
         "success_rate": float(np.mean(successes)),
         "success_rate_ci95": bootstrap_interval(successes, cfg.evaluate.bootstrap_samples),
+        # held: within the threshold at each of the budget's last hold_steps steps (reached counts any step)
+        "success_rate_held": float(np.mean([r["held"] for r in records])),
+        "success_rate_held_ci95": bootstrap_interval([r["held"] for r in records], cfg.evaluate.bootstrap_samples),
+        "hold_steps": int(cfg.evaluate.get("hold_steps", 5)),
         "success_rate_per_seed": {seed: float(np.mean(values)) for seed, values in per_seed.items()},
         "success_rate_wrapped": (float(np.mean([r["success_wrapped"] for r in records]))
                                  if "success_wrapped" in records[0] else None),
@@ -118,8 +123,8 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
 
 def agent_summary(metrics: dict, out_dir: Path) -> dict:
     """An agent's line in the run's `summary.json`: its headline metrics and its videos."""
-    keys = ("success_rate", "success_rate_ci95", "success_rate_wrapped", "episodes", "planning_latency",
-            "mean_min_distance", "episodes_starting_at_goal", "success_rate_starting_away")
+    keys = ("success_rate", "success_rate_ci95", "success_rate_held", "success_rate_wrapped", "episodes",
+            "planning_latency", "mean_min_distance", "episodes_starting_at_goal", "success_rate_starting_away")
     return {**{key: metrics.get(key) for key in keys},
             "videos": sorted(str(path) for path in (out_dir / "videos").glob("*.mp4"))}
 
@@ -138,6 +143,10 @@ def refresh_run_summary(cfg: DictConfig, kind: str, metrics: dict, out_dir: Path
 def validate(cfg: DictConfig) -> None:
     check_ints(cfg.evaluate, "evaluate", ("pairs", "budget", "goal_offset", "batch_envs", "bootstrap_samples"))
     check_ints(cfg.evaluate, "evaluate", ("videos",), minimum=0)
+    hold_steps = cfg.evaluate.get("hold_steps", 5)
+    if isinstance(hold_steps, bool) or not isinstance(hold_steps, int) or not 1 <= hold_steps <= cfg.evaluate.budget:
+        raise ValueError(f"evaluate.hold_steps={hold_steps!r} is invalid; expected an int in [1, evaluate.budget="
+                         f"{cfg.evaluate.budget}]")
     check_numbers(cfg.evaluate, "evaluate", ("exclude_within",))
     check_int_list(cfg.evaluate, "evaluate", "seeds")
 
@@ -157,8 +166,8 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
             task.close()
     refresh_run_summary(cfg, kind, metrics, out_dir)
     low, high = metrics["success_rate_ci95"]
-    print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}) over "
-          f"{metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
+    print(f"{kind}: success {metrics['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}), held "
+          f"{metrics['success_rate_held']:.1%}, over {metrics['episodes']} episodes -> {out_dir / 'metrics.json'}")
     if metrics["episodes_starting_at_goal"]:
         print(f"warning: {metrics['episodes_starting_at_goal']} of {metrics['episodes']} episodes start within the "
               "success threshold of their goal; evaluate.exclude_within (in the task's distance) skips such pairs",
@@ -216,7 +225,8 @@ def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: Episod
                 indices = todo[start : start + cfg.evaluate.batch_envs]
                 started = time.perf_counter()
                 results = run_batch(agent, tasks[: len(indices)], [pairs[i] for i in indices], cfg.evaluate.budget,
-                                    [seed * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices])
+                                    [seed * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices],
+                                    hold_steps=int(cfg.evaluate.get("hold_steps", 5)))
                 share = (time.perf_counter() - started) / len(indices)  # of the batch's wall time, per episode
                 for position, (index, result) in enumerate(zip(indices, results)):
                     if result["frames"] is not None:

@@ -364,3 +364,33 @@ def test_unfamiliar_frames_are_warned_about_once_per_episode(micro_run_dir):
             assert len(unfamiliar) == expected, [str(w.message) for w in caught]
     finally:
         task.close()
+
+
+def test_held_asks_the_goal_at_the_end_of_the_budget():
+    """An arm at rest on its goal holds it; one that starts on its goal but swings away reached it (any
+    step counts) and did not hold it. Every episode runs to the budget."""
+    from agent.episodes import run_batch
+
+    class StillAgent:  # applies no torque: the agent interface, acting as "do nothing"
+        plans = []
+
+        def reset(self, goal_images, goal_states, seeds):
+            pass
+
+        def act(self, pixels, states):
+            return np.zeros((len(states), 2), dtype=np.float32)
+
+    tasks = [envs.make("reacher", image_size=32) for _ in range(2)]
+    try:
+        tasks[0].reset(seed=0)
+        at_rest = np.concatenate([tasks[0].get_state()[:2], [0.0, 0.0]])
+        swinging = at_rest + np.array([0.0, 0.0, 2.0, -2.0])  # on the goal, but moving
+        pairs = [{"start_state": start, "goal_state": at_rest, "goal_image": tasks[0].render_goal(at_rest),
+                  "episode": 0, "start_step": 0} for start in (at_rest, swinging)]
+        records = run_batch(StillAgent(), tasks, pairs, budget=20, seeds=[0, 1], record=[False, False], hold_steps=5)
+    finally:
+        for task in tasks:
+            task.close()
+    assert [record["success"] for record in records] == [True, True]
+    assert [record["held"] for record in records] == [True, False]
+    assert records[1]["final_distance_at_budget"] > tasks[1].success_threshold

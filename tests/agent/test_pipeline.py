@@ -39,6 +39,7 @@ def test_run_writes_every_stage_and_a_summary(micro_run_dir):
         assert metrics["success_rate"] == sum(record["success"] for record in records) / 2
         threshold = task_class(metrics["task"]).success_threshold
         assert metrics["episodes_starting_at_goal"] == sum(record["initial_distance"] < threshold for record in records)
+        assert metrics["success_rate_held"] == sum(record["held"] for record in records) / 2
         away = [record["success"] for record in records if record["initial_distance"] >= threshold]
         assert metrics["success_rate_starting_away"] == (sum(away) / len(away) if away else None)
     latent = json.loads((micro_run_dir / "eval" / "latent" / "metrics.json").read_text())
