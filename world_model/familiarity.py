@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bookkeeping.io import atomic_save
+from world_model.latent_readout import prepared_frames
 
 REFERENCE_FILE = "reference_latents.safetensors"
 
@@ -35,25 +36,14 @@ class LatentReference:
         return self.nearest_distance(latents) > self.threshold
 
 
-def sample_prepared(predictor, cache, count: int, generator: np.random.Generator) -> torch.Tensor:
-    """`count` random frames of a latent cache -> prepared latents (count, N', D')."""
-    episodes = generator.integers(0, len(cache), count)
-    steps = generator.integers(0, cache.latents.shape[1], count)
-    order = np.lexsort((steps, episodes))  # sorted reads from the memory map
-    episodes, steps = episodes[order], steps[order]
-    tokens = torch.tensor(np.asarray(cache.latents[episodes, steps], dtype=np.float32))  # (M, n, n, D)
-    with torch.no_grad():
-        return predictor.prepare_latents(tokens[:, None])[:, 0]  # (M, N', D')
-
-
 def fit_reference(predictor, train_cache, val_cache, output_dir: str | Path, seed: int = 0,
                   size: int = 2000) -> LatentReference:
     """`size` random training frames as the reference; the threshold is the largest of 1000 held-out frames'
     nearest distances to them. Saved as `reference_latents.safetensors`."""
     generator = np.random.default_rng(seed)
     predictor = predictor.cpu().eval()
-    reference = LatentReference(sample_prepared(predictor, train_cache, size, generator), threshold=0.0)
-    held_out = sample_prepared(predictor, val_cache, 1000, generator)
+    reference = LatentReference(prepared_frames(predictor, train_cache, size, generator)[0], threshold=0.0)
+    held_out = prepared_frames(predictor, val_cache, 1000, generator)[0]
     threshold = float(reference.nearest_distance(held_out).max())
     reference = LatentReference(reference.latents, threshold)
     tensors = {"latents": reference.latents.contiguous(), "threshold": torch.tensor([threshold])}
