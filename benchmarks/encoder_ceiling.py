@@ -49,6 +49,9 @@ class RenderedLatentWorld:
         pooled = pool_token_grid(self.encoder.encode_images(images), self.pool_grid).flatten(-3)  # (B, k*k*D)
         return F.layer_norm(pooled, pooled.shape[-1:]).unsqueeze(1)  # (B, 1, k*k*D)
 
+    def check_frames(self, images) -> None:
+        """It renders its own frames, at the task's size: any observation size."""
+
     def set_goal(self, goal_images: np.ndarray, goal_states=None) -> None:
         self.goal_latents = self.embed(goal_images)
 

@@ -199,8 +199,7 @@ def test_kill_during_pretraining_then_resume(tmp_path):
     assert all(entry["done"] for entry in book.values())
 
 
-@pytest.mark.parametrize("damaged, command", [("stages.json", "run"), ("dataset/eval/manifest.json", "run"),
-                                              ("predictor/meta.json", "evaluate"), ("eval/latent/identity.json", "evaluate")])
+@pytest.mark.parametrize("damaged, command", [("stages.json", "run"), ("predictor/meta.json", "evaluate")])
 def test_garbage_in_a_json_file_is_one_line_naming_it(micro_run_dir, tmp_path, damaged, command):
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
@@ -269,23 +268,26 @@ def test_a_second_command_on_a_run_directory_in_use_is_refused(tmp_path):
     assert not (run_dir / ".lock").exists()
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("garbage", "predictor.safetensors' cannot be read"),
-    ("truncated", "predictor.safetensors' cannot be read"),
-    ("wider", "predictor.safetensors' does not match the shapes in meta.json"),
-])
-def test_a_damaged_predictor_is_one_line(micro_run_dir, tmp_path, damage, message):
+def test_a_damaged_predictor_is_one_line(micro_run_dir, tmp_path):
+    """Garbage or truncated weights, or a meta.json whose shapes do not match them: a ValueError naming the
+    file (in-process), which the command line prints as one line (one case through it)."""
+    from world_model.predictor import load_predictor
+
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
     weights, meta = run_dir / "predictor" / "predictor.safetensors", run_dir / "predictor" / "meta.json"
-    if damage == "garbage":
-        weights.write_bytes(os.urandom(4096))
-    elif damage == "truncated":
-        weights.write_bytes(weights.read_bytes()[:1000])
-    else:
-        content = json.loads(meta.read_text())
-        content["config"]["width"] *= 2
-        meta.write_text(json.dumps(content))
+    original_weights, original_meta = weights.read_bytes(), meta.read_text()
+    content = json.loads(original_meta)
+    content["config"]["width"] *= 2
+    meta.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=r"predictor.safetensors' does not match the shapes in meta.json"):
+        load_predictor(run_dir / "predictor")
+    meta.write_text(original_meta)
+    weights.write_bytes(original_weights[:1000])
+    with pytest.raises(ValueError, match=r"predictor.safetensors' cannot be read"):
+        load_predictor(run_dir / "predictor")
+    weights.write_bytes(os.urandom(4096))
+    message = "predictor.safetensors' cannot be read"
     result = cli("evaluate", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]

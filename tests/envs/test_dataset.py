@@ -128,3 +128,13 @@ def test_manifest_lists_checksums(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert set(manifest["shards"][0]["checksums"]) == {f"{f}.npy" for f in
                                                        ("frames", "actions", "proprio", "qpos", "qvel", "seed")}
+
+
+def test_garbage_json_is_a_one_line_error_naming_the_file(tmp_path):
+    from bookkeeping.io import read_json
+
+    for content in ('{"truncated": ', "\x00\xff garbage"):
+        path = tmp_path / "manifest.json"
+        path.write_bytes(content.encode("latin-1"))
+        with pytest.raises(ValueError, match=r"manifest.json' is not valid JSON .*; restore it or delete it"):
+            read_json(path)
