@@ -137,11 +137,18 @@ class PixelTask(gym.Env, abc.ABC):
 
     # ----------------------------------------------------------------- Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """options: `state` (nq + nv,) to start from; `goal_state` (nq + nv,) to reach, which sets the goal
+        (`step` then reports success and distance) and puts its image in `info["goal_image"]`."""
         super().reset(seed=seed)
         self._reset_physics(int(self.np_random.integers(2**31 - 1)))
-        if options and "state" in options:
+        options = options or {}
+        if "state" in options:
             self.set_state(options["state"])
-        return self._observation(), {"state": self.get_state()}
+        info = {"state": self.get_state()}
+        if "goal_state" in options:
+            self.set_goal(options["goal_state"])
+            info["goal_image"] = self.render_goal(self.goal_state)  # (H, W, 3): all a pixel agent sees of the goal
+        return self._observation(), info
 
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)

@@ -28,6 +28,23 @@ TASKS = registry(
 )
 
 
+GYMNASIUM_NAMESPACE = "jepa_agent"
+
+
+def gymnasium_id(name: str) -> str:
+    """The Gymnasium id of a registered task: "point_mass" -> "jepa_agent/PointMass-v0"."""
+    return f"{GYMNASIUM_NAMESPACE}/{''.join(part.capitalize() for part in name.split('_'))}-v0"
+
+
+def register_with_gymnasium() -> None:
+    """Every task as `gymnasium.make("jepa_agent/Reacher-v0", image_size=64, camera_id=0, ...)`."""
+    import gymnasium
+
+    for name, (target, _) in TASKS.items():
+        if gymnasium_id(name) not in gymnasium.registry:
+            gymnasium.register(id=gymnasium_id(name), entry_point=target)
+
+
 def list_tasks() -> list[str]:
     return list(TASKS)
 

@@ -159,3 +159,23 @@ def test_a_task_left_open_is_closed_quietly_at_exit():
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
     assert "Traceback" not in finished.stderr and "Exception ignored" not in finished.stderr, finished.stderr
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_task_is_a_gymnasium_id_with_its_goal_image_in_info(name):
+    """`gymnasium.make("jepa_agent/<Name>-v0", image_size=...)` builds the task; a goal state given to reset
+    sets the goal, puts its image in info, and step reports success against it."""
+    import gymnasium
+
+    env = gymnasium.make(envs.gymnasium_id(name), image_size=48)
+    try:
+        check_env(env.unwrapped, skip_render_check=True)
+        _, info = env.reset(seed=0)
+        goal_state = info["state"]
+        observation, info = env.reset(seed=1, options={"goal_state": goal_state})
+        np.testing.assert_array_equal(info["goal_image"], env.unwrapped.render_goal(goal_state))
+        assert info["goal_image"].shape == observation["pixels"].shape
+        _, _, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        assert "distance" in info and info["distance"] == pytest.approx(env.unwrapped.distance(info["state"], goal_state))
+    finally:
+        env.close()
