@@ -228,9 +228,15 @@ def test_a_run_directory_that_cannot_be_one_is_refused_in_one_line(tmp_path, run
     assert len(result.stderr.strip().splitlines()) == 1 and sorted(path.name for path in tmp_path.iterdir()) == ["FILE"]
 
 
-def test_a_successful_stage_removes_what_killed_writes_left(micro_run_dir, tmp_path):
+def test_a_rerun_repairs_a_lost_manifest_and_removes_what_killed_writes_left(micro_run_dir, tmp_path):
+    """A deleted `dataset/val/manifest.json` left `run` failing on every rerun ("collect: up to date", then
+    "no dataset"): the split is collected again, identical. Temp files and shard folders that killed writes
+    left are removed once the command succeeds; files of other names stay."""
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
+    manifest = run_dir / "dataset" / "val" / "manifest.json"
+    original = json.loads(manifest.read_text())
+    manifest.unlink()
     leftovers = [run_dir / ".stages.tmp-abc123.json", run_dir / "dataset" / "train" / ".frames.tmp-x1.npy",
                  run_dir / "predictor" / "checkpoints" / ".last.tmp-9.pt"]
     for path in leftovers:
@@ -241,6 +247,8 @@ def test_a_successful_stage_removes_what_killed_writes_left(micro_run_dir, tmp_p
     kept.write_text("mine")
     result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "[run] collect: a dataset split lost its manifest" in result.stdout
+    assert json.loads(manifest.read_text())["shards"] == original["shards"]  # the same episodes, checksums and all
     assert not any(path.exists() for path in leftovers) and not (run_dir / "dataset" / "train" / ".shard_00009.tmp").exists()
     assert kept.read_text() == "mine"
 
@@ -293,44 +301,30 @@ def test_a_damaged_predictor_is_one_line(micro_run_dir, tmp_path):
     assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
 
 
-def test_a_lost_split_manifest_is_collected_again(micro_run_dir, tmp_path):
-    """A deleted `dataset/val/manifest.json` left `run` failing on every rerun ("collect: up to date", then
-    "no dataset"); now the split is collected again, identical to the original."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(micro_run_dir, run_dir)
-    manifest = run_dir / "dataset" / "val" / "manifest.json"
-    original = json.loads(manifest.read_text())
-    manifest.unlink()
-    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "[run] collect: a dataset split lost its manifest" in result.stdout
-    assert json.loads(manifest.read_text())["shards"] == original["shards"]  # the same episodes, checksums and all
-
-
-@pytest.mark.parametrize("damage", ["changed", "not finite"])
-def test_a_damaged_latent_cache_is_embedded_again(micro_run_dir, tmp_path, damage):
-    """Changed values in latents.npy passed as "embed: up to date"; now the cache's checksums (or its
-    non-finite values) send that split back to embed, which makes it again, identical."""
+def test_a_damaged_latent_cache_is_embedded_again(micro_run_dir, tmp_path):
+    """Changed values in latents.npy passed as "embed: up to date"; now the cache's checksums (val), or its
+    non-finite values where it records none (train: a cache made before checksums), send a split back to
+    embed, which makes it again, identical."""
     import numpy as np
 
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
-    path = run_dir / "latents" / "val" / "latents.npy"
-    original = path.read_bytes()
-    latents = np.load(path, mmap_mode="r+")
-    latents[0, 0, 0, 0, :4] = np.nan if damage == "not finite" else latents[0, 0, 0, 0, :4] + 1
-    latents.flush()
-    del latents
-    if damage == "not finite":  # a cache made before checksums: only finiteness can be checked
-        manifest = json.loads((path.parent / "manifest.json").read_text())
-        manifest.pop("sha256")
-        (path.parent / "manifest.json").write_text(json.dumps(manifest))
+    originals = {}
+    for split, value in (("val", 1.0), ("train", np.nan)):
+        path = run_dir / "latents" / split / "latents.npy"
+        originals[path] = path.read_bytes()
+        latents = np.load(path, mmap_mode="r+")
+        latents[0, 0, 0, 0, :4] = latents[0, 0, 0, 0, :4] + value
+        latents.flush()
+        del latents
+    manifest = json.loads((run_dir / "latents" / "train" / "manifest.json").read_text())
+    manifest.pop("sha256")
+    (run_dir / "latents" / "train" / "manifest.json").write_text(json.dumps(manifest))
     result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
-    problem = {"not finite": "latents.npy holds values that are not finite",
-               "changed": "latents.npy does not match its checksum"}[damage]
-    assert f"[run] embed: val {problem}; embedding it again" in result.stdout
-    assert path.read_bytes() == original
+    assert "[run] embed: val latents.npy does not match its checksum; embedding it again" in result.stdout
+    assert "[run] embed: train latents.npy holds values that are not finite; embedding it again" in result.stdout
+    assert all(path.read_bytes() == original for path, original in originals.items())
 
 
 def test_a_refused_command_leaves_no_directory_behind(tmp_path):
