@@ -9,11 +9,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from agent.mpc import Agent, MPCAgent, RandomAgent
+from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
-AGENTS = ("latent", "random", "oracle")
+AGENTS = ("latent", "random", "oracle", "expert")
+PLANNING_AGENTS = ("latent", "oracle")  # the agents that plan with cfg.planner and cfg.evaluate.energy
 RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation")  # the `paths` of a run directory
 
 
@@ -48,11 +49,20 @@ def check_agent_kind(kind: str) -> str:
 
 
 def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
-    """agent=latent | random | oracle for `task`, with the planner and energy settings of cfg."""
+    """agent=latent | random | oracle | expert for `task`, with the planner and energy settings of cfg."""
     kind = check_agent_kind(kind or cfg.evaluate.agent)
     action_dim = task.action_space.shape[0]
     if kind == "random":
         return RandomAgent(action_dim)
+    if kind == "expert":
+        from envs import make_from_config
+
+        expert_task = make_from_config(cfg.env)  # the expert's own: it writes states into it
+        try:
+            return ExpertAgent(expert_task)
+        except ValueError:
+            expert_task.close()
+            raise
     from world_model.encoder import resolve_device
 
     device = resolve_device(cfg.device)

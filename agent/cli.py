@@ -156,7 +156,7 @@ def check_overrides(argv: list[str]) -> None:
 
 
 # keys the code reads where present, absent from the default configs (so that runs made before them still match)
-OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.energy.latent_weight", "evaluate.energy.latent_readout_weight",
+OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.goals", "evaluate.energy.latent_weight", "evaluate.energy.latent_readout_weight",
                  "predictor.latent_readout")
 
 

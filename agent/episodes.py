@@ -81,7 +81,9 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
         end = budget if trace.success_step is None else trace.success_step
         plans = [plan for plan in agent.plans if plan.step < end]  # the plans that chose this episode's actions
         records.append({
-            "episode": pair["episode"], "start_step": pair["start_step"], "success": trace.success_step is not None,
+            "episode": pair["episode"], "start_step": pair["start_step"],
+            **({"task_id": pair["task_id"]} if "task_id" in pair else {}),  # OGBench's evaluation goals
+            "success": trace.success_step is not None,
             "steps_to_success": trace.success_step, "initial_distance": float(trace.distances[0]),
             "final_distance": float(trace.distances[-1]), "min_distance": trace.closest,
             **wrapped_success(trace.task, trace.wrapped_errors),

@@ -35,7 +35,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.build import build_agent, check_agent_kind
+from agent.build import PLANNING_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
 from agent.statistics import bootstrap_interval, latency_summary
@@ -51,6 +51,7 @@ IDENTITY_FILE = "identity.json"
 PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
 SCORING_ONLY = ("angle_error",)  # env keys that change how success is scored, not what the agent sees
+GOAL_SOURCES = ("held_out", "ogbench_tasks")  # evaluate.goals: where start/goal pairs come from (docs/protocol.md)
 RECORD_FORMAT = 3  # 2: a record ends at the first success, closest distances over control steps, wall_time_s;
                    # 3: episodes run to the budget, `held` and `final_distance_at_budget`
 
@@ -83,18 +84,44 @@ def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: 
     raise ValueError(f"evaluate.pairs={count} is more than the eval split offers ({len(pairs)} usable pairs)")
 
 
+def ogbench_task_pairs(task, count: int, seed: int) -> list[dict]:
+    """`count` pairs of OGBench's own evaluation goals (the cube's protocol 2), its task_id 1-5 in turn (pair i
+    is task i % 5 + 1), each drawn by OGBench's task-mode reset under a seed of (seed, i); the goal image is
+    the goal state in this task's frames."""
+    if not hasattr(task, "ogbench_task"):
+        raise ValueError(f"evaluate.goals=ogbench_tasks needs an OGBench task (cube); {type(task).__name__} has none")
+    if count < 1:
+        raise ValueError(f"evaluate.pairs={count} is invalid; expected a positive int")
+    pairs = []
+    for index in range(count):
+        task_id = index % task.ogbench_task_count + 1
+        start_state, goal_state = task.ogbench_task(task_id, seed * 100_003 + index)
+        pairs.append({"task_id": task_id, "episode": None, "start_step": None, "start_state": start_state,
+                      "goal_state": goal_state, "goal_image": task.render_goal(goal_state)})
+    return pairs
+
+
+def draw_pairs(cfg: DictConfig, store: EpisodeStore, task, seed: int) -> tuple[list[dict], int]:
+    """The start/goal pairs of one eval seed, from `evaluate.goals`; returns (pairs, pairs excluded)."""
+    if cfg.evaluate.get("goals", "held_out") == "ogbench_tasks":
+        return ogbench_task_pairs(task, cfg.evaluate.pairs, seed), 0
+    return sample_pairs(store, task, cfg.evaluate.pairs, cfg.evaluate.goal_offset, seed, cfg.evaluate.exclude_within)
+
+
 def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, success_threshold: float) -> dict:
     successes = [r["success"] for r in records]
-    per_seed = {}
+    per_seed, per_task = {}, {}
     for r in records:
         per_seed.setdefault(str(r["seed"]), []).append(r["success"])
+        if "task_id" in r:
+            per_task.setdefault(str(r["task_id"]), []).append(r["success"])
     steps = [r["steps_to_success"] for r in records if r["success"]]
     away = [r["success"] for r in records if r["initial_distance"] >= success_threshold]
     latencies = [latency for r in records if r["index_in_batch"] == 0 for latency in r["plan_latencies_s"]]
-    planner = OmegaConf.to_container(cfg.planner, resolve=True) if kind != "random" else None
+    planner = OmegaConf.to_container(cfg.planner, resolve=True) if kind in PLANNING_AGENTS else None
     return {
         "agent": kind, "task": cfg.env.name, "planner": planner,
-        "energy": OmegaConf.to_container(cfg.evaluate.energy, resolve=True) if kind != "random" else None,
+        "energy": OmegaConf.to_container(cfg.evaluate.energy, resolve=True) if kind in PLANNING_AGENTS else None,
         "episodes": len(records), "seeds": [int(s) for s in cfg.evaluate.seeds],
         "success_rate": float(np.mean(successes)),
         "success_rate_ci95": bootstrap_interval(successes, cfg.evaluate.bootstrap_samples),
@@ -103,6 +130,8 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
         "success_rate_held_ci95": bootstrap_interval([r["held"] for r in records], cfg.evaluate.bootstrap_samples),
         "hold_steps": int(cfg.evaluate.get("hold_steps", 5)),
         "success_rate_per_seed": {seed: float(np.mean(values)) for seed, values in per_seed.items()},
+        **({"success_rate_per_task": {task: float(np.mean(values)) for task, values in sorted(per_task.items())}}
+           if per_task else {}),  # evaluate.goals=ogbench_tasks: per OGBench task_id
         "success_rate_wrapped": (float(np.mean([r["success_wrapped"] for r in records]))
                                  if "success_wrapped" in records[0] else None),
         "mean_final_distance": float(np.mean([r["final_distance"] for r in records])),
@@ -149,6 +178,9 @@ def validate(cfg: DictConfig) -> None:
                          f"{cfg.evaluate.budget}]")
     check_numbers(cfg.evaluate, "evaluate", ("exclude_within",))
     check_int_list(cfg.evaluate, "evaluate", "seeds")
+    goals = cfg.evaluate.get("goals", "held_out")
+    if goals not in GOAL_SOURCES:
+        raise ValueError(f"evaluate.goals={goals!r} is invalid; expected one of {list(GOAL_SOURCES)}")
 
 
 def main(cfg: DictConfig, kind: str | None = None) -> dict:
@@ -205,8 +237,7 @@ def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: Episod
     seeds = [int(seed) for seed in cfg.evaluate.seeds]
     excluded, pairs_of_seed = {}, {}
     for seed in seeds:  # before anything is written: a protocol the eval split cannot serve fails here
-        pairs_of_seed[seed], excluded[str(seed)] = sample_pairs(
-            store, tasks[0], cfg.evaluate.pairs, cfg.evaluate.goal_offset, seed, cfg.evaluate.exclude_within)
+        pairs_of_seed[seed], excluded[str(seed)] = draw_pairs(cfg, store, tasks[0], seed)
     identity = evaluation_identity(cfg, kind)
     records = load_finished(out_dir, identity, bool(cfg.run.overwrite))
     atomic_write_json(out_dir / IDENTITY_FILE, identity)
@@ -258,7 +289,7 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
                 "eval_split": {"meta": eval_split["meta"],
                                "episodes": sum(shard["episodes"] for shard in eval_split["shards"])},
                 "evaluate": protocol}
-    if kind != "random":
+    if kind in PLANNING_AGENTS:
         identity["planner"] = OmegaConf.to_container(cfg.planner, resolve=True)
     if kind == "oracle":
         identity["block"] = int(cfg.predictor.block)

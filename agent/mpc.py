@@ -129,6 +129,32 @@ class RandomAgent:
         return np.stack([rng.uniform(-1.0, 1.0, self.action_dim) for rng in self.generators]).astype(np.float32)
 
 
+class ExpertAgent:
+    """A privileged ceiling for tasks that have a scripted expert (the cube: OGBench's pick-and-place oracle),
+    where the simulator oracle's planning is too slow: the expert reads the true state and the goal state's
+    object pose, which no other agent sees. `task` is an instance of the task of its own (the expert writes
+    states into it)."""
+
+    def __init__(self, task):
+        if not hasattr(task, "goal_expert"):
+            raise ValueError(f"evaluate.agent=expert needs a task with a scripted expert (cube); "
+                             f"{type(task).__name__} has none")
+        self.task, self.state_dim = task, task.nq + task.nv
+        self.plans: list[PlanRecord] = []
+        self.batch: int | None = None  # B, set by reset
+
+    def reset(self, goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int]) -> None:
+        if goal_states is None:
+            raise ValueError("reset got goal_states=None; the expert drives towards goal states (B, S): pass them")
+        self.batch = check_batch(goal_images, goal_states, seeds, self.state_dim)
+        self.experts = [self.task.goal_expert(goal_state, np.random.default_rng(int(seed)))
+                        for goal_state, seed in zip(goal_states, seeds)]
+
+    def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
+        check_observation(self.batch, pixels, states, self.state_dim)
+        return np.stack([expert.act(state) for expert, state in zip(self.experts, states)])  # (B, A)
+
+
 def check_batch(goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int],
                 state_dim: int | None = None) -> int:
     """The batch size B of `reset`'s arguments, which must agree (goal_states may be None)."""

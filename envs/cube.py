@@ -25,15 +25,50 @@ import mujoco  # noqa: E402,I001  (envs.base has set MUJOCO_GL)
 
 SUPPORTED_ENVS = {"visual-cube-single-v0": "single"}  # OGBench id -> CubeEnv env_type
 ARM_JOINTS, GRIPPER_DRIVER, CUBE_JOINT = tuple(range(6)), 6, 14  # joint ids in OGBench's cube model
+OGBENCH_TASK_COUNT = 5         # visual-cube-single's evaluation goals, task_id 1-5
+OGBENCH_EPISODE_STEPS = 200    # its evaluation episodes' length (OGBench's max_episode_steps)
 
 
-def ogbench_cube_env(env_type: str):
+def ogbench_cube_class():
     try:
         from ogbench.manipspace.envs.cube_env import CubeEnv
     except ImportError:
         raise ModuleNotFoundError("the cube task needs OGBench: pip install ogbench==1.2.2") from None
-    return CubeEnv(env_type=env_type, ob_type="pixels", width=64, height=64, visualize_info=False,
-                   mode="data_collection", terminate_at_goal=False)
+    return CubeEnv
+
+
+def ogbench_cube_env(env_type: str):
+    return ogbench_cube_class()(env_type=env_type, ob_type="pixels", width=64, height=64, visualize_info=False,
+                                mode="data_collection", terminate_at_goal=False)
+
+
+def ogbench_task_env(env_type: str):
+    """OGBench's cube env in its task mode (its evaluation goals), reproducible under a reset seed, keeping the goal
+    state it draws. OGBench makes a new, unseeded action space at each access and settles its goal scene with two
+    of its random actions: here one action space, seeded by `reset`. OGBench renders its goal image at the goal
+    state: here `render` keeps that state in `goal_state` instead."""
+    import gymnasium
+
+    class TaskEnv(ogbench_cube_class()):
+        def __init__(self, **kwargs):
+            self.seeded_action_space = gymnasium.spaces.Box(-1.0, 1.0, (5,), np.float32)
+            self.goal_state = None
+            super().__init__(**kwargs)
+
+        @property
+        def action_space(self):
+            return self.seeded_action_space
+
+        def reset(self, *, seed: int, options: dict):
+            self.seeded_action_space.seed(seed)
+            if self._model is not None:  # OGBench's task reset keeps the gripper's joints of the last state
+                mujoco.mj_resetData(self._model, self._data)
+            return super().reset(seed=seed, options=options)
+
+        def render(self):
+            self.goal_state = np.concatenate([self._data.qpos, self._data.qvel])
+
+    return TaskEnv(env_type=env_type, ob_type="states", visualize_info=False, mode="task", terminate_at_goal=False)
 
 
 class Cube(PixelTask):
@@ -42,6 +77,7 @@ class Cube(PixelTask):
     success_threshold = 0.04  # m, OGBench's cube success radius
     hidden_geoms = ()         # OGBench's target cube is made transparent by OGBench itself (visualize_info off)
     action_dim = 5            # OGBench's end-effector action (the model's 7 actuators are set by its IK)
+    ogbench_task_count = OGBENCH_TASK_COUNT  # its evaluation goals (`ogbench_task`)
 
     def __init__(self, image_size: int = 64, camera_id: int = 1, camera_fovy: float | None = None,
                  action_repeat: int = 1, shadows: bool = False, reflections: bool = False, show_arm: bool = False,
@@ -51,6 +87,7 @@ class Cube(PixelTask):
         check_image_size(image_size)  # before the slow part
         self.env_id, self.show_arm = env_id, bool(show_arm)
         self._ogbench = ogbench_cube_env(SUPPORTED_ENVS[env_id])
+        self._ogbench_tasks = None  # OGBench's env in its task mode, made when an evaluation goal is first asked for
         self._ogbench.reset(seed=0)  # builds the model (and OGBench's own renderer, for one frame)
         self._ogbench._ob_type = "states"  # later resets and steps compute no frame of OGBench's
         if self._ogbench._renderer is not None:  # unused from now on: closed while its GL display lives
@@ -131,11 +168,35 @@ class Cube(PixelTask):
                         random_fraction: float = 0.0):
         return PickAndPlacePolicy(self, rng, noise, noise_smoothing, random_fraction)
 
+    def ogbench_task(self, task_id: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """OGBench's evaluation goal `task_id` (1-5, its `reset(options=dict(task_id=...))`): (start_state,
+        goal_state), each (nq + nv,), drawn by OGBench's own task-mode reset under `seed`: the arm at a random
+        pose, the cube at the task's start with a jitter of up to 1 cm and a random yaw; the goal scene (the cube
+        at the task's goal, the arm at another random pose) settled by two random steps, where OGBench renders
+        its goal image. Frames of the goal state come from `render_goal`, this task's camera."""
+        valid = not isinstance(task_id, bool) and isinstance(task_id, (int, np.integer))
+        if not valid or not 1 <= task_id <= OGBENCH_TASK_COUNT:
+            raise ValueError(f"OGBench task_id={task_id!r} is invalid; expected an int in [1, {OGBENCH_TASK_COUNT}]")
+        if self._ogbench_tasks is None:
+            self._ogbench_tasks = ogbench_task_env(SUPPORTED_ENVS[self.env_id])
+        env = self._ogbench_tasks
+        env.reset(seed=seed, options={"task_id": int(task_id), "render_goal": True})
+        start_state = np.concatenate([env._data.qpos, env._data.qvel])
+        if start_state.shape != (self.nq + self.nv,) or env.goal_state is None:
+            raise RuntimeError(f"OGBench's task mode gave a state of shape {start_state.shape} and no goal state; "
+                               f"expected ({self.nq + self.nv},) and a goal state (ogbench==1.2.2)")
+        return start_state, env.goal_state
+
+    def goal_expert(self, goal_state: np.ndarray, rng: np.random.Generator) -> "GoalExpert":
+        """OGBench's scripted pick-and-place oracle, sent to `goal_state`'s cube position (privileged state)."""
+        return GoalExpert(self, goal_state, rng)
+
     def close(self) -> None:
         super().close()
-        if getattr(self, "_ogbench", None) is not None:
-            self._ogbench.close()
-            self._ogbench = None
+        for name in ("_ogbench", "_ogbench_tasks"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
+                setattr(self, name, None)
 
 
 class PickAndPlacePolicy:
@@ -175,3 +236,33 @@ class PickAndPlacePolicy:
         if self.rng.uniform() < self.random_fraction:
             action = self.rng.uniform(-1.0, 1.0, 5)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class GoalExpert:
+    """OGBench's scripted cube oracle driven to one goal from the true state: the privileged ceiling of the
+    cube's evaluations (it reads the cube's pose, which the agents never see). `act(state)` puts the state
+    into `task` (any Cube instance: it is only read), with OGBench's target at the goal's cube pose, and
+    returns the oracle's action (5,) in [-1, 1]; the oracle's own phase memory lives in this object."""
+
+    def __init__(self, task: Cube, goal_state: np.ndarray, rng: np.random.Generator):
+        from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
+
+        self.task, self.goal_state = task, np.asarray(goal_state, dtype=np.float64)
+        self.oracle = CubeMarkovOracle(env=task._ogbench, min_norm=0.4, max_step=10**9)
+        self.oracle._done, self.oracle._step, self.oracle._max_step = False, 0, 10**9
+        self.oracle._final_pos = rng.uniform(*task._ogbench._arm_sampling_bounds)  # where it retreats to
+        self.oracle._final_yaw = rng.uniform(-np.pi, np.pi)
+        self.previous_action = np.zeros(5)
+
+    def act(self, state: np.ndarray) -> np.ndarray:
+        env = self.task._ogbench
+        self.task.set_state(state)
+        # the oracle reads the gripper's contact force, which the actuators' controls make: those of its last action
+        env.set_control(self.previous_action)
+        mujoco.mj_forward(env._model, env._data)
+        mujoco.mj_rnePostConstraint(env._model, env._data)
+        target = env._cube_target_mocap_ids[env._target_block]
+        cube_qpos = self.goal_state[self.task.cube_position.start : self.task.cube_position.start + 7]  # xyz, quaternion
+        env._data.mocap_pos[target], env._data.mocap_quat[target] = cube_qpos[:3], cube_qpos[3:]
+        self.previous_action = np.clip(self.oracle.select_action(None, env.compute_ob_info()), -1.0, 1.0)
+        return self.previous_action.astype(np.float32)
