@@ -14,6 +14,7 @@ status 2; set JEPA_AGENT_DEBUG=1 to see the traceback instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import re
@@ -50,6 +51,19 @@ STAGES: dict[str, Stage] = {
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError,
                ModuleNotFoundError)  # a task's missing package
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is a full disk: an OSError ENOSPC, a writer's wrapped message (torch.save,
+    safetensors and ffmpeg report it in their own exception types), or numpy's short write ("N requested and M
+    written", without an errno)."""
+    while error is not None:
+        message = str(error)
+        if (getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in message
+                or (isinstance(error, OSError) and re.search(r"\d+ requested and \d+ written", message))):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def exit_with_error(error: BaseException) -> NoReturn:
@@ -243,6 +257,11 @@ def run_stage(name: str, argv: list[str]) -> None:
                 raise
             print("\ninterrupted: what was committed is kept; rerun the same command to resume", file=sys.stderr)
             sys.exit(130)
+        except Exception as error:
+            if not disk_full(error) or os.environ.get("JEPA_AGENT_DEBUG"):
+                raise
+            exit_with_error(OSError(f"the disk is full (no space left on the device holding {cfg.run_dir}); what was "
+                                    "committed is kept: free some space and rerun the same command to resume"))
 
     sys.argv = [f"jepa-agent {name}", *argv, f"hydra.job.name={name}"]  # the job's name: the subcommand
     hydra.main(config_path="../configs", config_name="config", version_base=None)(task_function)()

@@ -121,6 +121,40 @@ def test_kill_and_resume(tmp_path):
         task.close()
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 700 KB filesystem of its own (a tmpfs: mounting one needs root), grown by `grow(size)`."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+
+    def grow(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount_point)], check=True)
+
+    yield mount_point, grow
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(small_disk):
+    disk, grow = small_disk
+    args = ["collect", "collect.episodes=8", "collect.val_fraction=0.25", "collect.episodes_per_shard=2", *SMALL,
+            f"hydra.run.dir={disk / 'run'}"]
+    full = cli(*args)
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+    assert full.stderr.strip().splitlines()[-1].startswith("error: the disk is full (no space left on the device "
+                                                           f"holding {disk / 'run'}); what was committed is kept")
+    committed_before = committed(disk / "run" / "dataset" / "train")
+    assert 0 < committed_before < 6
+    grow("20m")
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    store = EpisodeStore(disk / "run" / "dataset" / "train")
+    assert len(store) == 6 and store.verify() == []
+    assert not list((disk / "run").rglob(".*.tmp*"))  # the killed write's temp files are gone
+
+
 def test_multirun_sweep_with_the_basic_launcher(tmp_path):
     result = cli("collect", "-m", "collect.episodes=2,3", "collect.val_fraction=0.0", *SMALL,
                  f"hydra.sweep.dir={tmp_path}")

@@ -97,6 +97,43 @@ def test_the_scripted_policy_grasps_and_lifts_the_cube():
     np.testing.assert_array_equal(episode["frames"], again["frames"])  # seeds decide everything
 
 
+def test_ogbench_evaluation_goals_are_its_own_and_reproducible(cube):
+    """Protocol 2's pairs: OGBench's task_id 1-5, the cube at the task's start (jittered by up to 1 cm) and goal,
+    the same under a seed and another under another seed; a task_id out of range is one line."""
+    cube.ogbench_task(1, seed=7)
+    task_infos = cube._ogbench_tasks.task_infos  # OGBench's own list of them
+    assert len(task_infos) == 5
+    for task_id, info in enumerate(task_infos, start=1):
+        start, goal = cube.ogbench_task(task_id, seed=7)
+        assert np.abs(start[cube.cube_position] - info["init_xyzs"][0]).max() < 0.011
+        assert np.linalg.norm(goal[cube.cube_position] - info["goal_xyzs"][0]) < 0.005
+        again = cube.ogbench_task(task_id, seed=7)
+        np.testing.assert_array_equal(start, again[0])
+        np.testing.assert_array_equal(goal, again[1])
+    assert not np.array_equal(cube.ogbench_task(1, seed=8)[0], start)
+    with pytest.raises(ValueError, match=r"OGBench task_id=6 is invalid; expected an int in \[1, 5\]"):
+        cube.ogbench_task(6, seed=0)
+
+
+def test_the_expert_reaches_ogbench_goals_through_the_evaluation_path():
+    """The privileged ceiling: OGBench's scripted oracle, sent to each goal state, carries the cube there
+    (episodes run by the evaluation's own batch runner, records keyed by OGBench task_id)."""
+    from agent.episodes import run_batch
+    from agent.evaluate import ogbench_task_pairs
+    from agent.mpc import ExpertAgent
+
+    tasks = [envs.make("cube", image_size=32) for _ in range(3)]
+    try:
+        pairs = ogbench_task_pairs(tasks[0], 2, seed=0)
+        records = run_batch(ExpertAgent(tasks[2]), tasks[:2], pairs, budget=70, seeds=[0, 1], record=[False, False])
+    finally:
+        for task in tasks:
+            task.close()
+    assert [record["task_id"] for record in records] == [1, 2]
+    assert all(record["initial_distance"] > 0.1 for record in records)  # the cube must be carried 10+ cm
+    assert all(record["success"] and record["held"] for record in records), records
+
+
 def test_bad_input_is_one_line():
     with pytest.raises(ValueError, match=r"env_id='visual-cube-double-v0' is not supported; supported OGBench envs: "
                                          r"visual-cube-single-v0"):
@@ -106,7 +143,17 @@ def test_bad_input_is_one_line():
 
     with pytest.raises(ValueError, match=r"collect.policy.kind='scripted' is invalid for Reacher, which has no scripted"):
         check_policy({"kind": "scripted"}, Reacher)
+    from agent.evaluate import ogbench_task_pairs
+    from agent.mpc import ExpertAgent
 
+    reacher = envs.make("reacher", image_size=32)
+    try:
+        with pytest.raises(ValueError, match=r"evaluate.goals=ogbench_tasks needs an OGBench task \(cube\); Reacher"):
+            ogbench_task_pairs(reacher, 5, seed=0)
+        with pytest.raises(ValueError, match=r"evaluate.agent=expert needs a task with a scripted expert \(cube\); "):
+            ExpertAgent(reacher)
+    finally:
+        reacher.close()
 
 
 def test_a_missing_ogbench_is_one_line(tmp_path):
@@ -122,16 +169,17 @@ def test_a_missing_ogbench_is_one_line(tmp_path):
 
 def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training, and the
-    latent, random and oracle agents evaluated with videos."""
+    latent, random, oracle and expert agents evaluated with videos."""
     import json
 
     from tests.conftest import cli
 
     run_dir = tmp_path / "run"
-    result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted", f"hydra.run.dir={run_dir}")
+    result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted",
+                 "run.agents=[latent,random,oracle,expert]", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle"}
+    assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle", "expert"}
     assert all(metrics["episodes"] == 2 for metrics in summary["agents"].values())
     assert list((run_dir / "eval" / "latent" / "videos").glob("*.mp4"))
     meta = json.loads((run_dir / "dataset" / "train" / "manifest.json").read_text())["meta"]

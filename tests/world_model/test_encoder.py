@@ -215,3 +215,29 @@ def test_hub_id_is_served_from_the_local_cache(tmp_path, monkeypatch):
         expected = model(pixel_values_videos=reference_pixels(frames), skip_predictor=True).last_hidden_state
     torch.testing.assert_close(encoder.encode(frames).reshape(1, -1, 32), expected, rtol=1e-4, atol=1e-4)
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_a_broken_torchvision_does_not_stop_the_encoder(tmp_path):
+    """PyPI's torchvision beside the CPU torch wheel fails to import inside transformers; the encoder hides it
+    (one warning saying what to install) and loads and encodes a tiny official-format model all the same."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    package = tmp_path / "site" / "torchvision"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    (tmp_path / "site" / "torchvision-0.29.1.dist-info").mkdir()
+    (tmp_path / "site" / "torchvision-0.29.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: torchvision\nVersion: 0.29.1\n")
+    save_tiny_model(tmp_path / "model", **TINY_CONFIGS["patch8-tubelet1"])
+    script = ("import numpy as np; from world_model.encoder import load_encoder; "
+              f"encoder = load_encoder({str(tmp_path / 'model')!r}); "
+              "print(tuple(encoder.encode(np.zeros((1, 1, 24, 24, 3), np.uint8)).shape))")
+    finished = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}:{REPO}"})
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.strip() == "(1, 1, 9, 48)"
+    assert "torchvision fails to import (operator torchvision::nms does not exist); the agent runs without it" in (
+        finished.stderr)
