@@ -18,7 +18,9 @@ import errno
 import importlib
 import os
 import re
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -216,6 +218,29 @@ def check_run_dir(argv: list[str]) -> None:
         raise ValueError(f"hydra.run.dir={values[-1]} cannot be written: {str(existing)!r} is read-only")
 
 
+INTERRUPT_GRACE_S = 10.0
+
+
+def stop_on_interrupt(grace_s: float = INTERRUPT_GRACE_S) -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and also starts a timer: a process still running `grace_s`
+    later has lost the exception (raised inside a finalizer or a library's broad `except`, it is only printed
+    as "Exception ignored") and exits hard, status 130. Every write is atomic, so a hard stop keeps what
+    was committed, as a kill does."""
+
+    def hard_stop() -> None:
+        print("\ninterrupted (hard stop): what was committed is kept; rerun the same command to resume",
+              file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def on_interrupt(signum, frame) -> None:
+        timer = threading.Timer(grace_s, hard_stop)
+        timer.daemon = True  # a process that stops in time does not wait for it
+        timer.start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+
+
 def run_stage(name: str, argv: list[str]) -> None:
     import hydra
 
@@ -235,6 +260,7 @@ def run_stage(name: str, argv: list[str]) -> None:
     existing = next(path for path in (run_dirs[-1], *run_dirs[-1].parents) if path.exists()) if run_dirs else None
 
     def task_function(cfg) -> None:
+        stop_on_interrupt()
         resolve_run_dir(cfg)
         try:
             with run_dir_lock(cfg.run_dir, f"jepa-agent {name} {' '.join(argv)}"):

@@ -181,3 +181,29 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):
     assert fewer.returncode == 2 and fewer.stderr.strip().splitlines()[-1] == (
         f"error: dataset split '{tmp_path / 'dataset' / 'train'}' holds 3 episodes, more than the 2 asked for; "
         "ask for at least 3, or pass run.overwrite=true to collect it afresh")
+
+
+def test_ctrl_c_always_stops(tmp_path):
+    """Ctrl-C stops `collect` at once (status 130, what was committed kept, the rerun resumes); and a process
+    whose KeyboardInterrupt is lost (here swallowed by a loop, as in a finalizer) still stops, hard."""
+    args = ["collect", "collect.episodes=40", "collect.episodes_per_shard=2", *SMALL, f"hydra.run.dir={tmp_path}"]
+    process = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    train_dir = tmp_path / "dataset" / "train"
+    deadline = time.time() + 120
+    while committed(train_dir) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted: what was committed is kept" in stderr, stderr[-2000:]
+    assert 2 <= committed(train_dir) < 36 and EpisodeStore(train_dir).verify() == []
+
+    swallowing = ("import sys, time; from agent.cli import stop_on_interrupt; stop_on_interrupt(grace_s=1.0)\n"
+                  "print('ready', flush=True)\n"
+                  "while True:\n    try:\n        time.sleep(0.01)\n    except KeyboardInterrupt:\n        pass\n")
+    process = subprocess.Popen([sys.executable, "-c", swallowing], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted (hard stop)" in stderr, stderr[-2000:]
