@@ -6,8 +6,9 @@ Made from what the evaluation wrote, for every agent found in the directory (the
 floor, the oracle ceiling, in that order): its `metrics.json` (the success table, reached and held, with
 their 95% bootstrap intervals), its `episodes.jsonl` (a row for each episode the metrics summarise) and its
 `videos/*.mp4` (played in the page through relative paths, so the directory can be moved or copied whole).
-Two plots are embedded as PNG data: success within a step budget, and every episode's distances. The page
-loads nothing from the network. Its template is `report_template.html` beside this module (Jinja2).
+Two plots are embedded as PNG data: success within a step budget, and every episode's distances; the plots
+the benchmarks wrote into the directory's `plots/` are shown after them. The page loads nothing from the
+network. Its template is `report_template.html` beside this module (Jinja2).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bookkeeping.io import atomic_write_text, read_json
 
 REPORT_FILE = "report.html"
 TEMPLATE_FILE = "report_template.html"
+PLOTS_DIR = "plots"  # PNGs the benchmarks made for this evaluation (`benchmarks.success_vs_budget`), shown too
 AGENT_ORDER = ("latent", "random", "oracle")  # the agent first, then its floor and its ceiling
 COLOURS = {"latent": "tab:blue", "random": "tab:gray", "oracle": "tab:green"}
 
@@ -44,10 +46,11 @@ def load_agent(agent_dir: Path) -> AgentResult:
     records = [json.loads(line) for line in lines if line.strip()]
     episodes = sorted((r for r in records if r["seed"] in seeds and r["pair"] < pairs),  # those metrics summarise
                       key=lambda r: (r["seed"], r["pair"]))
+    shown = {(r["seed"], r["pair"]) for r in episodes}
     videos = {}
-    for video in sorted((agent_dir / "videos").glob("seed*_pair*.mp4")):
+    for video in sorted((agent_dir / "videos").glob("seed*_pair*.mp4")):  # written by agent.evaluate
         seed, _, pair = video.stem.removeprefix("seed").partition("_pair")
-        if seed.isdigit() and pair.isdigit():
+        if seed.isdigit() and pair.isdigit() and (int(seed), int(pair)) in shown:
             videos[(int(seed), int(pair))] = f"{agent_dir.name}/videos/{video.name}"
     return AgentResult(agent_dir.name, metrics, episodes, videos)
 
@@ -72,9 +75,10 @@ def png_data_uri(figure) -> str:
 
 def success_by_step_plot(agents: list[AgentResult], budget: int) -> str:
     """Fraction of episodes that reached the goal within t task steps, t = 0 .. budget, per agent."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend to switch
 
-    figure, axis = plt.subplots(figsize=(6, 3.6))
+    figure = Figure(figsize=(6, 3.6))
+    axis = figure.subplots()
     steps = list(range(budget + 1))
     for agent in agents:
         reached = [r["steps_to_success"] for r in agent.episodes if r["success"]]
@@ -84,16 +88,15 @@ def success_by_step_plot(agents: list[AgentResult], budget: int) -> str:
              title="success vs step budget")
     axis.legend()
     figure.tight_layout()
-    uri = png_data_uri(figure)
-    plt.close(figure)
-    return uri
+    return png_data_uri(figure)
 
 
 def distance_plot(agents: list[AgentResult], threshold: float | None) -> str:
     """Every episode's closest distance to its goal and its distance at the end of the budget, per agent."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend to switch
 
-    figure, axis = plt.subplots(figsize=(6, 3.6))
+    figure = Figure(figsize=(6, 3.6))
+    axis = figure.subplots()
     for position, agent in enumerate(agents):
         count = len(agent.episodes)
         offsets = [position + 0.3 * (i / max(count - 1, 1) - 0.5) for i in range(count)]  # spread within a column
@@ -109,9 +112,7 @@ def distance_plot(agents: list[AgentResult], threshold: float | None) -> str:
     axis.set(yscale="log", ylabel="distance to the goal", title="per-episode distances")
     axis.legend(fontsize="small")
     figure.tight_layout()
-    uri = png_data_uri(figure)
-    plt.close(figure)
-    return uri
+    return png_data_uri(figure)
 
 
 def percent(value: float | None) -> str:
@@ -125,12 +126,11 @@ def rate_with_interval(rate: float | None, interval: list[float] | None) -> str:
     return percent(rate) if not interval else f"{percent(rate)} [{percent(interval[0])}, {percent(interval[1])}]"
 
 
-def render(agents: list[AgentResult]) -> str:
-    """The report's HTML for `agents` (the first one's config says the task and protocol)."""
+def render(agents: list[AgentResult], benchmark_plots: list[str] = ()) -> str:
+    """The report's HTML for `agents` (the first one's config says the task and protocol), with the PNGs at
+    `benchmark_plots` (paths relative to the evaluation directory)."""
     import jinja2
-    import matplotlib
 
-    matplotlib.use("Agg")
     config = agents[0].metrics["config"]
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
                                      autoescape=True, undefined=jinja2.StrictUndefined)
@@ -138,7 +138,8 @@ def render(agents: list[AgentResult]) -> str:
                                seconds=lambda value: "n/a" if value is None else f"{value:.2f}")
     environment.globals.update(rate_with_interval=rate_with_interval)
     plots = {"success vs step budget": success_by_step_plot(agents, int(config["evaluate"]["budget"])),
-             "per-episode distances": distance_plot(agents, agents[0].metrics.get("success_threshold"))}
+             "per-episode distances": distance_plot(agents, agents[0].metrics.get("success_threshold")),
+             **{Path(path).stem.replace("_", " "): path for path in benchmark_plots}}
     return environment.get_template(TEMPLATE_FILE).render(
         task=agents[0].metrics["task"], evaluate=config["evaluate"], planner=config.get("planner"),
         run_dir=config.get("run_dir"), agents=agents, plots=plots)
@@ -147,7 +148,8 @@ def render(agents: list[AgentResult]) -> str:
 def write_report(evaluation_dir: str | Path) -> Path:
     """Write `evaluation_dir/report.html` from the agents evaluated there; returns its path."""
     evaluation_dir = Path(evaluation_dir)
-    return atomic_write_text(evaluation_dir / REPORT_FILE, render(load_agents(evaluation_dir)))
+    benchmark_plots = sorted(f"{PLOTS_DIR}/{path.name}" for path in (evaluation_dir / PLOTS_DIR).glob("*.png"))
+    return atomic_write_text(evaluation_dir / REPORT_FILE, render(load_agents(evaluation_dir), benchmark_plots))
 
 
 def main(argv: list[str] | None = None) -> None:
