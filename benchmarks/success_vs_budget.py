@@ -17,8 +17,8 @@ from pathlib import Path
 
 from agent.build import load_run_config
 from agent.evaluate import main as evaluate
-from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from agent.report import PLOTS_DIR, write_report
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from bookkeeping.io import atomic_save, atomic_write_bytes, atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
