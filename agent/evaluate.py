@@ -9,7 +9,8 @@ start = (episode, t), goal = the stored frame and state `goal_offset` steps late
 reset to the start state and the agent has `budget` task steps; an episode succeeds when the task's
 success predicate holds after any control step. Writes to `paths.evaluation/<agent>/`:
 `metrics.json` (aggregate + resolved config), `episodes.jsonl` (one record per episode) and
-`videos/*.mp4`, and `identity.json` (what the episodes depend on: `evaluation_identity`). Finished
+`videos/*.mp4`, and `identity.json` (what the episodes depend on: `evaluation_identity`); the command
+(`command`) then writes `paths.evaluation/report.html` for every agent evaluated there. Finished
 episodes are kept: a rerun of the same identity resumes; one of another (a changed protocol or planner,
 a retrained predictor) is refused, naming the differences, unless `run.overwrite=true` (start afresh).
 
@@ -38,6 +39,7 @@ from tqdm import tqdm
 from agent.build import PLANNING_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
+from agent.report import write_report
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from bookkeeping.checks import check_int_list, check_ints, check_numbers
@@ -122,7 +124,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
     return {
         "agent": kind, "task": cfg.env.name, "planner": planner,
         "energy": OmegaConf.to_container(cfg.evaluate.energy, resolve=True) if kind in PLANNING_AGENTS else None,
-        "episodes": len(records), "seeds": [int(s) for s in cfg.evaluate.seeds],
+        "episodes": len(records), "seeds": [int(s) for s in cfg.evaluate.seeds], "success_threshold": success_threshold,
         "success_rate": float(np.mean(successes)),
         "success_rate_ci95": bootstrap_interval(successes, cfg.evaluate.bootstrap_samples),
         # held: within the threshold at each of the budget's last hold_steps steps (reached counts any step)
@@ -158,11 +160,18 @@ def agent_summary(metrics: dict, out_dir: Path) -> dict:
             "videos": sorted(str(path) for path in (out_dir / "videos").glob("*.mp4"))}
 
 
+def own_run_summary(cfg: DictConfig, evaluation_dir: Path) -> Path | None:
+    """The run's `summary.json` when `evaluation_dir` is the run's own `eval/` and the run has one."""
+    summary_path = Path(cfg.run_dir) / "summary.json"
+    own = evaluation_dir.resolve() == (Path(cfg.run_dir) / "eval").resolve()
+    return summary_path if own and summary_path.exists() else None
+
+
 def refresh_run_summary(cfg: DictConfig, kind: str, metrics: dict, out_dir: Path) -> None:
     """An evaluation into the run's own `eval/` (run on its own, e.g. with more pairs) updates the
     agent's line in the run's `summary.json`, which would otherwise show the earlier figures."""
-    summary_path = Path(cfg.run_dir) / "summary.json"
-    if not summary_path.exists() or out_dir.resolve() != (Path(cfg.run_dir) / "eval" / kind).resolve():
+    summary_path = own_run_summary(cfg, out_dir.parent)
+    if summary_path is None:
         return
     summary = read_json(summary_path)
     summary["agents"][kind] = agent_summary(metrics, out_dir)
@@ -204,6 +213,18 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
         print(f"warning: {metrics['episodes_starting_at_goal']} of {metrics['episodes']} episodes start within the "
               "success threshold of their goal; evaluate.exclude_within (in the task's distance) skips such pairs",
               file=sys.stderr)
+    return metrics
+
+
+def command(cfg: DictConfig) -> dict:
+    """`jepa-agent evaluate`: the episodes (`main`), then the evaluation directory's `report.html` (every
+    agent evaluated there, `agent.report`), linked from the run's `summary.json` when it is the run's `eval/`."""
+    metrics = main(cfg)
+    report = write_report(cfg.paths.evaluation)
+    summary_path = own_run_summary(cfg, Path(cfg.paths.evaluation))
+    if summary_path is not None:
+        atomic_write_json(summary_path, {**read_json(summary_path), "report": str(report)})
+    print(f"report: {report}")
     return metrics
 
 

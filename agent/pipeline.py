@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.config import command_line
 from agent.evaluate import agent_summary
+from agent.report import write_report
 from bookkeeping.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
 
 class PipelineStage(NamedTuple):
@@ -187,6 +188,7 @@ def main(cfg: DictConfig) -> None:
         run_stage(book, f"evaluate_{agent}", EVALUATION_SECTIONS, Path(cfg.paths.evaluation) / agent,
                   "metrics.json", "agent.evaluate:main", cfg, agent)
     summary = summarize(cfg, run_dir, book)
+    summary["report"] = str(write_report(cfg.paths.evaluation))  # eval/report.html: every agent's page
     atomic_write_json(run_dir / "summary.json", summary)
     print_summary(summary)
 
@@ -244,3 +246,5 @@ def print_summary(summary: dict) -> None:
     for agent, metrics in summary["agents"].items():
         if metrics["videos"]:
             print(f"  videos ({agent}): {Path(metrics['videos'][0]).parent}")
+    if summary.get("report"):
+        print(f"  report: {summary['report']}  (open it in a browser)")

@@ -2,7 +2,8 @@
 
 Re-evaluates a finished run directory (`jepa-agent run ...`) under the same protocol with several
 planner budgets, writes benchmarks/results/success_vs_budget.{json,png} and prints a table. The
-random agent does not plan: it is drawn as a flat line.
+random agent does not plan: it is drawn as a flat line. The plot also goes to the run's evaluation
+report (`eval/plots/`, then `eval/report.html` is made again).
 
     python -m benchmarks.success_vs_budget runs/quick
     python -m benchmarks.success_vs_budget runs/quick --budgets 100x5 300x10 300x30 --pairs 20
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from agent.build import load_run_config
 from agent.evaluate import main as evaluate
+from agent.report import PLOTS_DIR, write_report
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
-from bookkeeping.io import atomic_save, atomic_write_json
+from bookkeeping.io import atomic_save, atomic_write_bytes, atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,7 +34,7 @@ def run_config(run_dir: Path, evaluation_dir: Path, samples: int, iterations: in
     return cfg
 
 
-def plot(rows: list[dict], random_rate: float, path: Path) -> None:
+def plot(rows: list[dict], random_rate: float, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,6 +54,7 @@ def plot(rows: list[dict], random_rate: float, path: Path) -> None:
     figure.tight_layout()
     atomic_save(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
     plt.close(figure)
+    return path
 
 
 def parse_budget(text: str) -> tuple[int, int]:
@@ -93,8 +96,12 @@ def main() -> None:
     atomic_write_json(RESULTS / f"success_vs_budget{suffix}.json",
                       {"run_dir": str(args.run_dir), "pairs": pairs, "rows": rows,
                        "random_success_rate": random_metrics["success_rate"]})
-    plot(rows, random_metrics["success_rate"], RESULTS / f"success_vs_budget{suffix}.png")
-    print(f"plot: {RESULTS / f'success_vs_budget{suffix}.png'}")
+    png = plot(rows, random_metrics["success_rate"], RESULTS / f"success_vs_budget{suffix}.png")
+    print(f"plot: {png}")
+    evaluation_dir = Path(load_run_config(args.run_dir).paths.evaluation)
+    if list(evaluation_dir.glob("*/metrics.json")):  # the run's own evaluations: their report shows it too
+        atomic_write_bytes(evaluation_dir / PLOTS_DIR / png.name, png.read_bytes())
+        print(f"report: {write_report(evaluation_dir)}")
 
 
 if __name__ == "__main__":

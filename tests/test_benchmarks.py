@@ -48,6 +48,9 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     data = json.loads((RESULTS / "success_vs_budget_smoke.json").read_text())
     assert {row["agent"] for row in data["rows"]} == {"latent", "oracle"}
     assert (RESULTS / "success_vs_budget_smoke.png").stat().st_size > 1000
+    shown = micro_run_dir / "eval" / "plots" / "success_vs_budget_smoke.png"  # in the run's report too
+    assert shown.read_bytes() == (RESULTS / shown.name).read_bytes()
+    assert 'src="plots/success_vs_budget_smoke.png"' in (micro_run_dir / "eval" / "report.html").read_text()
     output = RESULTS / "encoder_ceiling_smoke.json"
     result = run_module("benchmarks.encoder_ceiling", str(micro_run_dir), "--pairs", "2", "--samples", "8",
                         "--iterations", "2", "--output", str(output))

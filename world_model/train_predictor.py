@@ -13,7 +13,8 @@ latent teacher-forcing term next to the copy-the-last-latent baseline on the sam
 identity (model, training settings, seed, the training latents: `run_identity`) is the same, and
 refuses another unless `run.overwrite=true`, which deletes the other run's predictor and starts
 afresh. A non-finite loss stops training and leaves the last good checkpoint as it was. Outputs in
-`cfg.paths.predictor`: `predictor.safetensors`, `meta.json`, `config.yaml`, `history.json`, and with
+`cfg.paths.predictor`: `predictor.safetensors`, `meta.json`, `config.yaml`, `history.json`, the curves as
+TensorBoard event files in `tensorboard/` (every step's losses and lr, every epoch's validation), and with
 `predictor.readout.steps > 0` the position readout (`world_model.position_readout`, trained after the
 predictor; a rerun retrains only it).
 """
@@ -35,6 +36,7 @@ from bookkeeping.checks import check_ints, check_numbers
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
 from envs.registry import task_class
 from world_model.energy import latent_distance
+from world_model.event_log import EventLog
 from world_model import distributed
 from world_model.latent_cache import LatentCache, load_stage_encoder
 from world_model.familiarity import fit_reference
@@ -294,6 +296,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
         print(f"data parallel: {processes.world_size} processes, {train_cfg.batch_size // processes.world_size} "
               f"windows each per step")
     model.train()
+    events = EventLog(output_dir, resumed_step=step) if processes.is_main else None  # rank 0's share of each batch
     progress = tqdm(total=total_steps, initial=step, unit="step", desc="train predictor", dynamic_ncols=True,
                     disable=not processes.is_main)
     while step < total_steps:
@@ -319,12 +322,17 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
             step += 1
+            if events is not None:
+                values = torch.stack([value.detach().float() for value in losses.values()]).tolist()  # one sync
+                events.scalars(step, {"train/lr": optimizer.param_groups[0]["lr"],
+                                      **{f"train/{name}": value for name, value in zip(losses, values)}})
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}", teacher_forcing=f"{losses['teacher_forcing'].item():.4f}",
                                  copy_last=f"{losses['copy_last'].item():.4f}")
             if step % train_cfg.checkpoint_every == 0 and step % steps_per_epoch:
                 partial_loss = processes.mean(epoch_loss)  # every process calls it; the same step count on each
                 if processes.is_main:
+                    events.flush()  # first: a checkpoint on disk has its curves on disk
                     save_checkpoint(checkpoint_path, model, optimizer, step, history, identity,
                                     (partial_loss, epoch_steps))
         train_loss = processes.mean(epoch_loss / max(epoch_steps, 1))  # the epoch's mean over every process
@@ -335,11 +343,15 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             progress.write(f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}: latent teacher "
                            f"forcing {val['teacher_forcing']:.4f} (copy-last {val['copy_last']:.4f}), latent rollout "
                            f"{val['rollout']:.4f}, proprio {val['proprio']:.4f}")
+            events.scalars(step, {"epoch/train_loss": train_loss,
+                                  **{f"val/{name}": value for name, value in val.items()}})
+            events.flush()
             save_checkpoint(checkpoint_path, model, optimizer, step, history, identity)
         processes.barrier()
     progress.close()
     if not processes.is_main:
         return
+    events.close()
     meta = {"task": train_cache.manifest["task"], "action_dim": train_cache.action_dim,
             "block": model.config.block, "latent_grid": model.config.pool_grid, "latent_dim": model.config.output_dim,
             "cache_grid": train_cache.grid, "cache_dim": train_cache.dim, "encoder_fingerprint": fingerprint,

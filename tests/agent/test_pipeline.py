@@ -74,6 +74,8 @@ def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir,
     shutil.rmtree(run_dir / "eval" / "oracle")
     grown = cli("evaluate", "experiment=micro", "evaluate.pairs=3", f"hydra.run.dir={run_dir}")
     assert grown.returncode == 0, grown.stderr[-2000:]
+    report = run_dir / "eval" / "report.html"  # the evaluation's page, remade and linked by `evaluate` too
+    assert json.loads((run_dir / "summary.json").read_text())["report"] == str(report) and report.is_file()
     (run_dir / "encoder" / "model.safetensors").unlink()  # pretrain exports it again from its last checkpoint
     shard = next((run_dir / "dataset" / "train").glob("*/frames.npy"))
     original = shard.read_bytes()

@@ -12,6 +12,7 @@ from transformers import VJEPA2Config
 
 from envs.dataset import EpisodeStore
 from tests.conftest import collect_tiny_dataset, compose_config
+from tests.world_model.test_event_log import read_scalars
 from world_model.encoder import load_encoder, preprocess_frames
 from world_model.vjepa import pretrain
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
@@ -235,7 +236,12 @@ def test_pretrain_stage_exports_a_loadable_encoder_resumes_and_skips_when_done(t
     assert {"config.json", "model.safetensors", "metrics.csv", "config.yaml", "pretrain_summary.json"} <= {
         p.name for p in output.iterdir()}
     with open(output / "metrics.csv") as handle:
-        assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
+        rows = list(csv.DictReader(handle))
+    assert [int(row["step"]) for row in rows] == [1, 2, 3, 4]
+    curves = output / "tensorboard"  # the same curves, each step once: the killed run's and the resumed one's
+    assert read_scalars(curves, "train/loss") == [(int(row["step"]), pytest.approx(float(row["loss"]), rel=1e-5))
+                                                  for row in rows]
+    assert [step for step, _ in read_scalars(curves, "representation/effective_rank")] == [2, 4]
     stamp = (output / "model.safetensors").stat().st_mtime_ns
     pretrain.main(compose_config(tmp_path, overrides))
     assert (output / "model.safetensors").stat().st_mtime_ns == stamp  # finished: nothing redone

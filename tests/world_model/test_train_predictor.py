@@ -17,6 +17,7 @@ import torch
 from agent.config import compose_config
 from bookkeeping.io import sha256_file
 from tests.conftest import REPO
+from tests.world_model.test_event_log import read_scalars
 from tests.world_model.test_latent_cache import save_tiny_encoder
 from world_model import latent_cache, train_predictor
 from world_model.latent_cache import LatentCache
@@ -102,6 +103,11 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, embedded_run, mon
     for resumed_epoch, straight_epoch in zip(*histories[::-1]):  # the killed epoch's mean counts its first steps too
         assert resumed_epoch == pytest.approx(straight_epoch)
     assert len(histories[0]) == len(histories[1]) == 2
+    for tag in ("train/loss", "val/loss"):  # the curves too: the killed run's steps, then the resumed run's
+        straight_curve, resumed_curve = (read_scalars(tmp_path / name / "tensorboard", tag)
+                                         for name in ("straight", "killed"))
+        assert [step for step, _ in resumed_curve] == [step for step, _ in straight_curve]
+        assert [value for _, value in resumed_curve] == pytest.approx([value for _, value in straight_curve])
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, embedded_run, monkeypatch):

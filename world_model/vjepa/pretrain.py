@@ -7,6 +7,7 @@ collapse statistics). Writes `cfg.paths.encoder`:
     checkpoints/last.pt              resume state, rewritten every `checkpoint_every` steps
     metrics.csv                      loss (L1 + any penalties), lr, EMA momentum, val loss, token
                                      std, effective rank
+    tensorboard/                     the same curves as TensorBoard event files (`world_model.event_log`)
     pretrain_summary.json            written last: the run is finished
     config.yaml                      the resolved config
 A rerun after a kill resumes from the last checkpoint; a rerun of a finished run returns at once. Both
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from bookkeeping.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_json
 from world_model.encoder import resolve_device
+from world_model.event_log import EventLog
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.statistics import MetricsLog
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, run_identity
@@ -32,6 +34,9 @@ from world_model.vjepa.weights import WEIGHTS_FILE, save_vjepa2
 
 METRIC_FIELDS = ["loss", "lr", "momentum", "val_loss", "token_std", "min_dim_std", "effective_rank",
                  "train_seconds"]
+EVENT_TAGS = {"loss": "train/loss", "lr": "train/lr", "momentum": "train/ema_momentum", "val_loss": "val/loss",
+              "token_std": "representation/token_std", "min_dim_std": "representation/min_dim_std",
+              "effective_rank": "representation/effective_rank"}  # metrics.csv's columns in TensorBoard
 SUMMARY_FILE = "pretrain_summary.json"
 
 
@@ -91,6 +96,7 @@ def main(cfg: DictConfig) -> None:
             (output / stale).unlink(missing_ok=True)
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log = MetricsLog(output / "metrics.csv", METRIC_FIELDS, keep_until_step=trainer.step)
+    events = EventLog(output, resumed_step=trainer.step)
     print(f"pretrain: {meta.get('task', '?')} {train_frames.shape[0]} train episodes, "
           f"{sum(p.numel() for p in trainer.model.context_model.parameters()) / 1e6:.2f}M parameters, "
           f"{settings.steps} steps x {settings.batch_size} clips of {settings.clip_frames} frames on {device.type}"
@@ -108,11 +114,14 @@ def main(cfg: DictConfig) -> None:
             metrics.update(trainer.evaluate(val_clips, seed=cfg.seed))
         if step % settings.log_every == 0 or "val_loss" in metrics:
             log.append(step, {**metrics, "train_seconds": trainer.train_seconds})
+            events.scalars(step, {EVENT_TAGS[name]: value for name, value in metrics.items()})
         if step % settings.checkpoint_every == 0 or last:
+            events.flush()  # first: a checkpoint on disk has its curves on disk
             trainer.save_checkpoint(checkpoint)
         progress.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         progress.update(1)
     progress.close()
+    events.close()
     if "val_loss" not in metrics:  # resumed from the final checkpoint of a run killed before export
         metrics = trainer.evaluate(val_clips, seed=cfg.seed)
 
