@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from bookkeeping.locks import directory_lock
 from envs.rendering import configure_mujoco_gl
 
 configure_mujoco_gl()  # before anything imports mujoco
@@ -93,35 +94,7 @@ def resolve_run_dir(cfg) -> None:
             cfg.run_dir = HydraConfig.get().runtime.output_dir
 
 
-@contextlib.contextmanager
-def run_dir_lock(run_dir: str, command: str):
-    """Hold an exclusive lock on the run directory for the whole command: a second command on it is
-    refused at once, naming the process that holds it (two commands on one directory both ran every
-    stage and one crashed). The lock dies with its process, so a killed command leaves none behind.
-    Under torchrun only rank 0 takes it (the other ranks are the same command)."""
-    import fcntl
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield
-        return
-    path = Path(run_dir) / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ValueError(f"run directory {run_dir!r} is in use by {holder}; wait for it to finish, "
-                             "or use another hydra.run.dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} ({command})\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)  # while still locked: the next command makes a fresh one
+READING_STAGES = ("evaluate",)  # read the run's outputs; each locks its own output too (agent/evaluate.py)
 
 
 def remove_made_directories(directory: Path, existing: Path) -> None:
@@ -263,7 +236,8 @@ def run_stage(name: str, argv: list[str]) -> None:
         stop_on_interrupt()
         resolve_run_dir(cfg)
         try:
-            with run_dir_lock(cfg.run_dir, f"jepa-agent {name} {' '.join(argv)}"):
+            with directory_lock(cfg.run_dir, "run directory", shared=name in READING_STAGES,
+                                command=f"jepa-agent {name} {' '.join(argv)}"):
                 check_common_keys(cfg)
                 if cfg.threads:
                     import torch

@@ -43,6 +43,7 @@ from agent.report import write_report
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from bookkeeping.checks import check_int_list, check_ints, check_numbers
+from bookkeeping.locks import directory_lock
 from envs.dataset import EpisodeStore, read_manifest
 from bookkeeping.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
                      read_json, sha256_file)
@@ -201,7 +202,8 @@ def main(cfg: DictConfig, kind: str | None = None) -> dict:
     try:
         agent = build_agent(cfg, tasks[0], kind)  # a bad planner setting or a missing predictor fails here
         out_dir = ensure_writable_dir(Path(cfg.paths.evaluation) / kind, "evaluation directory")
-        metrics = run_episodes(cfg, kind, agent, out_dir, store, tasks)
+        with directory_lock(out_dir, "evaluation directory"):  # other evaluations of the run may run beside it
+            metrics = run_episodes(cfg, kind, agent, out_dir, store, tasks)
     finally:
         for task in tasks:
             task.close()

@@ -9,7 +9,11 @@ On held-out episodes of the latent cache (`diagnose.split`), with the planning d
                              transition's action: mean reciprocal rank, as in the Image World Models
                              paper (`retrieval.png`);
   energy landscape           distance to the true next latent over a 2-D grid of first action blocks
-                             offset (on action dims 0 and 1) around the true one (`energy_landscape.png`).
+                             offset (on action dims 0 and 1) around the true one (`energy_landscape.png`);
+  object readout             with a latent readout beside the predictor (the cube): how far the positions it
+                             reads from the rollouts lie from the true ones, against copying the last true
+                             position and against reading the true latents, over all windows and over those
+                             where the object moves (`object_readout.png`): does the predictor carry the object?
 Writes `diagnostics.json` and the PNGs to `diagnose.output_dir` (default `run_dir/diagnostics`).
 `run_dir=DIR` finds the predictor and cache of a pipeline run; `paths.predictor` / `paths.latents`
 may point elsewhere.
@@ -26,10 +30,11 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from bookkeeping.checks import check_ints, check_numbers, is_int
-from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
+from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
 from world_model.encoder import resolve_device
 from world_model.energy import latent_distance
 from world_model.latent_cache import LatentCache
+from world_model.latent_readout import META_FILE as LATENT_READOUT_META, load_latent_readout
 from world_model.predictor import Predictor, load_predictor
 from world_model.train_predictor import WindowData
 
@@ -65,6 +70,33 @@ def rollout_error(model: Predictor, data: WindowData, windows, horizon: int, nor
     return {"horizon_blocks": list(range(1, horizon + 1)), "model": model_error.tolist(),
             "copy_last": copy_error.tolist(), "windows": len(windows),
             "beats_copy_last": bool((model_error < copy_error).all())}
+
+
+@torch.no_grad()
+def object_readout_error(model: Predictor, readout, data: WindowData, qpos: np.ndarray, windows, horizon: int,
+                         moving_threshold: float, device) -> dict:
+    """Median distance (task units) between the positions `readout` reads from open-loop rollouts and the
+    true ones, per horizon block; beside copying the last context frame's true position, and the readout
+    of the true future latents (its own error). qpos (E, T+1, nq) of the cache's episodes. `moving`: the
+    windows where the object ends more than `moving_threshold` away from where it started."""
+    context, block = model.config.context_frames, model.config.block
+    latents, actions, proprio = data.batch(windows, device)
+    predicted = model.rollout(latents[:, :context], actions[:, context - 1 : context - 1 + horizon],
+                              actions[:, : context - 1], context_proprio(proprio, context)).float()  # (B, H, N, D')
+    frames = windows[:, 1:] + block * torch.arange(context + horizon)  # (B, C+H)
+    indices = list(readout.config.qpos_indices)
+    true = torch.from_numpy(np.asarray(qpos[windows[:, 0].numpy()[:, None], frames.numpy()][..., indices],
+                                       dtype=np.float32))  # (B, C+H, K)
+    last, future = true[:, context - 1], true[:, context:]  # (B, K), (B, H, K)
+    errors = {"predictor": (readout(predicted).cpu() - future).norm(dim=-1),  # (B, H)
+              "copy_last": (last[:, None] - future).norm(dim=-1),
+              "readout_of_true_latents": (readout(latents[:, context:]).cpu() - future).norm(dim=-1)}
+    moving = errors["copy_last"][:, -1] > moving_threshold
+    return {"horizon_blocks": list(range(1, horizon + 1)), "qpos_indices": indices, "windows": len(windows),
+            "moving_windows": int(moving.sum()), "moving_threshold": moving_threshold,
+            "all": {name: error.median(0).values.tolist() for name, error in errors.items()},
+            "moving": {name: error[moving].median(0).values.tolist() if moving.any() else None
+                       for name, error in errors.items()}}
 
 
 def context_proprio(proprio: torch.Tensor | None, context: int) -> torch.Tensor | None:
@@ -157,6 +189,19 @@ def plot_results(results: dict, output_dir: Path) -> None:
              title=f"next-latent retrieval among {results['retrieval']['candidates']}")
     save_figure(figure, output_dir / "retrieval.png")
 
+    if "object_readout" in results:
+        tracking = results["object_readout"]
+        figure = Figure(figsize=(9, 3.5), layout="constrained")
+        for axes, subset in zip(figure.subplots(1, 2), ("all", "moving")):
+            count = tracking["windows"] if subset == "all" else tracking["moving_windows"]
+            for name, style in (("predictor", "o-"), ("copy_last", "s--"), ("readout_of_true_latents", "^:")):
+                if tracking[subset][name] is not None:
+                    axes.plot(tracking["horizon_blocks"], tracking[subset][name], style, label=name.replace("_", " "))
+            axes.set(xlabel="horizon (action blocks)", ylabel="median position error (task units)",
+                     title=f"{subset} windows (n = {count})")
+            axes.legend(fontsize=7)
+        save_figure(figure, output_dir / "object_readout.png")
+
     landscape = results["energy_landscape"]
     if "examples" in landscape:
         examples, extent = landscape["examples"], (landscape["offsets"][0], landscape["offsets"][-1]) * 2
@@ -205,6 +250,12 @@ def main(cfg: DictConfig) -> None:
             "energy_landscape": energy_landscape(model, step_data, sample_windows(
                 step_data, diagnose_cfg.landscape_examples, cfg.seed + 1, stride=block), diagnose_cfg, device),
         }
+        if (Path(cfg.paths.predictor) / LATENT_READOUT_META).exists():  # a readout of an object's position
+            readout = load_latent_readout(cfg.paths.predictor, device)
+            threshold = float(read_json(Path(cfg.paths.predictor) / LATENT_READOUT_META)["val_median_error"])
+            results["object_readout"] = object_readout_error(
+                model, readout, rollout_data, cache.field("qpos"), sample_windows(
+                    rollout_data, diagnose_cfg.rollout_windows, cfg.seed, stride=block), horizon, threshold, device)
     atomic_write_json(output_dir / "diagnostics.json", results)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     plot_results(results, output_dir)

@@ -70,3 +70,21 @@ def test_bad_settings_are_refused_naming_the_key(tmp_path, override):
     cfg = compose_config(tmp_path, [override])
     with pytest.raises(ValueError, match=rf"^{override.split('=')[0]}=.* is invalid; expected a positive int"):
         diagnostics.main(cfg)
+
+
+def test_diagnose_reads_the_object_along_rollouts_with_a_latent_readout(trained_run, tmp_path):
+    """With a latent readout beside the predictor, diagnose says how far the positions read from rollouts lie
+    from the true ones, against copying the last position and reading the true latents."""
+    overrides = ["device=cpu", *TINY_PREDICTOR, f"paths.predictor={tmp_path / 'p'}",
+                 "+predictor.latent_readout.steps=20", "+predictor.latent_readout.qpos_indices=[0,1]",
+                 "+predictor.latent_readout.val_frames=50"]
+    train_predictor.main(compose_config(trained_run, [*overrides, "predictor.train.epochs=1"]))
+    diagnostics.main(compose_config(trained_run, [*overrides, *TINY_DIAGNOSE,
+                                                  f"diagnose.output_dir={tmp_path / 'diagnostics'}"]))
+    tracking = json.loads((tmp_path / "diagnostics" / "diagnostics.json").read_text())["object_readout"]
+    assert tracking["qpos_indices"] == [0, 1] and tracking["horizon_blocks"] == [1, 2, 3]
+    assert all(len(values) == 3 and min(values) > 0 for values in tracking["all"].values())
+    assert tracking["all"]["copy_last"][0] < tracking["all"]["copy_last"][-1]  # the arm moves away from where it was
+    assert 0 <= tracking["moving_windows"] <= tracking["windows"] == 16
+    assert (tracking["moving_windows"] == 0) == (tracking["moving"]["predictor"] is None)
+    assert (tmp_path / "diagnostics" / "object_readout.png").stat().st_size > 0
