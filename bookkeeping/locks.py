@@ -41,8 +41,10 @@ def directory_lock(directory: str | os.PathLike, what: str, shared: bool = False
             yield
         finally:
             note.unlink(missing_ok=True)
-            with contextlib.suppress(BlockingIOError):  # the last holder removes the lock file, still holding it
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(BlockingIOError):  # the last holder removes the lock, still holding it, and
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the notes that killed holders left
+                for stale in directory.glob(".lock.*"):
+                    stale.unlink(missing_ok=True)
                 lock_path.unlink(missing_ok=True)
 
 
