@@ -58,8 +58,9 @@ def imagine_episode(model, frames: torch.Tensor, actions: torch.Tensor) -> torch
 
 
 @torch.no_grad()
-def rollout_error(model, store: EpisodeStore, horizon: int, windows: int, seed: int) -> dict:
-    """Model vs copy-last mean squared error per horizon over eval windows (module docstring)."""
+def rollout_error(model, store: EpisodeStore, horizon: int, windows: int, seed: int, chunk: int = 64) -> dict:
+    """Model vs copy-last mean squared error per horizon over eval windows (module docstring), `chunk`
+    windows per model call."""
     config = model.config
     horizon = min(horizon, store.episode_length // config.block - config.context_frames + 1)  # what episodes hold
     span = config.block * (config.context_frames - 1 + horizon)
@@ -67,24 +68,23 @@ def rollout_error(model, store: EpisodeStore, horizon: int, windows: int, seed: 
         raise ValueError(f"episodes of {store.episode_length} steps are too short for {config.context_frames} context "
                          f"frames and a block of {config.block} steps")
     starts = [(e, t) for e in range(len(store)) for t in range(store.episode_length - span + 1)]
-    chosen = np.random.default_rng(seed).permutation(len(starts))[:windows]
-    model_error, copy_error = torch.zeros(horizon), torch.zeros(horizon)
-    by_episode: dict[int, list[int]] = {}
-    for index in chosen:
-        by_episode.setdefault(starts[index][0], []).append(starts[index][1])
-    for episode_index, offsets in by_episode.items():
-        episode = store.episode(episode_index)
-        frames = model_frames(downsample(episode["frames"], config.image_size))  # (T+1, 3, r, r)
-        actions = torch.from_numpy(np.array(episode["actions"], dtype=np.float32))  # (T, A)
-        for start in offsets:
-            steps = start + config.block * np.arange(config.context_frames + horizon)  # frame indices
-            window, blocks = frames[steps], actions[start : start + span].reshape(-1, config.block * actions.shape[-1])
-            context = config.context_frames
-            predicted = model.rollout(window[None, :context], blocks[None, context - 1 :], blocks[None, : context - 1])[0]
-            truth = window[context:]  # (H, 3, r, r)
-            model_error += pixel_distance(predicted, truth, "l2")
-            copy_error += pixel_distance(window[context - 1 : context].expand_as(truth), truth, "l2")
-    model_error, copy_error = model_error / len(chosen), copy_error / len(chosen)
+    chosen = sorted(starts[i] for i in np.random.default_rng(seed).permutation(len(starts))[:windows])
+    window_frames, window_blocks, loaded = [], [], {}
+    for episode_index, start in chosen:
+        if episode_index not in loaded:
+            episode = store.episode(episode_index)
+            loaded = {episode_index: (downsample(episode["frames"], config.image_size),  # (T+1, 3, r, r) uint8
+                                      torch.from_numpy(np.array(episode["actions"], dtype=np.float32)))}  # (T, A)
+        frames, actions = loaded[episode_index]
+        window_frames.append(frames[start + config.block * np.arange(config.context_frames + horizon)])
+        window_blocks.append(actions[start : start + span].reshape(-1, config.block * actions.shape[-1]))
+    frames, blocks = model_frames(torch.stack(window_frames)), torch.stack(window_blocks)  # (W, C+H, 3, r, r), (W, C-1+H, bA)
+    context = config.context_frames
+    predicted = torch.cat([model.rollout(frames[rows, :context], blocks[rows, context - 1 :], blocks[rows, : context - 1])
+                           for rows in torch.arange(len(frames)).split(chunk)])  # (W, H, 3, r, r)
+    truth = frames[:, context:]  # (W, H, 3, r, r)
+    model_error = pixel_distance(predicted, truth, "l2").mean(0)  # (H,)
+    copy_error = pixel_distance(frames[:, context - 1 : context].expand_as(truth), truth, "l2").mean(0)  # (H,)
     return {"horizon_blocks": list(range(1, horizon + 1)), "model_mse": model_error.tolist(),
             "copy_last_mse": copy_error.tolist(), "ratio": (model_error / copy_error.clamp_min(1e-12)).tolist(),
             "windows": len(chosen), "resolution": config.image_size, "split": "eval"}
