@@ -276,7 +276,8 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())
                                  if path.suffix == ".safetensors" or path.name == "meta.json"}
     if kind == "pixel":  # the exact pixel model and its energy (world_model=pixel)
-        identity["pixel_model"] = {path.name: sha256_file(path) for path in sorted(Path(cfg.paths.pixel_model).iterdir())
+        model_dir = Path(cfg.paths.pixel_model)
+        identity["pixel_model"] = {path.name: sha256_file(path) for path in sorted(model_dir.iterdir())
                                    if path.suffix == ".safetensors" or path.name == "meta.json"}
         identity["pixel_energy"] = str(cfg.pixel.energy)
     return json.loads(json.dumps(identity, sort_keys=True, default=str))

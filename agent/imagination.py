@@ -78,9 +78,11 @@ def rollout_error(model, store: EpisodeStore, horizon: int, windows: int, seed: 
         frames, actions = loaded[episode_index]
         window_frames.append(frames[start + config.block * np.arange(config.context_frames + horizon)])
         window_blocks.append(actions[start : start + span].reshape(-1, config.block * actions.shape[-1]))
-    frames, blocks = model_frames(torch.stack(window_frames)), torch.stack(window_blocks)  # (W, C+H, 3, r, r), (W, C-1+H, bA)
+    frames = model_frames(torch.stack(window_frames))  # (W, C+H, 3, r, r)
+    blocks = torch.stack(window_blocks)  # (W, C-1+H, block*A)
     context = config.context_frames
-    predicted = torch.cat([model.rollout(frames[rows, :context], blocks[rows, context - 1 :], blocks[rows, : context - 1])
+    predicted = torch.cat([model.rollout(frames[rows, :context], blocks[rows, context - 1 :],
+                                         blocks[rows, : context - 1])
                            for rows in torch.arange(len(frames)).split(chunk)])  # (W, H, 3, r, r)
     truth = frames[:, context:]  # (W, H, 3, r, r)
     model_error = pixel_distance(predicted, truth, "l2").mean(0)  # (H,)
@@ -105,7 +107,8 @@ def main(cfg: DictConfig) -> dict:
         frames, actions = episode_blocks(store.episode(index), block, model.config.image_size)
         imagined = imagine_episode(model, frames, actions)  # (F - C, 3, r, r)
         real_images, imagined_images = to_images(frames).numpy(), to_images(imagined).numpy()
-        video = [labelled_pair(real_images[i], real_images[i], f"block {i}: context (observed)") for i in range(context)]
+        video = [labelled_pair(real_images[i], real_images[i], f"block {i}: context (observed)")
+                 for i in range(context)]
         video += [labelled_pair(real_images[context + i], imagined_images[i], f"block {context + i}: imagined "
                                 f"{i + 1} block(s) ahead") for i in range(len(imagined_images))]
         write_mp4(out_dir / f"episode{index}.mp4", np.stack(video), fps=4)

@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             latent_times.append(median_seconds(latent_rollout, 1, warmup=0 if args.smoke else 1))
             pixel_times.append(median_seconds(pixel_rollout, 1, warmup=0 if args.smoke else 1))
         latent_ms, pixel_ms = (sorted(times)[len(times) // 2] * 1e3 for times in (latent_times, pixel_times))
-        rows.append({"dtype": "bf16" if bf16 else "fp32", "latent_ms": round(latent_ms, 1), "pixel_ms": round(pixel_ms, 1),
-                     "pixel_over_latent": round(pixel_ms / latent_ms, 1)})
+        rows.append({"dtype": "bf16" if bf16 else "fp32", "latent_ms": round(latent_ms, 1),
+                     "pixel_ms": round(pixel_ms, 1), "pixel_over_latent": round(pixel_ms / latent_ms, 1)})
     print(f"one rollout of {args.samples} candidates x {args.horizon} blocks, {args.threads} threads; parameters: "
           f"latent predictor {parameter_count(latent):,}, pixel model {parameter_count(pixel):,} "
           f"({pixel.config.image_size} px)")

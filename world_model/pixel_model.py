@@ -138,7 +138,8 @@ class PixelWorldModel(nn.Module):
         window = context[:, count - keep:]  # (Bc, C', 3, S, S)
         caches = None
         if keep > 1:  # frames before the last one: the same for every candidate
-            _, caches = self.advance(window[:, :-1], context_actions[:, context_actions.shape[1] - (keep - 1):], None, 0)
+            window_actions = context_actions[:, context_actions.shape[1] - (keep - 1):]  # (Bc, C'-1, block*A)
+            _, caches = self.advance(window[:, :-1], window_actions, None, 0)
             caches = [cache.repeat(samples) for cache in caches] if samples > 1 else caches
         return self.roll_on(window[:, -1:].repeat_interleave(samples, dim=0), caches, actions)
 
@@ -179,7 +180,8 @@ def load_pixel_model(path: str | Path, device: str | torch.device | None = None)
     try:
         model = PixelWorldModel(PixelModelConfig(**meta["config"]))
     except (KeyError, TypeError) as error:
-        raise ValueError(f"{str(directory / META_FILE)!r} does not describe a pixel model ({error}); {retrain}") from None
+        raise ValueError(f"{str(directory / META_FILE)!r} does not describe a pixel model ({error}); "
+                         f"{retrain}") from None
     try:
         weights = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError) as error:

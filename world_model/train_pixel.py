@@ -130,7 +130,8 @@ def check_settings(cfg: DictConfig) -> None:
     if cfg.pixel.energy not in FRAME_NORMS:
         raise ValueError(f"pixel.energy={cfg.pixel.energy!r} is invalid; expected one of {list(FRAME_NORMS)}")
     if cfg.pixel.width % cfg.pixel.heads:
-        raise ValueError(f"pixel.width={cfg.pixel.width} is invalid; expected a multiple of pixel.heads={cfg.pixel.heads}")
+        raise ValueError(f"pixel.width={cfg.pixel.width} is invalid; expected a multiple of "
+                         f"pixel.heads={cfg.pixel.heads}")
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -214,7 +215,8 @@ def main(cfg: DictConfig) -> None:
     progress = tqdm(total=total_steps, initial=step, unit="step", desc="train pixel model", dynamic_ncols=True)
     while step < total_steps and not out_of_time():
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(train_data.windows), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        shuffle = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        order = torch.randperm(len(train_data.windows), generator=shuffle)
         for index in range(step_in_epoch, steps_per_epoch):
             started = time.perf_counter()
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
@@ -239,9 +241,10 @@ def main(cfg: DictConfig) -> None:
             if out_of_time():
                 break
         val = validate(model, val_data, val_windows, train_cfg, device)
-        history.append({"epoch": epoch + 1, "step": step, "elapsed_s": elapsed, **{f"val_{k}": v for k, v in val.items()}})
-        progress.write(f"epoch {epoch + 1} (step {step}, {elapsed:.0f} s): val teacher forcing {val['teacher_forcing']:.5f}"
-                       f" (copy-last {val['copy_last']:.5f}), rollout {val['rollout']:.5f}")
+        history.append({"epoch": epoch + 1, "step": step, "elapsed_s": elapsed,
+                        **{f"val_{k}": v for k, v in val.items()}})
+        progress.write(f"epoch {epoch + 1} (step {step}, {elapsed:.0f} s): val teacher forcing "
+                       f"{val['teacher_forcing']:.5f} (copy-last {val['copy_last']:.5f}), rollout {val['rollout']:.5f}")
         save_checkpoint()
     progress.close()
     meta = {"task": train_store.meta["task"], "action_dim": model.config.action_dim, "env_image_size":

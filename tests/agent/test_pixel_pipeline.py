@@ -31,8 +31,10 @@ def test_pixel_world_model_runs_beside_the_latent_agent(micro_run_dir, tmp_path)
     errors = json.loads((model_dir / "imagination" / "rollout_error.json").read_text())
     assert errors["horizon_blocks"] == [1, 2, 3] and len(errors["ratio"]) == 3  # what 20-step episodes hold
     frames = iio.imread(model_dir / "imagination" / "episode0.mp4")
-    assert frames.shape[0] == 5 and frames.shape[2] > 2 * (frames.shape[1] - 24)  # 20 steps / block 5 + 1; real | imagined
+    assert frames.shape[0] == 5  # 20 steps / block 5 + 1 frames
+    assert frames.shape[2] > 2 * (frames.shape[1] - 24)  # real | imagined, above a caption
 
-    refused = cli("run", "experiment=micro", "world_model=pixel", "pixel.energy=l3", f"hydra.run.dir={tmp_path / 'bad'}")
+    refused = cli("run", "experiment=micro", "world_model=pixel", "pixel.energy=l3",
+                  f"hydra.run.dir={tmp_path / 'bad'}")
     assert refused.returncode == 2 and not (tmp_path / "bad").exists()
     assert refused.stderr.strip() == "error: pixel.energy='l3' is invalid; expected one of ['l2', 'l1', 'l2_blur']"
