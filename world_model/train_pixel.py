@@ -129,6 +129,11 @@ def check_settings(cfg: DictConfig) -> None:
         raise ValueError(f"pixel.train.loss={cfg.pixel.train.loss!r} is invalid; expected one of {list(LOSSES)}")
     if cfg.pixel.energy not in FRAME_NORMS:
         raise ValueError(f"pixel.energy={cfg.pixel.energy!r} is invalid; expected one of {list(FRAME_NORMS)}")
+    resolution = cfg.pixel.resolution or cfg.env.image_size
+    if cfg.env.image_size % resolution:
+        raise ValueError(f"pixel.resolution={resolution} is invalid for env.image_size={cfg.env.image_size}; "
+                         "expected a divisor of it (frames are area-downsampled)")
+    model_config(cfg, action_dim=1)  # the channels must fit the resolution: one halving per conv
     if cfg.pixel.width % cfg.pixel.heads:
         raise ValueError(f"pixel.width={cfg.pixel.width} is invalid; expected a multiple of "
                          f"pixel.heads={cfg.pixel.heads}")
