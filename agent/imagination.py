@@ -6,7 +6,9 @@ On the held-out `eval` split, with the true actions and no correction from obser
     imagination/rollout_error.json  per horizon 1..`pixel.imagination.horizon` blocks, over up to
                                   `pixel.imagination.windows` windows: the mean squared pixel error of the
                                   model (frames in [-0.5, 0.5] at the model's resolution) and of copying the
-                                  last context frame, and their ratio (< 1: the model beats copy-last)
+                                  last context frame, and their ratio (< 1: the model beats copy-last);
+                                  `random_action_mse`: between the predictions for the true and for random
+                                  actions (next to model_mse, ~0: the model ignores the actions)
 Recomputed on every call (a measurement, like `diagnose`); the files are written whole, then renamed.
 """
 from __future__ import annotations
@@ -81,14 +83,21 @@ def rollout_error(model, store: EpisodeStore, horizon: int, windows: int, seed: 
     frames = model_frames(torch.stack(window_frames))  # (W, C+H, 3, r, r)
     blocks = torch.stack(window_blocks)  # (W, C-1+H, block*A)
     context = config.context_frames
-    predicted = torch.cat([model.rollout(frames[rows, :context], blocks[rows, context - 1 :],
-                                         blocks[rows, : context - 1])
-                           for rows in torch.arange(len(frames)).split(chunk)])  # (W, H, 3, r, r)
+    random_blocks = torch.rand(blocks[:, context - 1 :].shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+    def imagined(planned: torch.Tensor) -> torch.Tensor:  # planned (W, H, block*A) -> (W, H, 3, r, r)
+        return torch.cat([model.rollout(frames[rows, :context], planned[rows], blocks[rows, : context - 1])
+                          for rows in torch.arange(len(frames)).split(chunk)])
+
+    predicted = imagined(blocks[:, context - 1 :])
     truth = frames[:, context:]  # (W, H, 3, r, r)
     model_error = pixel_distance(predicted, truth, "l2").mean(0)  # (H,)
     copy_error = pixel_distance(frames[:, context - 1 : context].expand_as(truth), truth, "l2").mean(0)  # (H,)
+    # how much the actions move the prediction: next to model_mse, ~0 says the planner has nothing to choose between
+    action_effect = pixel_distance(predicted, imagined(random_blocks), "l2").mean(0)  # (H,)
     return {"horizon_blocks": list(range(1, horizon + 1)), "model_mse": model_error.tolist(),
             "copy_last_mse": copy_error.tolist(), "ratio": (model_error / copy_error.clamp_min(1e-12)).tolist(),
+            "random_action_mse": action_effect.tolist(),
             "windows": len(chosen), "resolution": config.image_size, "split": "eval"}
 
 

@@ -29,7 +29,7 @@ def test_pixel_world_model_runs_beside_the_latent_agent(micro_run_dir, tmp_path)
     meta = json.loads((model_dir / "meta.json").read_text())
     assert meta["parameters"] > 0 and meta["steps"] >= 1 and meta["task"] == "reacher"
     errors = json.loads((model_dir / "imagination" / "rollout_error.json").read_text())
-    assert errors["horizon_blocks"] == [1, 2, 3] and len(errors["ratio"]) == 3  # what 20-step episodes hold
+    assert errors["horizon_blocks"] == [1, 2, 3] and len(errors["ratio"]) == len(errors["random_action_mse"]) == 3
     frames = iio.imread(model_dir / "imagination" / "episode0.mp4")
     assert frames.shape[0] == 5  # 20 steps / block 5 + 1 frames
     assert frames.shape[2] > 2 * (frames.shape[1] - 24)  # real | imagined, above a caption
