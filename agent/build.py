@@ -13,9 +13,9 @@ from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
-AGENTS = ("latent", "random", "oracle", "expert")
-PLANNING_AGENTS = ("latent", "oracle")  # the agents that plan with cfg.planner and cfg.evaluate.energy
-RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation")  # the `paths` of a run directory
+AGENTS = ("latent", "random", "oracle", "pixel", "expert")  # pixel: the world model of `world_model=pixel`
+PLANNING_AGENTS = ("latent", "oracle", "pixel")  # the agents that plan with cfg.planner and cfg.evaluate.energy
+RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model")  # a run directory's `paths`
 
 
 def load_world_model(cfg: DictConfig, task, device: str):
@@ -42,6 +42,25 @@ def load_world_model(cfg: DictConfig, task, device: str):
     return encoder, predictor
 
 
+def load_pixel_world(cfg: DictConfig, task, device: str):
+    """`PixelWorld` with the pixel model of cfg.paths.pixel_model, checked against the task -> (world, block)."""
+    from agent.pixel_world import PixelWorld
+    from envs.registry import registered_name
+    from world_model.pixel_model import load_pixel_model
+
+    if cfg.get("pixel") is None:
+        raise ValueError("the pixel agent needs the pixel world model's settings; pass world_model=pixel")
+    model, meta = load_pixel_model(cfg.paths.pixel_model, device=device)
+    task_name, action_dim = registered_name(task) or cfg.env.name, task.action_space.shape[0]
+    if meta.get("task") != task_name or model.config.action_dim != action_dim:
+        raise ValueError(f"pixel model at {str(cfg.paths.pixel_model)!r} was trained for task {meta.get('task')!r} "
+                         f"with action_dim={model.config.action_dim}; this evaluation is task {task_name!r} with "
+                         f"action_dim={action_dim}")
+    world = PixelWorld(model, norm=str(cfg.pixel.energy), aggregate=cfg.evaluate.energy.aggregate,
+                       image_size=int(cfg.env.image_size), autocast_bf16=bool(cfg.evaluate.autocast_bf16))
+    return world, model.config.block
+
+
 def check_agent_kind(kind: str) -> str:
     if kind not in AGENTS:
         raise ValueError(f"evaluate.agent={kind!r} is invalid; expected one of {list(AGENTS)}")
@@ -49,7 +68,7 @@ def check_agent_kind(kind: str) -> str:
 
 
 def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
-    """agent=latent | random | oracle | expert for `task`, with the planner and energy settings of cfg."""
+    """agent=latent | random | oracle | pixel | expert for `task`, with the planner and energy settings of cfg."""
     kind = check_agent_kind(kind or cfg.evaluate.agent)
     action_dim = task.action_space.shape[0]
     if kind == "random":
@@ -91,10 +110,12 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
                             latent_readout=latent_readout, latent_readout_weight=latent_readout_weight,
                             image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device),
                             latent_weight=float(energy.get("latent_weight", 1.0)))
+    elif kind == "pixel":
+        world, block = load_pixel_world(cfg, task, device)
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)
-    planner = make_planner(cfg.planner, block * action_dim, device=device if kind == "latent" else "cpu")
+    planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
     return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)),
                     shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)))
 
@@ -116,14 +137,15 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
                                 f"`jepa-agent run hydra.run.dir={run_dir}`")
     saved = OmegaConf.load(config_path)
     check_override_keys(saved, overrides)
-    stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS}
+    stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS if name in saved.paths}
     if run_dir.name in stage_outputs and Path(str(saved.run_dir)).name != run_dir.name:
         raise ValueError(f"{str(run_dir)!r} is the {stage_outputs[run_dir.name]} folder of a run, not a run "
                          f"directory; pass the run directory, {str(run_dir.parent)!r}")
     cfg = OmegaConf.merge(saved, OmegaConf.create(overrides))
     cfg.run_dir = str(run_dir)
     for name in RUN_PATHS:
-        cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
+        if name in cfg.paths:  # (pixel_model: absent from runs made before it)
+            cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
     if cfg.encoder.get("pretrain") is not None:  # an in-domain encoder lives in the run (official: a hub id)
         cfg.encoder.source = cfg.paths.encoder
     cfg.run.overwrite = bool(overrides.get("run", {}).get("overwrite", False))  # never inherited from the run

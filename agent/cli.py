@@ -48,6 +48,7 @@ STAGES: dict[str, Stage] = {
     "embed": Stage("world_model.latent_cache", "main", "embed every frame once with the frozen encoder -> DIR/latents"),
     "train": Stage("world_model.train_predictor", "main", "train the action-conditioned predictor -> DIR/predictor"),
     "diagnose": Stage("world_model.diagnostics", "main", "rollout error, action retrieval, energy landscape"),
+    "imagine": Stage("agent.imagination", "main", "the pixel world model: imagined vs real frames, rollout error"),
     "evaluate": Stage("agent.evaluate", "command", "goal-reaching evaluation: metrics, episodes, videos, report.html"),
     "run": Stage("agent.pipeline", "main", "the whole pipeline, collect -> evaluate, resumable (experiment=NAME)"),
 }

@@ -124,7 +124,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
     planner = OmegaConf.to_container(cfg.planner, resolve=True) if kind in PLANNING_AGENTS else None
     return {
         "agent": kind, "task": cfg.env.name, "planner": planner,
-        "energy": OmegaConf.to_container(cfg.evaluate.energy, resolve=True) if kind in PLANNING_AGENTS else None,
+        "energy": energy_settings(cfg, kind),
         "episodes": len(records), "seeds": [int(s) for s in cfg.evaluate.seeds], "success_threshold": success_threshold,
         "success_rate": float(np.mean(successes)),
         "success_rate_ci95": bootstrap_interval(successes, cfg.evaluate.bootstrap_samples),
@@ -151,6 +151,15 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
         "wall_time_s": float(sum(r["wall_time_s"] for r in records)),  # these episodes' time, however many runs
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+def energy_settings(cfg: DictConfig, kind: str) -> dict | None:
+    """The energy the agent planned with: the pixel agent's frame distance, the others' `evaluate.energy`."""
+    if kind not in PLANNING_AGENTS:
+        return None
+    if kind == "pixel":
+        return {"frame_distance": str(cfg.pixel.energy), "aggregate": str(cfg.evaluate.energy.aggregate)}
+    return OmegaConf.to_container(cfg.evaluate.energy, resolve=True)
 
 
 def agent_summary(metrics: dict, out_dir: Path) -> dict:
@@ -320,6 +329,11 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         predictor_dir = Path(cfg.paths.predictor)
         identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())
                                  if path.suffix == ".safetensors" or path.name == "meta.json"}
+    if kind == "pixel":  # the exact pixel model and its energy (world_model=pixel)
+        model_dir = Path(cfg.paths.pixel_model)
+        identity["pixel_model"] = {path.name: sha256_file(path) for path in sorted(model_dir.iterdir())
+                                   if path.suffix == ".safetensors" or path.name == "meta.json"}
+        identity["pixel_energy"] = str(cfg.pixel.energy)
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 

@@ -6,7 +6,9 @@
     jepa-agent run experiment=reacher run.overwrite=true hydra.run.dir=runs/reacher    # accept a changed config
 
 Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> train -> evaluate
-(latent agent, then the random and oracle baselines under the same protocol). Each stage records in
+(latent agent, then the random and oracle baselines under the same protocol). With `world_model=pixel`
+(issue 27): collect -> train_pixel -> imagine_pixel -> evaluate (pixel, random, oracle), into the same
+run directory as the latent agent's if wanted (the summary then lists both). Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
 hash matches, both there and in the `config.yaml` the stage wrote beside its outputs, and whose
 last output is there: deleted outputs are made again, and outputs remade by a stage run on its own
@@ -48,9 +50,17 @@ STAGES: dict[str, PipelineStage] = {
                            "latents", "train/manifest.json"),
     "train": PipelineStage(("seed", "env", "collect", "encoder", "embed", "predictor"),
                            "world_model.train_predictor:main", "predictor", "predictor.safetensors"),
+    "train_pixel": PipelineStage(("seed", "env", "collect", "pixel"), "world_model.train_pixel:main", "pixel_model",
+                                 "pixel_model.safetensors"),
+    "imagine_pixel": PipelineStage(("seed", "env", "collect", "pixel"), "agent.imagination:main", "pixel_model",
+                                   "imagination/rollout_error.json"),
 }
+LATENT_STAGES = ("pretrain", "embed", "train")  # run when the latent agent is evaluated
+PIXEL_STAGES = ("train_pixel", "imagine_pixel")  # run when the pixel agent is (world_model=pixel)
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
-IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
+# where and how, not what; `pixel` (world_model=pixel) adds a second world model to a run directory: its own
+# stages keep their identities (stages.json, the checkpoint's, the evaluation's), the latent ones are not touched
+IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads", "pixel")
 
 
 def portable(node, run_dir: str):
@@ -165,6 +175,12 @@ def main(cfg: DictConfig) -> None:
         from world_model.vjepa.weights import read_config, resolve_source
 
         read_config(resolve_source(str(cfg.encoder.source)))
+    if "pixel" in cfg.run.agents:  # a bad pixel setting fails now, not after collecting and training
+        if cfg.get("pixel") is None:
+            raise ValueError("run.agents names the pixel agent, which needs world_model=pixel")
+        from world_model.train_pixel import check_settings
+
+        check_settings(cfg)
     run_dir = ensure_writable_dir(cfg.run_dir, "run directory")
     check_run_dir(cfg, run_dir)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -183,9 +199,13 @@ def main(cfg: DictConfig) -> None:
     for name, stage in STAGES.items():
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
+        if (name in LATENT_STAGES and "latent" not in cfg.run.agents) or (
+                name in PIXEL_STAGES and "pixel" not in cfg.run.agents):
+            continue  # a world model no agent of this run plans with
         run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target, cfg)
     for agent in cfg.run.agents:
-        run_stage(book, f"evaluate_{agent}", EVALUATION_SECTIONS, Path(cfg.paths.evaluation) / agent,
+        sections = EVALUATION_SECTIONS + (("pixel",) if agent == "pixel" else ())
+        run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,
                   "metrics.json", "agent.evaluate:main", cfg, agent)
     summary = summarize(cfg, run_dir, book)
     summary["report"] = str(write_report(cfg.paths.evaluation))  # eval/report.html: every agent's page
@@ -218,8 +238,10 @@ def damaged_latent_splits(latents_dir: Path) -> list[tuple[Path, str]]:
 
 
 def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:
-    agents = {}
-    for agent in cfg.run.agents:
+    from agent.build import AGENTS
+
+    agents = {}  # this run's agents, then any other evaluated in the same eval/ (the latent beside the pixel one)
+    for agent in [*cfg.run.agents, *(agent for agent in AGENTS if agent not in cfg.run.agents)]:
         metrics_path = Path(cfg.paths.evaluation) / agent / "metrics.json"
         if metrics_path.exists():
             agents[agent] = agent_summary(read_json(metrics_path), metrics_path.parent)
