@@ -25,7 +25,8 @@ REPORT_FILE = "report.html"
 TEMPLATE_FILE = "report_template.html"
 PLOTS_DIR = "plots"  # PNGs the benchmarks made for this evaluation (`benchmarks.success_vs_budget`), shown too
 AGENT_ORDER = ("latent", "pixel", "random", "oracle", "expert")  # the agents first, then the floor and ceilings
-COLOURS = {"latent": "tab:blue", "pixel": "tab:orange", "random": "tab:gray", "oracle": "tab:green", "expert": "tab:olive"}
+COLOURS = {"latent": "tab:blue", "pixel": "tab:orange", "random": "tab:gray", "oracle": "tab:green",
+           "expert": "tab:olive"}
 
 
 @dataclass
