@@ -3,7 +3,7 @@
 The default predictor (configs/predictor/default.yaml; random weights: speed does not depend on them) on
 latents of the default encoder's width, horizon 5 blocks. Each planner is a `planner` config group option
 (`cem`: 300 x 30, top 30; `icem`: configs/planner/icem.yaml); for B envs planned at once (default 1 and 16),
-fp32 and bf16 autocast (and bf16 with torch.compile, `+c`, under --compile), it reports seconds per plan,
+fp32 and bf16 autocast (and both with torch.compile, `+c`, under --compile), it reports seconds per plan,
 per env, and three ratios measured in the same run: per env against the same planner and precision at
 B = 1 (target at B = 16: <= 1/8), against CEM in fp32 at B = 1 (the baseline), and against the simulator
 oracle's plan (CEM with the true MuJoCo simulator, as `evaluate.agent=oracle` plans) at B = 1. Also
@@ -14,7 +14,7 @@ average at start and end goes into the JSON. Prints a table, writes benchmarks/r
 
     python -m benchmarks.planning_speed                          # cem and icem, B = 1 and 16, fp32 and bf16
     python -m benchmarks.planning_speed --planners cem icem mppi --batches 1 4 16 --repeats 5
-    python -m benchmarks.planning_speed --compile                # also bf16 rows with torch.compile
+    python -m benchmarks.planning_speed --compile                # also rows with torch.compile (evaluate.compile)
     python -m benchmarks.planning_speed predictor.pool_grid=2    # Hydra overrides, applied to every planner
     python -m benchmarks.planning_speed --smoke
 """
@@ -158,7 +158,7 @@ def print_table(rows: list[dict], cfg, peaks: dict) -> None:
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs")
-    parser.add_argument("--compile", action="store_true", help="also measure bf16 with torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     parser.add_argument("--latent-dim", type=positive_int, default=192, help="encoder width (vjepa_tiny: 192)")
     parser.add_argument("--planners", nargs="+", default=["cem", "icem"], help="planner config group options")
     parser.add_argument("--batches", type=positive_int, nargs="+", default=[1, 16], help="envs planned at once")
@@ -175,7 +175,7 @@ def main() -> None:
                for name in dict.fromkeys(["cem", *args.planners])}
     peaks = {"fp32": matmul_peak_flops(torch.float32, 256 if args.smoke else 2048),
              "bf16": matmul_peak_flops(torch.bfloat16, 256 if args.smoke else 2048)}
-    settings = [(False, False), (True, False)] + ([(True, True)] if args.compile else [])  # (bf16, compile)
+    settings = [(False, False), (True, False)] + ([(False, True), (True, True)] if args.compile else [])  # (bf16, compile)
     cases = [latent_case(configs[name], args.latent_dim, batch, bf16, compile)
              for name in dict.fromkeys(["cem", *args.planners]) for bf16, compile in settings for batch in args.batches]
     cases += [oracle_case(configs["cem"], batch) for batch in args.batches]
