@@ -175,7 +175,8 @@ def main() -> None:
                for name in dict.fromkeys(["cem", *args.planners])}
     peaks = {"fp32": matmul_peak_flops(torch.float32, 256 if args.smoke else 2048),
              "bf16": matmul_peak_flops(torch.bfloat16, 256 if args.smoke else 2048)}
-    settings = [(False, False), (True, False)] + ([(False, True), (True, True)] if args.compile else [])  # (bf16, compile)
+    # (bf16, compile) pairs
+    settings = [(False, False), (True, False)] + ([(False, True), (True, True)] if args.compile else [])
     cases = [latent_case(configs[name], args.latent_dim, batch, bf16, compile)
              for name in dict.fromkeys(["cem", *args.planners]) for bf16, compile in settings for batch in args.batches]
     cases += [oracle_case(configs["cem"], batch) for batch in args.batches]
