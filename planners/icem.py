@@ -47,13 +47,14 @@ class ICEMPlanner(CEMPlanner):
     """iCEM over (B, H, D) action sequences (module docstring). Every setting of `CEMPlanner` applies
     (action_dim, top_k, samples, horizon, iterations, init_std, min_std, low, high, seed, device), and:
 
-    noise_beta: >= 0, the colored noise's exponent (0: white noise).
+    noise_beta: >= 0, the colored noise's exponent (0: white noise, the default: colored noise planned worse
+        on the reacher, docs/experiments.md section 16).
     keep_fraction: in [0, 1], the share of top_k elites carried into the next iteration.
     momentum: in [0, 1), the weight of the old mean and std in each refit.
     steps_per_block: >= 1, task steps per block (D must be a multiple of it): the noise's time resolution.
     """
 
-    def __init__(self, action_dim: int, noise_beta: float = 2.0, keep_fraction: float = 0.3,
+    def __init__(self, action_dim: int, noise_beta: float = 0.0, keep_fraction: float = 0.3,
                  momentum: float = 0.1, steps_per_block: int = 1, **settings) -> None:
         super().__init__(action_dim, **settings)
         if not noise_beta >= 0:
