@@ -198,10 +198,11 @@ class LatentWorld:
         def energy(actions: torch.Tensor) -> torch.Tensor:
             actions = actions[:, :, :blocks]  # (B, K, H', block*A)
             batch, samples, horizon, block_dim = actions.shape
-            chunk_envs = max(1, self.chunk_size // samples)  # whole envs per predictor call
+            calls = -(-batch // max(1, self.chunk_size // samples))  # predictor calls of whole envs, <= chunk_size rows
+            chunk_envs = -(-batch // calls)  # as even as can be: 16 envs of 300 samples are 2 x 8, not 13 + 3
             padded = batch
-            if self.compiled and batch > chunk_envs:  # every call one shape: torch.compile stops recompiling after 8
-                padded = -(-batch // chunk_envs) * chunk_envs
+            if self.compiled:  # every call one shape: torch.compile stops recompiling after 8
+                padded = calls * chunk_envs
             (padded_context, padded_context_actions, padded_context_proprio, padded_goal, padded_goal_positions,
              actions) = (None if tensor is None else repeat_last_env(tensor, padded)
                          for tensor in (context, context_actions, context_proprio, goal, goal_positions, actions))

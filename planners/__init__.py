@@ -1,4 +1,4 @@
-"""Sampling planners (CEM, MPPI) that minimise an energy over bounded action sequences, batched.
+"""Sampling planners (CEM, MPPI, iCEM) that minimise an energy over bounded action sequences, batched.
 
 `energy_fn(actions (B, S, H, D)) -> (B, S)`; `planner.plan(energy_fn, init_mean (B, H, D) | None,
 generator) -> PlanResult` with `actions (B, H, D)`. Knows nothing of envs or world models.
@@ -6,6 +6,8 @@ generator) -> PlanResult` with `actions (B, H, D)`. Knows nothing of envs or wor
 from planners.base import EnergyFn, Planner, PlanResult, shift_plan
 from planners.cem import CEMPlanner
 from planners.factory import make_planner
+from planners.icem import ICEMPlanner
 from planners.mppi import MPPIPlanner
 
-__all__ = ["CEMPlanner", "EnergyFn", "MPPIPlanner", "PlanResult", "Planner", "make_planner", "shift_plan"]
+__all__ = ["CEMPlanner", "EnergyFn", "ICEMPlanner", "MPPIPlanner", "PlanResult", "Planner", "make_planner",
+           "shift_plan"]

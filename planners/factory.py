@@ -1,10 +1,10 @@
-"""Build a planner from the `planner` config group (configs/planner/{cem,mppi}.yaml).
+"""Build a planner from the `planner` config group (configs/planner/{cem,mppi,icem}.yaml).
 
-Swapping planners is a config change: `planner=cem` or `planner=mppi`. Keys read here:
-name, horizon, samples, iterations, init_std, min_std, low, high, seed, plus top_k (cem) or
-temperature (mppi). `execute_blocks` (MPC blocks executed before replanning) and `shrink_horizon`
-(score plans at the end of their window) are read by the agent; `execute_blocks` is validated here so
-a bad value fails before any model is loaded.
+Swapping planners is a config change: `planner=cem`, `planner=mppi` or `planner=icem`. Keys read here:
+name, horizon, samples, iterations, init_std, min_std, low, high, seed, plus top_k (cem), temperature
+(mppi), or top_k, noise_beta, keep_fraction, momentum and steps_per_block (icem). `execute_blocks` (MPC
+blocks executed before replanning) and `shrink_horizon` (score plans at the end of their window) are read
+by the agent; `execute_blocks` is validated here so a bad value fails before any model is loaded.
 """
 from __future__ import annotations
 
@@ -15,25 +15,27 @@ import torch
 
 from planners.base import Planner
 from planners.cem import CEMPlanner
+from planners.icem import ICEMPlanner
 from planners.mppi import MPPIPlanner
 
-PLANNERS: dict[str, tuple[type[Planner], str]] = {
-    "cem": (CEMPlanner, "top_k"),
-    "mppi": (MPPIPlanner, "temperature"),
+PLANNERS: dict[str, tuple[type[Planner], tuple[str, ...]]] = {
+    "cem": (CEMPlanner, ("top_k",)),
+    "mppi": (MPPIPlanner, ("temperature",)),
+    "icem": (ICEMPlanner, ("top_k", "noise_beta", "keep_fraction", "momentum", "steps_per_block")),
 }
 SHARED_KEYS = ("horizon", "samples", "iterations", "init_std", "min_std", "low", "high", "seed")
-INTEGER_KEYS = ("horizon", "samples", "iterations", "seed", "top_k")
+INTEGER_KEYS = ("horizon", "samples", "iterations", "seed", "top_k", "steps_per_block")
 
 
 def make_planner(
     cfg_planner: Mapping[str, Any], action_dim: int, device: str | torch.device = "cpu"
 ) -> Planner:
-    """Planner named by `cfg_planner.name` (cem | mppi) with the node's settings; action_dim = block * A."""
+    """Planner named by `cfg_planner.name` (cem | mppi | icem) with the node's settings; action_dim = block * A."""
     name = cfg_planner.get("name")
     if name not in PLANNERS:
         raise ValueError(f"planner.name={name!r}: expected one of {sorted(PLANNERS)}")
-    planner_class, own_key = PLANNERS[name]
-    settings = {key: cfg_planner[key] for key in (*SHARED_KEYS, own_key) if key in cfg_planner}
+    planner_class, own_keys = PLANNERS[name]
+    settings = {key: cfg_planner[key] for key in (*SHARED_KEYS, *own_keys) if key in cfg_planner}
     for key, value in settings.items():
         kinds = int if key in INTEGER_KEYS else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):

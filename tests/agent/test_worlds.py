@@ -40,9 +40,11 @@ def test_energy_rolls_out_from_the_last_frames_and_the_block_between_them(tmp_pa
     assert not torch.allclose(predicted, other_context)  # the context matters: the check above can fail
 
 
-def test_a_compiled_world_keeps_one_shape_for_every_predictor_call(tmp_path, monkeypatch):
-    """5 envs in chunks of 2: the last chunk is padded with the last env, so torch.compile sees one shape
-    (it gives up after 8 recompiles), and the energies are those of the unpadded calls."""
+@pytest.mark.parametrize(("chunk_size", "calls_made"), [(6, [2, 2, 2]), (12, [3, 3])])
+def test_a_compiled_world_keeps_one_shape_for_every_predictor_call(tmp_path, monkeypatch, chunk_size, calls_made):
+    """5 envs of 3 candidates in calls of at most 2 (6 rows): the last call is padded with the last env, so
+    torch.compile sees one shape (it gives up after 8 recompiles), and the energies are those of the unpadded
+    calls. At most 4 envs a call (12 rows): 2 calls of 3 envs, not 4 + 4 with 3 of them padding."""
     encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
     predictor = tiny_predictor(latent_dim=encoder.dim, context_frames=2)
     monkeypatch.setattr(predictor, "compile_advance", lambda: None)  # the padding, not Inductor, is under test
@@ -55,11 +57,11 @@ def test_a_compiled_world_keeps_one_shape_for_every_predictor_call(tmp_path, mon
     monkeypatch.setattr(predictor, "rollout", lambda context, *args, **kwargs: calls.append(len(context)) or
                         rollout(context, *args, **kwargs))
     for compile in (False, True):
-        world = LatentWorld(encoder, predictor, aggregate="sum", chunk_size=6, compile=compile)  # 2 envs of 3
+        world = LatentWorld(encoder, predictor, aggregate="sum", chunk_size=chunk_size, compile=compile)
         world.set_goal(frames[1])
         world.observe(frames[0])
         world.observe(frames[1], executed_block=executed)
         calls.clear()
         energies.append(world.energy_fn()(candidates))
-    assert calls == [2, 2, 2]  # the compiled world's calls; eagerly the last held 1 env
+    assert calls == calls_made  # the compiled world's calls; eagerly the last holds fewer envs
     torch.testing.assert_close(energies[1], energies[0], rtol=1e-5, atol=1e-5)
