@@ -13,7 +13,8 @@ from agent.mpc import Agent, MPCAgent, RandomAgent
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
-AGENTS = ("latent", "random", "oracle")
+AGENTS = ("latent", "random", "oracle", "amortized", "amortized_cem")
+LATENT_AGENTS = ("latent", "amortized", "amortized_cem")  # those that read the run's encoder and predictor
 RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation")  # the `paths` of a run directory
 
 
@@ -48,7 +49,9 @@ def check_agent_kind(kind: str) -> str:
 
 
 def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
-    """agent=latent | random | oracle for `task`, with the planner and energy settings of cfg."""
+    """agent=latent | random | oracle | amortized | amortized_cem for `task`, with the planner and energy
+    settings of cfg. amortized: the goal policy (`jepa-agent policy`) acts alone; amortized_cem: the latent
+    agent whose plans start from the policy's chunk (pass fewer planner.iterations)."""
     kind = check_agent_kind(kind or cfg.evaluate.agent)
     action_dim = task.action_space.shape[0]
     if kind == "random":
@@ -57,7 +60,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
 
     device = resolve_device(cfg.device)
     energy = cfg.evaluate.energy
-    if kind == "latent":
+    if kind in LATENT_AGENTS:
         encoder, predictor = load_world_model(cfg, task, device)
         block = predictor.config.block
         position_weight = float(energy.get("position_weight", 0.0))
@@ -84,9 +87,32 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)
-    planner = make_planner(cfg.planner, block * action_dim, device=device if kind == "latent" else "cpu")
+    proposer = load_proposer(cfg, world, device) if kind.startswith("amortized") else None
+    if kind == "amortized":
+        from agent.amortized import AmortizedAgent
+
+        return AmortizedAgent(world, proposer, block, action_dim)
+    planner = make_planner(cfg.planner, block * action_dim, device=device if kind in LATENT_AGENTS else "cpu")
     return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)),
-                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)))
+                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)), warm_start=proposer)
+
+
+def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
+    """The run's goal policy (`paths.policy`, default DIR/policy) reading `world`'s observations, with the
+    run's position readout where the policy was trained on it."""
+    from agent.amortized import PolicyProposer
+    from bookkeeping.io import sha256_file
+    from world_model.goal_policy import load_goal_policy
+    from world_model.policy_training import policy_dir
+    from world_model.position_readout import load_position_readout
+    from world_model.predictor import WEIGHTS_FILE
+
+    predictor_sha256 = sha256_file(Path(cfg.paths.predictor) / WEIGHTS_FILE)
+    policy, _ = load_goal_policy(policy_dir(cfg), device, predictor_sha256)
+    readout = None
+    if policy.config.readout_dim:
+        readout = load_position_readout(cfg.paths.predictor, device, world.encoder.fingerprint)
+    return PolicyProposer(policy, readout, world)
 
 
 def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:

@@ -43,6 +43,8 @@ STAGES: dict[str, Stage] = {
     "probe": Stage("world_model.probe", "main", "linear/attentive probes of the frozen encoder vs random ones"),
     "embed": Stage("world_model.latent_cache", "main", "embed every frame once with the frozen encoder -> DIR/latents"),
     "train": Stage("world_model.train_predictor", "main", "train the action-conditioned predictor -> DIR/predictor"),
+    "policy": Stage("world_model.policy_training", "main",
+                    "train the goal-conditioned policy of the amortized agents -> DIR/policy"),
     "diagnose": Stage("world_model.diagnostics", "main", "rollout error, action retrieval, energy landscape"),
     "evaluate": Stage("agent.evaluate", "main", "goal-reaching evaluation: metrics.json, episodes.jsonl, videos"),
     "run": Stage("agent.pipeline", "main", "the whole pipeline, collect -> evaluate, resumable (experiment=NAME)"),
@@ -157,7 +159,7 @@ def check_overrides(argv: list[str]) -> None:
 
 # keys the code reads where present, absent from the default configs (so that runs made before them still match)
 OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.energy.latent_weight", "evaluate.energy.latent_readout_weight",
-                 "predictor.latent_readout")
+                 "predictor.latent_readout", "policy", "paths.policy")
 
 
 def check_added_keys(cfg, argv: list[str]) -> None:

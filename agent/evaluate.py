@@ -35,7 +35,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.build import build_agent, check_agent_kind
+from agent.build import LATENT_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
 from agent.statistics import bootstrap_interval, latency_summary
@@ -91,10 +91,11 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
     steps = [r["steps_to_success"] for r in records if r["success"]]
     away = [r["success"] for r in records if r["initial_distance"] >= success_threshold]
     latencies = [latency for r in records if r["index_in_batch"] == 0 for latency in r["plan_latencies_s"]]
-    planner = OmegaConf.to_container(cfg.planner, resolve=True) if kind != "random" else None
+    plans = kind not in ("random", "amortized")  # those two use no planner and no energy
+    planner = OmegaConf.to_container(cfg.planner, resolve=True) if plans else None
     return {
         "agent": kind, "task": cfg.env.name, "planner": planner,
-        "energy": OmegaConf.to_container(cfg.evaluate.energy, resolve=True) if kind != "random" else None,
+        "energy": OmegaConf.to_container(cfg.evaluate.energy, resolve=True) if plans else None,
         "episodes": len(records), "seeds": [int(s) for s in cfg.evaluate.seeds],
         "success_rate": float(np.mean(successes)),
         "success_rate_ci95": bootstrap_interval(successes, cfg.evaluate.bootstrap_samples),
@@ -258,14 +259,19 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
                 "eval_split": {"meta": eval_split["meta"],
                                "episodes": sum(shard["episodes"] for shard in eval_split["shards"])},
                 "evaluate": protocol}
-    if kind != "random":
+    if kind not in ("random", "amortized"):
         identity["planner"] = OmegaConf.to_container(cfg.planner, resolve=True)
     if kind == "oracle":
         identity["block"] = int(cfg.predictor.block)
-    if kind == "latent":
+    if kind in LATENT_AGENTS:
         predictor_dir = Path(cfg.paths.predictor)
         identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())
                                  if path.suffix == ".safetensors" or path.name == "meta.json"}
+    if kind.startswith("amortized"):
+        from world_model.goal_policy import WEIGHTS_FILE
+        from world_model.policy_training import policy_dir
+
+        identity["policy"] = sha256_file(policy_dir(cfg) / WEIGHTS_FILE)
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 

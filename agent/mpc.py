@@ -22,7 +22,7 @@ docs/protocol.md's sliding-deadline trap.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,7 +37,7 @@ from planners import Planner, shift_plan
 class PlanRecord:
     step: int                 # task step at which the plan was made
     latency_s: float          # wall time of the planner call
-    energies: list[float]     # (B,) energy of the chosen plan per env
+    energies: list[float | None]  # (B,) energy of the chosen plan per env (None: a policy's, not scored)
 
 
 class Agent(Protocol):
@@ -58,6 +58,8 @@ class MPCAgent:
     action_dim: int           # A
     execute_blocks: int       # blocks executed before replanning
     shrink_horizon: bool = False  # score each plan only up to the end of its H-block window (see above)
+    warm_start: Callable[[int], torch.Tensor] | None = None  # horizon -> (B, H, block*A): each plan's initial
+                              # mean (agent.amortized.PolicyProposer) instead of the shifted last plan
     plans: list[PlanRecord] = field(default_factory=list)
     batch: int | None = field(default=None, init=False)  # B, set by reset
 
@@ -98,7 +100,10 @@ class MPCAgent:
         return action
 
     def _replan(self) -> None:
-        warm_start = None if self.plan is None else shift_plan(self.plan, self.executed_blocks)
+        if self.warm_start is not None:
+            warm_start = self.warm_start(self.planner.horizon)
+        else:
+            warm_start = None if self.plan is None else shift_plan(self.plan, self.executed_blocks)
         blocks = None  # all H
         if self.shrink_horizon:
             blocks = self.planner.horizon - (self.step // self.block) % self.planner.horizon  # to the deadline

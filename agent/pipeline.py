@@ -48,6 +48,9 @@ STAGES: dict[str, PipelineStage] = {
     "train": PipelineStage(("seed", "env", "collect", "encoder", "embed", "predictor"),
                            "world_model.train_predictor:main", "predictor", "predictor.safetensors"),
 }
+POLICY_STAGE = PipelineStage(  # the amortized agents' goal policy (its defaults read planner and evaluate)
+    ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate", "policy"),
+    "world_model.policy_training:main", "policy", "goal_policy.safetensors")
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
 IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
 
@@ -183,6 +186,11 @@ def main(cfg: DictConfig) -> None:
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
         run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target, cfg)
+    if any(agent.startswith("amortized") for agent in cfg.run.agents):
+        from world_model.policy_training import policy_dir
+
+        run_stage(book, "policy", POLICY_STAGE.sections, policy_dir(cfg), POLICY_STAGE.last_output, POLICY_STAGE.target,
+                  cfg)
     for agent in cfg.run.agents:
         run_stage(book, f"evaluate_{agent}", EVALUATION_SECTIONS, Path(cfg.paths.evaluation) / agent,
                   "metrics.json", "agent.evaluate:main", cfg, agent)
