@@ -18,6 +18,9 @@ so the final approach uses the predictor's short, most accurate predictions; a n
 the deadline (with H not a multiple of k, the last plan of a window executes only the blocks left
 to it). Without it every plan is scored over all H blocks, which with k < H and `last` is
 docs/protocol.md's sliding-deadline trap.
+
+`warm_start` (amortized + CEM): a callable giving each plan's initial mean (B, H, block*A), the goal
+policy's chunk for the latest observation (agent/amortized.py), instead of the shifted last plan.
 """
 from __future__ import annotations
 
