@@ -94,7 +94,16 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
         return AmortizedAgent(world, proposer, block, action_dim)
     planner = make_planner(cfg.planner, block * action_dim, device=device if kind in LATENT_AGENTS else "cpu")
     return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)),
-                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)), warm_start=proposer)
+                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)), warm_start=proposer,
+                    warm_start_std=warm_start_std(cfg.planner) if proposer is not None else None)
+
+
+def warm_start_std(planner_cfg) -> float | None:
+    """`planner.warm_start_std` (optional key): amortized + CEM's first std around the policy's chunk."""
+    value = planner_cfg.get("warm_start_std")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise ValueError(f"planner.warm_start_std={value!r} is invalid; expected a number > 0 (or unset: init_std)")
+    return None if value is None else float(value)
 
 
 def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):

@@ -159,7 +159,8 @@ def check_overrides(argv: list[str]) -> None:
 
 # keys the code reads where present, absent from the default configs (so that runs made before them still match)
 OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.energy.latent_weight", "evaluate.energy.latent_readout_weight",
-                 "predictor.latent_readout", "policy", "paths.policy")
+                 "predictor.latent_readout", "policy", "paths.policy",
+                 "planner.warm_start_std")
 
 
 def check_added_keys(cfg, argv: list[str]) -> None:

@@ -63,6 +63,7 @@ class MPCAgent:
     shrink_horizon: bool = False  # score each plan only up to the end of its H-block window (see above)
     warm_start: Callable[[int], torch.Tensor] | None = None  # horizon -> (B, H, block*A): each plan's initial
                               # mean (agent.amortized.PolicyProposer) instead of the shifted last plan
+    warm_start_std: float | None = None  # the first iteration's std around that warm start (None: planner's)
     plans: list[PlanRecord] = field(default_factory=list)
     batch: int | None = field(default=None, init=False)  # B, set by reset
 
@@ -111,7 +112,8 @@ class MPCAgent:
         if self.shrink_horizon:
             blocks = self.planner.horizon - (self.step // self.block) % self.planner.horizon  # to the deadline
         started = time.perf_counter()
-        result = self.planner.plan(self.world.energy_fn(blocks), warm_start, self.generators, batch_size=self.batch)
+        result = self.planner.plan(self.world.energy_fn(blocks), warm_start, self.generators, batch_size=self.batch,
+                                   init_std=self.warm_start_std if self.warm_start is not None else None)
         latency = time.perf_counter() - started
         self.plan = result.actions  # (B, H, block*A)
         self.executed_blocks = min(self.execute_blocks, blocks or self.planner.horizon)  # only blocks it was scored on
