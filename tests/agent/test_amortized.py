@@ -91,3 +91,20 @@ def test_amortized_cem_starts_its_plan_from_the_policys_chunk(policy_run):
     assert chunk.abs().sum() > 0
     torch.testing.assert_close(agents["amortized_cem"].plan, chunk)
     torch.testing.assert_close(agents["latent"].plan, torch.zeros_like(chunk))
+
+
+def test_plan_init_std_narrows_the_first_samples_around_the_warm_start():
+    """Planner.plan(init_std=...) is the first iteration's spread: candidates stay near a trusted warm start."""
+    from planners import CEMPlanner
+
+    planner = CEMPlanner(action_dim=2, horizon=3, samples=64, top_k=4, iterations=1)
+    mean = torch.full((1, 3, 2), 0.3)
+    seen = {}
+
+    def energy(actions):  # (1, S, H, D) -> (1, S), recording the spread of the candidates
+        seen.setdefault("spread", []).append(float((actions - mean[:, None]).abs().max()))
+        return actions.square().sum((-1, -2))
+
+    planner.plan(energy, mean, init_std=0.01)
+    planner.plan(energy, mean)
+    assert seen["spread"][0] < 0.1 < seen["spread"][1]
