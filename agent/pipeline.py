@@ -48,8 +48,8 @@ STAGES: dict[str, PipelineStage] = {
     "train": PipelineStage(("seed", "env", "collect", "encoder", "embed", "predictor"),
                            "world_model.train_predictor:main", "predictor", "predictor.safetensors"),
 }
-POLICY_STAGE = PipelineStage(  # the amortized agents' goal policy (its defaults read planner and evaluate)
-    ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate", "policy"),
+POLICY_STAGE = PipelineStage(  # the amortized agents' goal policy (its chunk defaults to planner.horizon blocks)
+    ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "policy"),
     "world_model.policy_training:main", "policy", "goal_policy.safetensors")
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
 IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads")  # where and how, not what
