@@ -15,7 +15,7 @@ agent pays, is not counted. `seconds_per_action_in_evaluation` is the same from 
 median call (per env of its batch): on a shared machine it mostly measures the other jobs.
 
     python -m benchmarks.success_vs_speed runs/quick
-    python -m benchmarks.success_vs_speed runs/quick --warm-iterations 3 --warm-std 0.5 --pairs 20
+    python -m benchmarks.success_vs_speed runs/quick --warm-iterations 3 --warm-std 0.5 --pairs 20 --threads 1
 """
 from __future__ import annotations
 
@@ -149,7 +149,10 @@ def main() -> None:
                         help="also amortized + CEM with these first-iteration stds around the policy's chunk")
     parser.add_argument("--pairs", type=positive_int, default=None, help="default: the run's evaluate.pairs")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed decisions per agent (median)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_run_config(args.run_dir)
     warm = args.warm_iterations or [max(1, int(cfg.planner.iterations) // 3)]
     rows = []
