@@ -85,8 +85,8 @@ def seconds_per_action(metrics: dict, cfg, kind: str) -> float | None:
 
 
 def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> float:
-    """The median of `repeats` decisions (planner or policy calls) for one env, timed back to back in this
-    process (eager: evaluate.compile off), per task step each decides. Goal: the start frame itself (the
+    """The median of `repeats` decisions (planner or policy calls; at least 100 of the policy's) for one env,
+    timed back to back in this process (eager: evaluate.compile off), per task step each decides. Goal: the start frame itself (the
     energy's landscape does not change its cost)."""
     import envs
     from agent.build import build_agent
@@ -97,6 +97,7 @@ def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> float:
     try:
         agent = build_agent(cfg, task, kind)
         latencies = []
+        repeats = max(repeats, 100) if kind == "amortized" else repeats  # a call of about a millisecond: many
         for seed in range(repeats + 1):  # the first call warms up (allocations, lazy imports)
             observation, info = task.reset(seed=seed)
             pixels, states = observation["pixels"][None], info["state"][None]
