@@ -13,8 +13,9 @@ from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
-AGENTS = ("latent", "random", "oracle", "pixel", "expert")  # pixel: the world model of `world_model=pixel`
-PLANNING_AGENTS = ("latent", "oracle", "pixel")  # the agents that plan with cfg.planner and cfg.evaluate.energy
+AGENTS = ("latent", "random", "oracle", "pixel", "expert", "amortized", "amortized_cem")
+LATENT_AGENTS = ("latent", "amortized", "amortized_cem")  # those that read the run's encoder and predictor
+PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner and cfg.evaluate.energy
 RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model")  # a run directory's `paths`
 
 
@@ -68,7 +69,10 @@ def check_agent_kind(kind: str) -> str:
 
 
 def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
-    """agent=latent | random | oracle | pixel | expert for `task`, with the planner and energy settings of cfg."""
+    """agent=latent | random | oracle | pixel | expert | amortized | amortized_cem for `task`, with the planner and
+    energy settings of cfg. pixel: the pixel world model (`world_model=pixel`); expert: the task's scripted expert
+    (privileged); amortized: the goal policy (`jepa-agent policy`) acts alone; amortized_cem: the latent agent
+    whose plans start from the policy's chunk (pass fewer planner.iterations)."""
     kind = check_agent_kind(kind or cfg.evaluate.agent)
     action_dim = task.action_space.shape[0]
     if kind == "random":
@@ -86,7 +90,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
 
     device = resolve_device(cfg.device)
     energy = cfg.evaluate.energy
-    if kind == "latent":
+    if kind in LATENT_AGENTS:
         encoder, predictor = load_world_model(cfg, task, device)
         block = predictor.config.block
         position_weight = float(energy.get("position_weight", 0.0))
@@ -115,9 +119,41 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)
+    proposer = load_proposer(cfg, world, device) if kind.startswith("amortized") else None
+    if kind == "amortized":
+        from agent.amortized import AmortizedAgent
+
+        return AmortizedAgent(world, proposer, block, action_dim)
     planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
     return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)),
-                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)))
+                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)), warm_start=proposer,
+                    warm_start_std=warm_start_std(cfg.planner) if proposer is not None else None)
+
+
+def warm_start_std(planner_cfg) -> float | None:
+    """`planner.warm_start_std` (optional key): amortized + CEM's first std around the policy's chunk."""
+    value = planner_cfg.get("warm_start_std")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise ValueError(f"planner.warm_start_std={value!r} is invalid; expected a number > 0 (or unset: init_std)")
+    return None if value is None else float(value)
+
+
+def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
+    """The run's goal policy (`paths.policy`, default DIR/policy) reading `world`'s observations, with the
+    run's position readout where the policy was trained on it."""
+    from agent.amortized import PolicyProposer
+    from bookkeeping.io import sha256_file
+    from world_model.goal_policy import load_goal_policy
+    from world_model.policy_training import policy_dir
+    from world_model.position_readout import load_position_readout
+    from world_model.predictor import WEIGHTS_FILE
+
+    predictor_sha256 = sha256_file(Path(cfg.paths.predictor) / WEIGHTS_FILE)
+    policy, _ = load_goal_policy(policy_dir(cfg), device, predictor_sha256)
+    readout = None
+    if policy.config.readout_dim:
+        readout = load_position_readout(cfg.paths.predictor, device, world.encoder.fingerprint)
+    return PolicyProposer(policy, readout, world)
 
 
 def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:

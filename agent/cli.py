@@ -47,6 +47,8 @@ STAGES: dict[str, Stage] = {
     "probe": Stage("world_model.probe", "main", "linear/attentive probes of the frozen encoder vs random ones"),
     "embed": Stage("world_model.latent_cache", "main", "embed every frame once with the frozen encoder -> DIR/latents"),
     "train": Stage("world_model.train_predictor", "main", "train the action-conditioned predictor -> DIR/predictor"),
+    "policy": Stage("world_model.policy_training", "main",
+                    "train the goal-conditioned policy of the amortized agents -> DIR/policy"),
     "diagnose": Stage("world_model.diagnostics", "main", "rollout error, action retrieval, energy landscape"),
     "imagine": Stage("agent.imagination", "main", "the pixel world model: imagined vs real frames, rollout error"),
     "evaluate": Stage("agent.evaluate", "command", "goal-reaching evaluation: metrics, episodes, videos, report.html"),
@@ -146,8 +148,9 @@ def check_overrides(argv: list[str]) -> None:
 
 
 # keys the code reads where present, absent from the default configs (so that runs made before them still match)
-OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.goals", "evaluate.energy.latent_weight", "evaluate.energy.latent_readout_weight",
-                 "predictor.latent_readout")
+OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.goals", "evaluate.energy.latent_weight",
+                 "evaluate.energy.latent_readout_weight", "predictor.latent_readout", "policy", "paths.policy",
+                 "planner.warm_start_std")
 
 
 def check_added_keys(cfg, argv: list[str]) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.build import PLANNING_AGENTS, build_agent, check_agent_kind
+from agent.build import LATENT_AGENTS, PLANNING_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
 from agent.report import write_report
@@ -325,7 +325,7 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         identity["planner"] = OmegaConf.to_container(cfg.planner, resolve=True)
     if kind == "oracle":
         identity["block"] = int(cfg.predictor.block)
-    if kind == "latent":
+    if kind in LATENT_AGENTS:
         predictor_dir = Path(cfg.paths.predictor)
         identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())
                                  if path.suffix == ".safetensors" or path.name == "meta.json"}
@@ -334,6 +334,11 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         identity["pixel_model"] = {path.name: sha256_file(path) for path in sorted(model_dir.iterdir())
                                    if path.suffix == ".safetensors" or path.name == "meta.json"}
         identity["pixel_energy"] = str(cfg.pixel.energy)
+    if kind.startswith("amortized"):
+        from world_model.goal_policy import WEIGHTS_FILE
+        from world_model.policy_training import policy_dir
+
+        identity["policy"] = sha256_file(policy_dir(cfg) / WEIGHTS_FILE)
     return json.loads(json.dumps(identity, sort_keys=True, default=str))
 
 

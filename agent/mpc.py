@@ -18,11 +18,14 @@ so the final approach uses the predictor's short, most accurate predictions; a n
 the deadline (with H not a multiple of k, the last plan of a window executes only the blocks left
 to it). Without it every plan is scored over all H blocks, which with k < H and `last` is
 docs/protocol.md's sliding-deadline trap.
+
+`warm_start` (amortized + CEM): a callable giving each plan's initial mean (B, H, block*A), the goal
+policy's chunk for the latest observation (agent/amortized.py), instead of the shifted last plan.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,7 +40,7 @@ from planners import Planner, shift_plan
 class PlanRecord:
     step: int                 # task step at which the plan was made
     latency_s: float          # wall time of the planner call
-    energies: list[float]     # (B,) energy of the chosen plan per env
+    energies: list[float | None]  # (B,) energy of the chosen plan per env (None: a policy's, not scored)
 
 
 class Agent(Protocol):
@@ -58,6 +61,9 @@ class MPCAgent:
     action_dim: int           # A
     execute_blocks: int       # blocks executed before replanning
     shrink_horizon: bool = False  # score each plan only up to the end of its H-block window (see above)
+    warm_start: Callable[[int], torch.Tensor] | None = None  # horizon -> (B, H, block*A): each plan's initial
+                              # mean (agent.amortized.PolicyProposer) instead of the shifted last plan
+    warm_start_std: float | None = None  # the first iteration's std around that warm start (None: planner's)
     plans: list[PlanRecord] = field(default_factory=list)
     batch: int | None = field(default=None, init=False)  # B, set by reset
 
@@ -98,12 +104,16 @@ class MPCAgent:
         return action
 
     def _replan(self) -> None:
-        warm_start = None if self.plan is None else shift_plan(self.plan, self.executed_blocks)
+        if self.warm_start is not None:
+            warm_start = self.warm_start(self.planner.horizon)
+        else:
+            warm_start = None if self.plan is None else shift_plan(self.plan, self.executed_blocks)
         blocks = None  # all H
         if self.shrink_horizon:
             blocks = self.planner.horizon - (self.step // self.block) % self.planner.horizon  # to the deadline
         started = time.perf_counter()
-        result = self.planner.plan(self.world.energy_fn(blocks), warm_start, self.generators, batch_size=self.batch)
+        result = self.planner.plan(self.world.energy_fn(blocks), warm_start, self.generators, batch_size=self.batch,
+                                   init_std=self.warm_start_std if self.warm_start is not None else None)
         latency = time.perf_counter() - started
         self.plan = result.actions  # (B, H, block*A)
         self.executed_blocks = min(self.execute_blocks, blocks or self.planner.horizon)  # only blocks it was scored on

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from agent.build import LATENT_AGENTS
 from agent.config import command_line
 from agent.evaluate import agent_summary
 from agent.report import write_report
@@ -55,8 +56,11 @@ STAGES: dict[str, PipelineStage] = {
     "imagine_pixel": PipelineStage(("seed", "env", "collect", "pixel"), "agent.imagination:main", "pixel_model",
                                    "imagination/rollout_error.json"),
 }
-LATENT_STAGES = ("pretrain", "embed", "train")  # run when the latent agent is evaluated
+LATENT_STAGES = ("pretrain", "embed", "train")  # run when an agent reads the latent world model (LATENT_AGENTS)
 PIXEL_STAGES = ("train_pixel", "imagine_pixel")  # run when the pixel agent is (world_model=pixel)
+POLICY_STAGE = PipelineStage(  # the amortized agents' goal policy (its chunk defaults to planner.horizon blocks)
+    ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "policy"),
+    "world_model.policy_training:main", "policy", "goal_policy.safetensors")
 EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
 # where and how, not what; `pixel` (world_model=pixel) adds a second world model to a run directory: its own
 # stages keep their identities (stages.json, the checkpoint's, the evaluation's), the latent ones are not touched
@@ -199,10 +203,15 @@ def main(cfg: DictConfig) -> None:
     for name, stage in STAGES.items():
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
-        if (name in LATENT_STAGES and "latent" not in cfg.run.agents) or (
+        if (name in LATENT_STAGES and not set(LATENT_AGENTS) & set(cfg.run.agents)) or (
                 name in PIXEL_STAGES and "pixel" not in cfg.run.agents):
             continue  # a world model no agent of this run plans with
         run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target, cfg)
+    if any(agent.startswith("amortized") for agent in cfg.run.agents):
+        from world_model.policy_training import policy_dir
+
+        run_stage(book, "policy", POLICY_STAGE.sections, policy_dir(cfg), POLICY_STAGE.last_output, POLICY_STAGE.target,
+                  cfg)
     for agent in cfg.run.agents:
         sections = EVALUATION_SECTIONS + (("pixel",) if agent == "pixel" else ())
         run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,

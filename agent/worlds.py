@@ -112,6 +112,8 @@ class LatentWorld:
         self.device = next(predictor.parameters()).device
         self.context_frames = predictor.config.context_frames
         self.goal_latents: torch.Tensor | None = None
+        self.goal_tokens: torch.Tensor | None = None   # (B, N_enc, D) the goal images' encoder tokens
+        self.frame_tokens: torch.Tensor | None = None  # (B, N_enc, D) the last frames embedded (the policy reads them)
         self.context_latents: list[torch.Tensor] = []
         self.context_actions: list[torch.Tensor] = []
         self.context_proprio: list[torch.Tensor] = []  # only for predictors that read the proprio
@@ -137,13 +139,13 @@ class LatentWorld:
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""
         self.check_frames(images)
-        tokens = self.encoder.encode_images(images).to(self.device)  # (B, N_enc, D)
-        return self.predictor.prepare_latents(tokens)
+        self.frame_tokens = self.encoder.encode_images(images).to(self.device)  # (B, N_enc, D)
+        return self.predictor.prepare_latents(self.frame_tokens)
 
     def set_goal(self, goal_images: np.ndarray, goal_states: np.ndarray | None = None) -> None:
         """Only the goal images are used: the goal's qpos, where needed, is read from them."""
         self.check_frames(goal_images)
-        tokens = self.encoder.encode_images(goal_images).to(self.device)  # (B, N_enc, D)
+        self.goal_tokens = tokens = self.encoder.encode_images(goal_images).to(self.device)  # (B, N_enc, D)
         self.goal_latents = self.predictor.prepare_latents(tokens)  # (B, N, D')
         if self.position_weight:
             self.goal_positions = self.position_readout(tokens.float())  # (B, nq) in the task's units

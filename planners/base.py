@@ -118,6 +118,7 @@ class Planner(abc.ABC):
         init_mean: torch.Tensor | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         batch_size: int = 1,
+        init_std: float | None = None,
     ) -> PlanResult:
         """Minimise energy_fn over (B, H, D) action sequences inside [low, high].
 
@@ -125,11 +126,13 @@ class Planner(abc.ABC):
             B = batch_size.
         generator: one generator per env (a sequence of B), or a single one when B == 1, or None for
             fresh generators seeded seed + b (`make_generators`): the same call gives the same plan.
+        init_std: the first iteration's sampling std, e.g. narrower around a trusted warm start; None: the
+            planner's `init_std`.
         """
         mean = self._initial_mean(init_mean, batch_size)  # (B, H, D)
         batch = mean.shape[0]
         generators = self._generators(generator, batch)
-        std = torch.full_like(mean, self.init_std)  # (B, H, D)
+        std = torch.full_like(mean, self.init_std if init_std is None else init_std)  # (B, H, D)
         best_actions, best_energy = mean.clone(), torch.full((batch,), float("inf"), device=mean.device)
         best_history, elite_history = [], []
         for _ in range(self.iterations):

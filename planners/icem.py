@@ -76,12 +76,13 @@ class ICEMPlanner(CEMPlanner):
         init_mean: torch.Tensor | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         batch_size: int = 1,
+        init_std: float | None = None,
     ) -> PlanResult:
         """Minimise energy_fn over (B, H, D) action sequences inside [low, high]; arguments as `Planner.plan`."""
         mean = self._initial_mean(init_mean, batch_size)  # (B, H, D)
         batch = mean.shape[0]
         generators = self._generators(generator, batch)
-        std = torch.full_like(mean, self.init_std)  # (B, H, D)
+        std = torch.full_like(mean, self.init_std if init_std is None else init_std)  # (B, H, D)
         best_actions, best_energy = mean.clone(), torch.full((batch,), float("inf"), device=mean.device)
         kept = mean.new_empty(batch, 0, self.horizon, self.action_dim)  # (B, kept, H, D) last iteration's elites
         kept_energy = mean.new_empty(batch, 0)  # (B, kept)

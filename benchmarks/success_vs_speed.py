@@ -1,0 +1,191 @@
+"""Success rate vs seconds per action for every agent of a finished run: CEM, MPPI, amortized (the goal
+policy alone), amortized + CEM (the policy's chunk as CEM's initial mean, fewer iterations), the same
+CEM cold-started at those iterations, the simulator oracle, and the random floor.
+
+Evaluates under the run's own protocol (its pairs, seeds and batches) through `agent.evaluate`. The
+agents at the run's own settings resume from the run's `eval/<agent>/` (nothing runs when they are
+there); the others go to `DIR/eval_speed/<label>/`, so a rerun resumes too. The goal policy must be
+trained first (`jepa-agent policy ...`, or `run` with an amortized agent in `run.agents`). Writes
+benchmarks/results/success_vs_speed_<task>.{json,png} and prints a table.
+
+Seconds per action (plotted): the median of `--repeats` planner (or policy) calls for one env, timed
+back to back in this process (eager), divided by the task steps each call decides (`execute_blocks x
+block` for MPC, one block for the policy). The encoder's embedding of each frame, which every latent
+agent pays, is not counted. `seconds_per_action_in_evaluation` is the same from the evaluation's own
+median call (per env of its batch): on a shared machine it mostly measures the other jobs.
+
+    python -m benchmarks.success_vs_speed runs/quick
+    python -m benchmarks.success_vs_speed runs/quick --warm-iterations 3 --warm-std 0.5 --pairs 20 --threads 1
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from agent.build import load_run_config
+from agent.config import CONFIG_DIR
+from agent.evaluate import main as evaluate
+from benchmarks.arguments import benchmark_parser, positive_int, run_main
+from bookkeeping.io import atomic_save, atomic_write_json
+from world_model.goal_policy import load_goal_policy
+from world_model.policy_training import policy_dir
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED_PLANNER_KEYS = ("horizon", "execute_blocks", "shrink_horizon", "samples", "iterations", "init_std", "min_std",
+                       "low", "high", "seed")
+
+
+def planner_node(run_planner, name: str):
+    """The run's planner, or planner `name` (configs/planner/) with the run's shared settings."""
+    if name == run_planner.name:
+        return run_planner
+    node = OmegaConf.load(CONFIG_DIR / "planner" / f"{name}.yaml")
+    for key in SHARED_PLANNER_KEYS:
+        if key in run_planner:
+            node[key] = run_planner[key]
+    return node
+
+
+def variants(cfg, warm_iterations: list[int], warm_stds: list[float]) -> list[tuple[str, str, dict]]:
+    """(label, agent kind, planner overrides) of every point; {} keeps the run's planner."""
+    rows = [("cem", "latent", {}), ("mppi", "latent", {"name": "mppi"}), ("amortized", "amortized", {}),
+            ("oracle", "oracle", {}), ("random", "random", {})]
+    for iterations in warm_iterations:
+        rows += [(f"amortized_cem_{iterations}it", "amortized_cem", {"iterations": iterations}),
+                 (f"cem_{iterations}it", "latent", {"iterations": iterations})]
+        rows += [(f"amortized_cem_{iterations}it_std{std:g}", "amortized_cem",
+                  {"iterations": iterations, "warm_start_std": std}) for std in warm_stds]
+    return rows
+
+
+def evaluation_config(run_dir: Path, kind: str, label: str, planner: dict, pairs: int | None):
+    cfg = load_run_config(run_dir)
+    if planner:
+        cfg.planner = planner_node(cfg.planner, planner.get("name", cfg.planner.name))
+        cfg.planner.iterations = planner.get("iterations", cfg.planner.iterations)
+        if "warm_start_std" in planner:
+            cfg.planner.warm_start_std = planner["warm_start_std"]
+        cfg.paths.evaluation = str(run_dir / "eval_speed" / label)
+    elif kind == "amortized_cem":
+        cfg.paths.evaluation = str(run_dir / "eval_speed" / label)
+    if pairs:
+        cfg.evaluate.pairs = pairs
+    cfg.evaluate.videos = 0 if planner or pairs else cfg.evaluate.videos
+    return cfg
+
+
+def seconds_per_action(metrics: dict, cfg, kind: str) -> float | None:
+    """From the evaluation: its median planner/policy call per env of the batch, per task step it decides
+    (the cores' load during that evaluation included)."""
+    latency = metrics["planning_latency"]
+    if not latency.get("count"):
+        return None
+    return latency["p50_s"] / latency["envs_per_plan"] / steps_per_decision(cfg, kind)
+
+
+def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> float:
+    """The median of `repeats` decisions (planner or policy calls; at least 100 of the policy's) for one env,
+    timed back to back in this process (eager: evaluate.compile off), per task step each decides. Goal: the start frame itself (the
+    energy's landscape does not change its cost)."""
+    import envs
+    from agent.build import build_agent
+
+    cfg = run_cfg.copy()
+    cfg.evaluate.compile = False
+    task = envs.make_from_config(cfg.env)
+    try:
+        agent = build_agent(cfg, task, kind)
+        latencies = []
+        repeats = max(repeats, 100) if kind == "amortized" else repeats  # a call of about a millisecond: many
+        for seed in range(repeats + 1):  # the first call warms up (allocations, lazy imports)
+            observation, info = task.reset(seed=seed)
+            pixels, states = observation["pixels"][None], info["state"][None]
+            agent.reset(pixels, states, seeds=[seed])
+            agent.act(pixels, states)
+            latencies.append(agent.plans[-1].latency_s)
+    finally:
+        task.close()
+    return float(np.median(latencies[1:])) / steps_per_decision(cfg, kind)
+
+
+def steps_per_decision(cfg, kind: str) -> int:
+    """Task steps one planner (policy) call decides: execute_blocks x block for MPC, one block for the policy."""
+    block = int(cfg.predictor.block)
+    return block if kind == "amortized" else int(cfg.planner.get("execute_blocks", cfg.planner.horizon)) * block
+
+
+def plot(rows: list[dict], random_rate: float, task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        if row["seconds_per_action"] is None:
+            continue
+        low, high = row["success_rate_ci95"]
+        axis.errorbar(row["seconds_per_action"], row["success_rate"], yerr=[[row["success_rate"] - low],
+                      [high - row["success_rate"]]], marker="o", capsize=3, label=row["label"])
+    axis.axhline(random_rate, color="gray", linestyle="--", label="random")
+    axis.set_xscale("log")
+    axis.set_xlabel("seconds per action, one env (median planner / policy call, eager)")
+    axis.set_ylabel("success rate (95% CI)")
+    axis.set_ylim(-0.02, 1.02)
+    axis.legend(fontsize=8)
+    axis.set_title(f"{task}: success vs decision time")
+    figure.tight_layout()
+    atomic_save(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--warm-iterations", nargs="+", type=positive_int, default=None,
+                        help="CEM iterations of amortized + CEM (and of the cold CEM beside it); "
+                             "default: a third of the run's")
+    parser.add_argument("--warm-std", nargs="*", type=float, default=[],
+                        help="also amortized + CEM with these first-iteration stds around the policy's chunk")
+    parser.add_argument("--pairs", type=positive_int, default=None, help="default: the run's evaluate.pairs")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed decisions per agent (median)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_run_config(args.run_dir)
+    load_goal_policy(policy_dir(cfg))  # before minutes of evaluations: the policy must be trained
+    warm = args.warm_iterations or [max(1, int(cfg.planner.iterations) // 3)]
+    rows = []
+    for label, kind, planner in variants(cfg, warm, args.warm_std):
+        run_cfg = evaluation_config(args.run_dir, kind, label, planner, args.pairs)
+        metrics = evaluate(run_cfg, kind)
+        rows.append({"label": label, "agent": kind, "planner": None if kind in ("random", "amortized") else
+                     OmegaConf.to_container(run_cfg.planner, resolve=True),
+                     "success_rate": metrics["success_rate"], "success_rate_ci95": metrics["success_rate_ci95"],
+                     "success_rate_held": metrics["success_rate_held"], "episodes": metrics["episodes"],
+                     "planning_latency": metrics["planning_latency"],
+                     "seconds_per_action_in_evaluation": seconds_per_action(metrics, run_cfg, kind),
+                     "seconds_per_action": (None if kind == "random" else
+                                            timed_seconds_per_action(run_cfg, kind, args.repeats)),
+                     "evaluation": str(Path(run_cfg.paths.evaluation) / kind)})
+    random_rate = next(row["success_rate"] for row in rows if row["agent"] == "random")
+    print(f"{'agent':22} {'success':>8} {'95% CI':>13} {'s/action':>10} {'in eval':>10}")
+    for row in rows:
+        speed, in_eval = (("-" if value is None else f"{value:.5f}")
+                          for value in (row["seconds_per_action"], row["seconds_per_action_in_evaluation"]))
+        low, high = row["success_rate_ci95"]
+        print(f"{row['label']:22} {row['success_rate']:8.1%} {f'{low:.0%}-{high:.0%}':>13} {speed:>10} {in_eval:>10}")
+    name = f"success_vs_speed_{cfg.env.name}"
+    atomic_write_json(RESULTS / f"{name}.json", {"run_dir": str(args.run_dir), "task": cfg.env.name,
+                                                 "timing_repeats": args.repeats, "threads": torch.get_num_threads(),
+                                                 "rows": rows})
+    plot(rows, random_rate, cfg.env.name, RESULTS / f"{name}.png")
+    print(f"plot: {RESULTS / f'{name}.png'}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,113 @@
+"""The amortized agents: the goal policy trains on the micro run's latent cache, acts within 5 ms, runs
+episodes through the real evaluation, and is the planner's initial mean in amortized + CEM."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from agent.build import build_agent, load_run_config
+from world_model.goal_policy import GoalPolicy, PolicyConfig, load_goal_policy
+from world_model.policy_training import main as train_policy, policy_settings
+
+
+@pytest.fixture(scope="module")
+def policy_run(micro_run_dir, tmp_path_factory):
+    """The micro run's config with a goal policy trained for 30 steps into a folder of its own."""
+    cfg = load_run_config(micro_run_dir)
+    cfg.paths.policy = str(tmp_path_factory.mktemp("policy"))
+    cfg.policy = {"steps": 30, "batch_size": 32}
+    train_policy(cfg)
+    return cfg
+
+
+def test_policy_acts_with_the_right_shape_within_5_ms():
+    """The quick preset's sizes: 128 latent values per frame, a 4-value readout, 5 blocks of 5 x 2 actions."""
+    policy = GoalPolicy(PolicyConfig(latent_size=128, proprio_dim=0, readout_dim=4, block_dim=10, blocks=5)).eval()
+    latents, goal, readout = torch.randn(1, 1, 128), torch.randn(1, 1, 128), torch.randn(1, 4)
+    times = []
+    with torch.no_grad():
+        for _ in range(50):
+            started = time.perf_counter()
+            chunk = policy(latents, goal, None, readout, readout)
+            times.append(time.perf_counter() - started)
+    assert chunk.shape == (1, 5, 10) and chunk.abs().max() <= 1
+    assert np.median(times) < 0.005
+
+
+def test_the_policy_trains_on_the_latent_cache_and_a_rerun_does_nothing(policy_run, capsys):
+    policy, meta = load_goal_policy(policy_run.paths.policy)
+    assert policy.config.blocks == policy_run.planner.horizon and policy.config.readout_dim == 0  # micro: no readout
+    assert policy.config.latent_size > 0 and np.isfinite(meta["metrics"]["val_loss"])
+    train_policy(policy_run)
+    assert "up to date" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="another predictor"):
+        load_goal_policy(policy_run.paths.policy, predictor_sha256="0" * 64)
+
+
+def test_bad_policy_settings_are_named(micro_run_dir):
+    cfg = load_run_config(micro_run_dir)
+    for setting, message in [({"steps": 0}, "policy.steps=0 is invalid"),
+                             ({"stepz": 5}, "policy.stepz is not a policy setting"),
+                             ({"proprio": "yes"}, "policy.proprio='yes' is invalid")]:
+        cfg.policy = setting
+        with pytest.raises(ValueError, match=message):
+            policy_settings(cfg)
+
+
+def test_the_amortized_agent_runs_episodes_through_the_evaluation(policy_run, tmp_path):
+    from agent.evaluate import main as evaluate
+
+    cfg = policy_run.copy()
+    cfg.paths.evaluation = str(tmp_path / "eval")
+    metrics = evaluate(cfg, "amortized")
+    assert metrics["episodes"] == cfg.evaluate.pairs and metrics["planner"] is None
+    assert metrics["planning_latency"]["count"] >= 1  # one policy call per block, recorded as a plan
+    records = (tmp_path / "eval" / "amortized" / "episodes.jsonl").read_text().splitlines()
+    assert len(records) == cfg.evaluate.pairs and '"energies": [null' in records[0]
+
+
+def test_amortized_cem_starts_its_plan_from_the_policys_chunk(policy_run):
+    """With one candidate and one iteration the plan is the planner's initial mean itself (candidate 0):
+    the policy's chunk with the warm start, the bounds' midpoint (zeros) without it."""
+    import envs
+
+    cfg = policy_run.copy()
+    cfg.planner = OmegaConf.merge(cfg.planner, {"samples": 1, "top_k": 1, "iterations": 1})
+    task = envs.make_from_config(cfg.env)
+    try:
+        observation, info = task.reset(seed=0)
+        agents = {}
+        for kind in ("amortized_cem", "latent"):
+            agents[kind] = build_agent(cfg, task, kind)
+            agents[kind].reset(observation["pixels"][None], None, seeds=[0])
+            agents[kind].act(observation["pixels"][None], info["state"][None])
+        chunk = agents["amortized_cem"].warm_start(cfg.planner.horizon)  # (1, H, block*A) for the same frame
+    finally:
+        task.close()
+    assert chunk.abs().sum() > 0
+    torch.testing.assert_close(agents["amortized_cem"].plan, chunk)
+    torch.testing.assert_close(agents["latent"].plan, torch.zeros_like(chunk))
+
+
+@pytest.mark.parametrize("planner_name", ["cem", "icem"])
+def test_plan_init_std_narrows_the_first_samples_around_the_warm_start(planner_name):
+    """Planner.plan(init_std=...) is the first iteration's spread: candidates stay near a trusted warm start."""
+    from planners.cem import CEMPlanner
+    from planners.icem import ICEMPlanner
+
+    planner_class = {"cem": CEMPlanner, "icem": ICEMPlanner}[planner_name]
+    planner = planner_class(action_dim=2, horizon=3, samples=64, top_k=4, iterations=1)
+    mean = torch.full((1, 3, 2), 0.3)
+    seen = {}
+
+    def energy(actions):  # (1, S, H, D) -> (1, S), recording the spread of the candidates
+        seen.setdefault("spread", []).append(float((actions - mean[:, None]).abs().max()))
+        return actions.square().sum((-1, -2))
+
+    planner.plan(energy, mean, init_std=0.01)
+    planner.plan(energy, mean)
+    assert seen["spread"][0] < 0.1 < seen["spread"][1]

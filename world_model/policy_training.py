@@ -1,0 +1,197 @@
+"""`jepa-agent policy`: train the goal-conditioned policy (world_model.goal_policy) on the latent cache.
+
+    jepa-agent policy experiment=quick hydra.run.dir=runs/quick          # after `train`; about a minute
+    jepa-agent policy experiment=quick +policy.steps=500 hydra.run.dir=runs/quick
+
+Goal-conditioned behaviour cloning with hindsight goals: a sample is frame t of a training episode, the
+goal frame t + j (j uniform in 1..`goal_steps`), and the `blocks * block` actions executed from t on as
+the target (mean squared error). Inputs are prepared as the agent prepares them: the predictor's
+`prepare_latents` and `prepare_proprio`, and the position readout's outputs when the run has one. The
+`policy` config section is optional (absent from the presets, so that runs made before it keep their
+identity); its keys and defaults are `DEFAULTS`. Writes `paths.policy` (default `DIR/policy`):
+`goal_policy.safetensors`, `goal_policy.json` (config, identity, held-out loss next to the
+predict-the-mean baseline), `config.yaml`. A rerun of the same identity (settings, seed, the predictor's
+and readout's weights, the training latents) does nothing; one of another is refused, naming the keys,
+unless `run.overwrite=true`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume, read_json, sha256_file
+from world_model.goal_policy import (META_FILE, WEIGHTS_FILE, GoalPolicy, PolicyConfig, readout_features,
+                                     save_goal_policy)
+from world_model.latent_cache import LatentCache, load_stage_encoder
+from world_model.position_readout import WEIGHTS_FILE as READOUT_FILE, load_position_readout
+from world_model.predictor import WEIGHTS_FILE as PREDICTOR_FILE, load_predictor
+
+DEFAULTS = {"steps": 1000,          # held-out error of the first block rises again after ~1000 steps on quick
+            "batch_size": 256, "lr": 1.0e-3, "weight_decay": 1.0e-4, "hidden": 256, "depth": 2,
+            "blocks": None,       # action blocks per chunk; None: planner.horizon (the warm start fills the plan)
+            "goal_steps": None,   # hindsight goals 1..goal_steps task steps ahead; None: 2 x predictor.block (an
+                                  # inverse model of near goals points at far ones best: docs/experiments.md)
+            "latents": None,      # read the frames' predictor latents; None: only without a position readout
+                                  # (the 128-D latents overfit quick's 20k frames: the readout's 4 values do not)
+            "proprio": False,     # also read the proprio: its velocities let the policy copy the behaviour policy's
+                                  # correlated noise (persistence), which in closed loop spins the arm away
+            "val_samples": 4096}
+
+
+def policy_dir(cfg: DictConfig) -> Path:
+    """Where the policy lives: `paths.policy` when given, else `DIR/policy`."""
+    return Path(cfg.paths.get("policy") or Path(cfg.run_dir) / "policy")
+
+
+def policy_settings(cfg: DictConfig) -> dict:
+    """The `policy` section over `DEFAULTS`, checked: one-line errors naming a bad value."""
+    given = OmegaConf.to_container(cfg.get("policy") or OmegaConf.create({}), resolve=True)
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"policy.{unknown[0]} is not a policy setting; expected one of {sorted(DEFAULTS)}")
+    settings = {**DEFAULTS, **given}
+    settings["blocks"] = settings["blocks"] or int(cfg.planner.horizon)
+    settings["goal_steps"] = settings["goal_steps"] or 2 * int(cfg.predictor.block)
+    check_ints(settings, "policy", ("steps", "batch_size", "hidden", "depth", "blocks", "goal_steps", "val_samples"))
+    check_numbers(settings, "policy", ("lr",), positive=True)
+    check_numbers(settings, "policy", ("weight_decay",))
+    for key in ("proprio", "latents"):
+        if not isinstance(settings[key], bool) and not (key == "latents" and settings[key] is None):
+            raise ValueError(f"policy.{key}={settings[key]!r} is invalid; expected true or false")
+    return settings
+
+
+class HindsightData:
+    """A cache split prepared as the agent sees it, and hindsight samples drawn from it."""
+
+    def __init__(self, cache: LatentCache, predictor, readout, chunk_episodes: int = 64):
+        latents, readouts = [], []
+        with torch.no_grad():
+            for start in range(0, len(cache), chunk_episodes):
+                tokens = torch.from_numpy(np.asarray(cache.latents[start : start + chunk_episodes], np.float32))
+                latents.append(predictor.prepare_latents(tokens).flatten(2))  # (e, T+1, N*D')
+                frames = tokens.flatten(0, 1)  # (e*(T+1), n, n, D)
+                readouts.append(readout_features(readout, frames).view(*tokens.shape[:2], -1))  # (e, T+1, R)
+            self.latents, self.readouts = torch.cat(latents), torch.cat(readouts)
+            self.proprio = None  # (E, T+1, P) standardised, for predictors that read it
+            if predictor.config.proprio_dim:
+                self.proprio = predictor.prepare_proprio(torch.from_numpy(np.array(cache.proprio)))
+        self.actions = torch.from_numpy(np.array(cache.actions, dtype=np.float32))  # (E, T, A)
+
+    def sample(self, count: int, chunk_steps: int, goal_steps: int, generator: torch.Generator):
+        """`count` hindsight samples -> (latents, goal_latents (count, N*D'), proprio (count, P) | None,
+        readout, goal_readout (count, R)), target actions (count, chunk_steps, A)."""
+        episodes, length = len(self.actions), self.actions.shape[1]
+        if chunk_steps > length:
+            raise ValueError(f"a policy chunk of {chunk_steps} task steps (policy.blocks x predictor.block) is longer "
+                             f"than the training episodes ({length} steps); lower policy.blocks")
+        episode = torch.randint(0, episodes, (count,), generator=generator)
+        start = torch.randint(0, length - chunk_steps + 1, (count,), generator=generator)
+        ahead = 1 + (torch.rand(count, generator=generator) * goal_steps).long()  # 1..goal_steps
+        goal = torch.minimum(start + ahead, torch.full_like(start, length))  # the frame j steps on, in the episode
+        steps = start[:, None] + torch.arange(chunk_steps)  # (count, chunk_steps)
+        inputs = (self.latents[episode, start], self.latents[episode, goal],
+                  None if self.proprio is None else self.proprio[episode, start],
+                  self.readouts[episode, start], self.readouts[episode, goal])
+        return inputs, self.actions[episode[:, None], steps]
+
+
+def policy_identity(cfg: DictConfig, settings: dict, train_cache: LatentCache) -> dict:
+    """What the trained policy depends on: its settings, the seed, the predictor's and readout's weights
+    (the agent's inputs are prepared by them) and the training latents."""
+    predictor_dir = Path(cfg.paths.predictor)
+    readout_path = predictor_dir / READOUT_FILE
+    identity = {"policy": settings, "seed": int(cfg.seed),
+                "predictor_sha256": sha256_file(predictor_dir / PREDICTOR_FILE),
+                "readout_sha256": sha256_file(readout_path) if readout_path.exists() else None,
+                "latents": train_cache.manifest}
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def main(cfg: DictConfig) -> None:
+    """Train the policy of the run in `cfg.paths` (see the module docstring); skip when it is up to date."""
+    settings = policy_settings(cfg)
+    fingerprint = load_stage_encoder(cfg).fingerprint
+    train_cache = LatentCache(Path(cfg.paths.latents) / "train", fingerprint)
+    val_cache = LatentCache(Path(cfg.paths.latents) / "val", fingerprint)
+    predictor, _ = load_predictor(cfg.paths.predictor)
+    readout_path = Path(cfg.paths.predictor) / READOUT_FILE
+    readout = load_position_readout(cfg.paths.predictor, "cpu", fingerprint) if readout_path.exists() else None
+    output_dir = ensure_writable_dir(policy_dir(cfg), "policy directory")
+    identity = policy_identity(cfg, settings, train_cache)
+    if (output_dir / META_FILE).exists() and (output_dir / WEIGHTS_FILE).exists():
+        if may_resume("goal policy", output_dir, read_json(output_dir / META_FILE).get("identity", {}), identity,
+                      bool(cfg.run.overwrite), elsewhere="keep both: +paths.policy=<another directory>"):
+            print(f"goal policy {output_dir / WEIGHTS_FILE} is up to date; nothing to do")
+            atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            return
+    (output_dir / "config.yaml").unlink(missing_ok=True)  # the policy changes: written again once it is saved
+    train_data = HindsightData(train_cache, predictor, readout)
+    val_data = HindsightData(val_cache, predictor, readout)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small MLP: 1 thread is faster, and 3x faster than 2 on a shared machine
+    try:
+        metrics = train_policy(settings, train_data, val_data, predictor.config.block, int(cfg.seed), output_dir,
+                               identity)
+    finally:
+        torch.set_num_threads(threads)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    print(f"goal policy: {output_dir / WEIGHTS_FILE} (held-out loss {metrics['val_loss']:.4f}, predicting the mean "
+          f"action {metrics['val_loss_mean_action']:.4f}) in {metrics['train_seconds']:.0f} s")
+
+
+def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightData, block: int, seed: int,
+                 output_dir: Path, identity: dict) -> dict:
+    """Fit a GoalPolicy by hindsight behaviour cloning; save it with its metrics; return them."""
+    import time
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    blocks, action_dim = settings["blocks"], train_data.actions.shape[-1]
+    chunk_steps, goal_steps = blocks * block, settings["goal_steps"]
+    readout_dim = train_data.readouts.shape[-1]
+    latents = settings["latents"] if settings["latents"] is not None else not readout_dim
+    if not (latents or readout_dim):
+        raise ValueError("policy.latents=false leaves the policy no input: the run has no position readout "
+                         "(predictor.readout.steps=0); set policy.latents=true")
+    config = PolicyConfig(latent_size=train_data.latents.shape[-1] if latents else 0,
+                          proprio_dim=train_data.proprio.shape[-1] if settings["proprio"] and train_data.proprio is not None
+                          else 0,
+                          readout_dim=readout_dim, block_dim=block * action_dim, blocks=blocks,
+                          hidden=settings["hidden"], depth=settings["depth"])
+    policy = GoalPolicy(config)
+    inputs, _ = train_data.sample(20000, chunk_steps, goal_steps, generator)
+    policy.fit_normalisation(policy.features(*inputs))
+    val_inputs, val_targets = val_data.sample(settings["val_samples"], chunk_steps, goal_steps,
+                                              torch.Generator().manual_seed(seed + 1))
+    val_features, val_targets = policy.features(*val_inputs), val_targets.reshape(len(val_targets), blocks, -1)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings["steps"])
+    progress = tqdm(range(settings["steps"]), unit="step", desc="train goal policy", dynamic_ncols=True)
+    for _ in progress:
+        inputs, targets = train_data.sample(settings["batch_size"], chunk_steps, goal_steps, generator)
+        chunk = policy(*inputs)  # (batch, blocks, block*A)
+        loss = (chunk - targets.reshape(chunk.shape)).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+    policy.eval()
+    with torch.no_grad():
+        val_chunk = policy.act_on_features(val_features)
+        mean_action = train_data.actions.flatten(0, 1).mean(0).repeat(block)  # (block*A,)
+        metrics = {"val_loss": float((val_chunk - val_targets).square().mean()),
+                   "val_loss_first_block": float((val_chunk[:, 0] - val_targets[:, 0]).square().mean()),
+                   "val_loss_mean_action": float((mean_action - val_targets).square().mean()),
+                   "steps": settings["steps"], "train_seconds": time.perf_counter() - started}
+    save_goal_policy(policy, output_dir, {"identity": identity, "predictor_sha256": identity["predictor_sha256"],
+                                          "metrics": metrics})
+    return metrics
