@@ -11,6 +11,7 @@ appended to, not renamed into place: a killed write leaves a truncated last reco
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 EVENTS_DIR = "tensorboard"
@@ -32,6 +33,7 @@ class EventLog:
             from torch.utils.tensorboard import SummaryWriter
 
             purge_step = self.resumed_step + 1 if self.resumed_step else None
+            wait_for_a_later_second(self.path)
             self.writer = SummaryWriter(log_dir=str(self.path), purge_step=purge_step)
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
@@ -45,3 +47,14 @@ class EventLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def wait_for_a_later_second(path: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name starts with its second of creation
+    (then host, pid and a counter, which sort as text: "10" before "9"). A resumed run's purge applies only to
+    files read before its own, so its file must sort last: made within the same second as an earlier one
+    (a kill and resume in one process, in tests), it waits for the next second."""
+    newest = max((int(name.split(".")[3]) for name in (file.name for file in path.glob("events.out.tfevents.*"))
+                  if name.split(".")[3].isdigit()), default=0)
+    while int(time.time()) <= newest:
+        time.sleep(0.05)
