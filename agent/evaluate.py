@@ -4,8 +4,9 @@
     jepa-agent evaluate experiment=reacher evaluate.agent=oracle hydra.run.dir=runs/reacher
     jepa-agent evaluate experiment=reacher evaluate.seeds=[0,1,2,3] hydra.run.dir=runs/reacher   # one more seed
 
-For every eval seed, `evaluate.pairs` start/goal pairs are drawn from the held-out `eval` split:
-start = (episode, t), goal = the stored frame and state `goal_offset` steps later. The simulator is
+For every eval seed, `evaluate.pairs` start/goal pairs are drawn (`agent/pairs.py`): by default from the
+held-out `eval` split, start = (episode, t), goal = the stored frame and state `goal_offset` steps later;
+with `evaluate.goals=ogbench_tasks`, OGBench's own evaluation goals. The simulator is
 reset to the start state and the agent has `budget` task steps; an episode succeeds when the task's
 success predicate holds after any control step. Writes to `paths.evaluation/<agent>/`:
 `metrics.json` (aggregate + resolved config), `episodes.jsonl` (one record per episode) and
@@ -39,6 +40,7 @@ from tqdm import tqdm
 from agent.build import LATENT_AGENTS, PLANNING_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
+from agent.pairs import GOAL_SOURCES, draw_pairs
 from agent.report import write_report
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
@@ -54,61 +56,8 @@ IDENTITY_FILE = "identity.json"
 PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
 SCORING_ONLY = ("angle_error",)  # env keys that change how success is scored, not what the agent sees
-GOAL_SOURCES = ("held_out", "ogbench_tasks")  # evaluate.goals: where start/goal pairs come from (docs/protocol.md)
 RECORD_FORMAT = 3  # 2: a record ends at the first success, closest distances over control steps, wall_time_s;
                    # 3: episodes run to the budget, `held` and `final_distance_at_budget`
-
-
-def sample_pairs(store: EpisodeStore, task, count: int, goal_offset: int, seed: int,
-                 exclude_within: float = 0.0) -> tuple[list[dict], int]:
-    """`count` start/goal pairs from `store`, reproducible under `seed`; returns (pairs, excluded)."""
-    length = store.episode_length
-    if count < 1:
-        raise ValueError(f"evaluate.pairs={count} is invalid; expected a positive int")
-    if goal_offset > length:
-        raise ValueError(f"evaluate.goal_offset={goal_offset} is invalid; expected <= the episode length {length}")
-    candidates = [(e, t) for e in range(len(store)) for t in range(length - goal_offset + 1)]
-    order = np.random.default_rng(seed).permutation(len(candidates))
-    pairs, excluded, episodes = [], 0, {}
-    for index in order:
-        episode_index, start = candidates[index]
-        if episode_index not in episodes:
-            episodes[episode_index] = store.episode(episode_index)
-        episode = episodes[episode_index]
-        states = np.concatenate([episode["qpos"], episode["qvel"]], axis=1)  # (T+1, S)
-        start_state, goal_state = states[start], states[start + goal_offset]
-        if task.distance(start_state, goal_state) < exclude_within:
-            excluded += 1
-            continue
-        pairs.append({"episode": int(episode_index), "start_step": int(start), "start_state": start_state,
-                      "goal_state": goal_state, "goal_image": episode["frames"][start + goal_offset]})
-        if len(pairs) == count:
-            return pairs, excluded
-    raise ValueError(f"evaluate.pairs={count} is more than the eval split offers ({len(pairs)} usable pairs)")
-
-
-def ogbench_task_pairs(task, count: int, seed: int) -> list[dict]:
-    """`count` pairs of OGBench's own evaluation goals (the cube's protocol 2), its task_id 1-5 in turn (pair i
-    is task i % 5 + 1), each drawn by OGBench's task-mode reset under a seed of (seed, i); the goal image is
-    the goal state in this task's frames."""
-    if not hasattr(task, "ogbench_task"):
-        raise ValueError(f"evaluate.goals=ogbench_tasks needs an OGBench task (cube); {type(task).__name__} has none")
-    if count < 1:
-        raise ValueError(f"evaluate.pairs={count} is invalid; expected a positive int")
-    pairs = []
-    for index in range(count):
-        task_id = index % task.ogbench_task_count + 1
-        start_state, goal_state = task.ogbench_task(task_id, seed * 100_003 + index)
-        pairs.append({"task_id": task_id, "episode": None, "start_step": None, "start_state": start_state,
-                      "goal_state": goal_state, "goal_image": task.render_goal(goal_state)})
-    return pairs
-
-
-def draw_pairs(cfg: DictConfig, store: EpisodeStore, task, seed: int) -> tuple[list[dict], int]:
-    """The start/goal pairs of one eval seed, from `evaluate.goals`; returns (pairs, pairs excluded)."""
-    if cfg.evaluate.get("goals", "held_out") == "ogbench_tasks":
-        return ogbench_task_pairs(task, cfg.evaluate.pairs, seed), 0
-    return sample_pairs(store, task, cfg.evaluate.pairs, cfg.evaluate.goal_offset, seed, cfg.evaluate.exclude_within)
 
 
 def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, success_threshold: float) -> dict:

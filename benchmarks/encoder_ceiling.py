@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 import envs
 from agent.build import load_run_config
 from agent.episodes import run_batch
-from agent.evaluate import sample_pairs
+from agent.pairs import sample_pairs
 from agent.mpc import MPCAgent
 from agent.worlds import aggregate_over_blocks
 from benchmarks.arguments import benchmark_parser, positive_int, run_main

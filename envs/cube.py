@@ -13,7 +13,10 @@ frames/s at 64 px instead of 8.
     state = (qpos (21), qvel (20)): the arm's 6 joints, the gripper's 8, the cube's free joint (xyz, quaternion)
     proprio = what the arm senses: its 6 joints and the gripper's driver joint, positions then velocities (14,)
 
-`scripted_policy` is OGBench's noisy pick-and-place oracle (its `manipspace` data), for `collect`.
+`scripted_policy` is OGBench's noisy pick-and-place oracle (its `manipspace` data), for `collect`;
+`ogbench_task(task_id, seed)` one of OGBench's five evaluation goals as (start_state, goal_state), for
+`evaluate.goals=ogbench_tasks`; `goal_expert(goal_state, rng)` the same oracle sent to a goal from the true
+state, the privileged ceiling `evaluate.agent=expert`.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ import mujoco  # noqa: E402,I001  (envs.base has set MUJOCO_GL)
 SUPPORTED_ENVS = {"visual-cube-single-v0": "single"}  # OGBench id -> CubeEnv env_type
 ARM_JOINTS, GRIPPER_DRIVER, CUBE_JOINT = tuple(range(6)), 6, 14  # joint ids in OGBench's cube model
 OGBENCH_TASK_COUNT = 5         # visual-cube-single's evaluation goals, task_id 1-5
-OGBENCH_EPISODE_STEPS = 200    # its evaluation episodes' length (OGBench's max_episode_steps)
 
 
 def ogbench_cube_class():

@@ -48,7 +48,7 @@ def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_d
     not scored on. The oracle still reaches the goal."""
     from agent.build import build_agent
     from agent.episodes import run_batch
-    from agent.evaluate import sample_pairs
+    from agent.pairs import sample_pairs
     from envs.dataset import EpisodeStore
 
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "planner.samples=100",

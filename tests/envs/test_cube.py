@@ -119,7 +119,7 @@ def test_the_expert_reaches_ogbench_goals_through_the_evaluation_path():
     """The privileged ceiling: OGBench's scripted oracle, sent to each goal state, carries the cube there
     (episodes run by the evaluation's own batch runner, records keyed by OGBench task_id)."""
     from agent.episodes import run_batch
-    from agent.evaluate import ogbench_task_pairs
+    from agent.pairs import ogbench_task_pairs
     from agent.mpc import ExpertAgent
 
     tasks = [envs.make("cube", image_size=32) for _ in range(3)]
@@ -143,7 +143,7 @@ def test_bad_input_is_one_line():
 
     with pytest.raises(ValueError, match=r"collect.policy.kind='scripted' is invalid for Reacher, which has no scripted"):
         check_policy({"kind": "scripted"}, Reacher)
-    from agent.evaluate import ogbench_task_pairs
+    from agent.pairs import ogbench_task_pairs
     from agent.mpc import ExpertAgent
 
     reacher = envs.make("reacher", image_size=32)
