@@ -113,8 +113,13 @@ def remove_made_directories(directory: Path, existing: Path) -> None:
 
 
 def remove_temps_of_killed_runs(cfg) -> None:
-    """After a stage succeeded: the temp files that earlier killed runs left in the run's folders."""
+    """After a stage that held the run directory exclusively succeeded: the temp files that earlier killed runs
+    left in the run's folders. Not under torchrun's other ranks (rank 0 may still be writing), nor after an
+    evaluation (others may be writing beside it under the shared lock): the next writing command cleans up."""
     from bookkeeping.io import remove_leftover_temps
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
 
     for directory in dict.fromkeys([cfg.run_dir, *cfg.paths.values()]):  # paths may lie outside the run
         remove_leftover_temps(directory)
@@ -249,7 +254,8 @@ def run_stage(name: str, argv: list[str]) -> None:
                     torch.set_num_threads(cfg.threads)
                 function = getattr(importlib.import_module(stage.module), stage.function)
                 function(cfg)
-                remove_temps_of_killed_runs(cfg)
+                if name not in READING_STAGES:
+                    remove_temps_of_killed_runs(cfg)
         except USER_ERRORS as error:
             if os.environ.get("JEPA_AGENT_DEBUG"):
                 raise
