@@ -62,6 +62,17 @@ def load_pixel_world(cfg: DictConfig, task, device: str):
     return world, model.config.block
 
 
+def effector_chain(task):
+    """The kinematic chain from the world to the task's effector site (the reach term of the energy)."""
+    from agent.kinematics import SerialChain
+
+    site = getattr(task, "effector_site", None)
+    if site is None:
+        raise ValueError(f"evaluate.energy.reach_weight needs a task with an effector; {type(task).__name__} has none "
+                         "(expected a manipulation task: the cube)")
+    return SerialChain(task._model, site)
+
+
 def check_agent_kind(kind: str) -> str:
     if kind not in AGENTS:
         raise ValueError(f"evaluate.agent={kind!r} is invalid; expected one of {list(AGENTS)}")
@@ -107,13 +118,17 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
             from world_model.latent_readout import load_latent_readout
 
             latent_readout = load_latent_readout(cfg.paths.predictor, device)
+        reach_weight, reach_chain = float(energy.get("reach_weight", 0.0)), None
+        if reach_weight:
+            reach_chain = effector_chain(task)
         world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
                             autocast_bf16=bool(cfg.evaluate.autocast_bf16), compile=bool(cfg.evaluate.compile),
                             position_readout=readout, position_weight=position_weight,
                             proprio_indices=task.proprio_indices, state_size=task.nq + task.nv,
                             latent_readout=latent_readout, latent_readout_weight=latent_readout_weight,
                             image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device),
-                            latent_weight=float(energy.get("latent_weight", 1.0)))
+                            latent_weight=float(energy.get("latent_weight", 1.0)),
+                            reach_chain=reach_chain, reach_weight=reach_weight, reach_gate=task.success_threshold)
     elif kind == "pixel":
         world, block = load_pixel_world(cfg, task, device)
     else:

@@ -155,7 +155,7 @@ def check_overrides(argv: list[str]) -> None:
 # keys the code reads where present, absent from the default configs (so that runs made before them still match)
 OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.goals", "evaluate.energy.latent_weight",
                  "evaluate.energy.latent_readout_weight", "predictor.latent_readout", "policy", "paths.policy",
-                 "planner.warm_start_std")
+                 "planner.warm_start_std", "evaluate.energy.reach_weight")
 
 
 def check_added_keys(cfg, argv: list[str]) -> None:

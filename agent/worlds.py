@@ -75,7 +75,8 @@ class LatentWorld:
                  autocast_bf16: bool = False, chunk_size: int = 4096, compile: bool = False,
                  position_readout=None, position_weight: float = 0.0, proprio_indices=None,
                  state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0,
-                 image_size: int | None = None, reference=None, latent_weight: float = 1.0):
+                 image_size: int | None = None, reference=None, latent_weight: float = 1.0,
+                 reach_chain=None, reach_weight: float = 0.0, reach_gate: float = 0.0):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
         `image_size`: the side of the frames the run was trained on; frames of another size are refused.
@@ -83,7 +84,11 @@ class LatentWorld:
         frames are warned about once per episode (another camera, shadows on: the agent drops below random).
         `latent_weight` scales the latent distance (0: the readout terms alone decide).
         `latent_readout_weight` > 0 adds that weight x the squared distance, in units of the training std,
-        between the positions `latent_readout` reads from the predicted latents and from the goal's latent."""
+        between the positions `latent_readout` reads from the predicted latents and from the goal's latent.
+        `reach_weight` > 0 adds that weight x the squared distance, in the same units, between the gripper where
+        `reach_chain` (agent.kinematics.SerialChain) puts it for the predicted joint angles and the object where
+        the latent readout reads it, in envs whose object the readout sees farther than `reach_gate` from the
+        goal's: a plan that moves an object first brings the gripper to it (the cube: docs/experiments.md 20)."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         latent_distance(torch.zeros(1, 1), torch.zeros(1, 1), norm)
         if position_weight < 0:
@@ -99,6 +104,13 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.latent_weight={latent_weight} is invalid; expected > 0, or 0 with a "
                              "readout term (position_weight or latent_readout_weight > 0)")
         self.latent_weight = float(latent_weight)
+        if reach_weight < 0 or (reach_weight and (reach_chain is None or not latent_readout_weight)):
+            raise ValueError(f"evaluate.energy.reach_weight={reach_weight} is invalid; expected 0, or > 0 with a latent "
+                             "readout term (latent_readout_weight > 0) on a task with an effector (the cube)")
+        if reach_weight and len(latent_readout.config.qpos_indices) != 3:
+            raise ValueError(f"evaluate.energy.reach_weight={reach_weight} needs a latent readout of an object's x, y, z; "
+                             f"this one reads qpos {list(latent_readout.config.qpos_indices)}")
+        self.reach_chain, self.reach_weight, self.reach_gate = reach_chain, float(reach_weight), float(reach_gate)
         self.image_size = image_size
         self.reference, self.warned = reference, False
         self.encoder, self.predictor = encoder, predictor
@@ -123,6 +135,12 @@ class LatentWorld:
             raise ValueError(f"the predictor reads a proprio of {proprio_dim} values; the task's proprio_indices "
                              f"name {len(self.proprio_indices)}")
         self.state_size = state_size or proprio_dim
+        if self.reach_weight:  # the chain's joints among the proprio's entries
+            missing = [address for address in reach_chain.qpos_addresses if address not in self.proprio_indices]
+            if missing:
+                raise ValueError(f"the effector's joints at qpos {missing} are not in the proprio; expected a predictor "
+                                 "that predicts the arm's joints (predictor.use_proprio=true)")
+            self.reach_columns = [self.proprio_indices.index(address) for address in reach_chain.qpos_addresses]
 
     @property
     def state_dim(self) -> int | None:
@@ -189,12 +207,30 @@ class LatentWorld:
         positions = predicted_proprio[..., :count].float() * std + mean  # (chunk, H, nq) in the task's units
         return (self.position_readout.position_error(positions, goal_positions) / std).square().mean(-1)
 
+    def reaching(self, latents: torch.Tensor, goal_latents: torch.Tensor) -> torch.Tensor:
+        """Whether the object that the latent readout reads from the last frames (B, N, D') lies farther than the
+        reach gate from the goal's (B, N, D'): (B,) bool."""
+        with self._autocast():
+            offsets = self.latent_readout(latents.float()) - self.latent_readout(goal_latents.float())  # (B, 3)
+        return offsets.float().norm(dim=-1) > self.reach_gate
+
+    def reach_distance(self, predicted_proprio: torch.Tensor, predicted_latents: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance (chunk, H), in the latent readout's training stds, between the effector at the
+        predicted joint angles (proprio (chunk, H, P), standardised) and the object read from the predicted
+        latents (chunk, H, N, D')."""
+        proprio = predicted_proprio.float() * self.predictor.proprio_std + self.predictor.proprio_mean  # (chunk, H, P)
+        effector = self.reach_chain(proprio[..., self.reach_columns])  # (chunk, H, 3)
+        readout = self.latent_readout
+        objects = readout(predicted_latents).float()  # (chunk, H, 3), task units
+        return ((effector - objects) / readout.std).square().mean(-1)
+
     @torch.no_grad()
     def energy_fn(self, blocks: int | None = None):
         context = torch.stack(self.context_latents, dim=1)  # (B, C, N, D')
         context_actions = torch.stack(self.context_actions, dim=1) if self.context_actions else None  # (B, C-1, bA)
         context_proprio = torch.stack(self.context_proprio, dim=1) if self.context_proprio else None  # (B, C, P)
         goal, goal_positions = self.goal_latents, self.goal_positions  # (B, N, D'), (B, nq) | None
+        reaching = self.reaching(context[:, -1], goal) if self.reach_weight else None  # (B,) bool
 
         @torch.no_grad()
         def energy(actions: torch.Tensor) -> torch.Tensor:
@@ -230,6 +266,9 @@ class LatentWorld:
                     predicted_objects = readout.standardised(predicted)  # (chunk, H, positions), in training stds
                     goal_objects = readout.standardised(flat_goal)  # (chunk, 1, positions)
                     distance = distance + self.latent_readout_weight * (predicted_objects - goal_objects).square().mean(-1)
+                if self.reach_weight:
+                    active = repeat_last_env(reaching, padded)[envs].repeat_interleave(samples)[:, None]  # (chunk, 1)
+                    distance = distance + self.reach_weight * active * self.reach_distance(predicted_proprio, predicted)
                 distances.append(distance)
             per_block = torch.cat(distances).view(padded, samples, horizon)[:batch]  # (B, K, H)
             return aggregate_over_blocks(per_block, self.aggregate)

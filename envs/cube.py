@@ -79,6 +79,7 @@ class Cube(PixelTask):
     success_threshold = 0.04  # m, OGBench's cube success radius
     hidden_geoms = ()         # OGBench's target cube is made transparent by OGBench itself (visualize_info off)
     action_dim = 5            # OGBench's end-effector action (the model's 7 actuators are set by its IK)
+    effector_site = "ur5e/robotiq/pinch"  # between the fingers: where OGBench's actions move (the energy's reach term)
     ogbench_task_count = OGBENCH_TASK_COUNT  # its evaluation goals (`ogbench_task`)
 
     def __init__(self, image_size: int = 64, camera_id: int = 1, camera_fovy: float | None = None,

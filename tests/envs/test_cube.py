@@ -168,15 +168,18 @@ def test_a_missing_ogbench_is_one_line(tmp_path):
 
 
 def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
-    """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training, and the
-    latent, random, oracle and expert agents evaluated with videos."""
+    """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training (with the latent
+    readout of the cube), and the latent (with the reach term), random, oracle and expert agents evaluated with
+    videos."""
     import json
 
     from tests.conftest import cli
 
     run_dir = tmp_path / "run"
     result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted",
-                 "run.agents=[latent,random,oracle,expert]", f"hydra.run.dir={run_dir}")
+                 "run.agents=[latent,random,oracle,expert]", "+predictor.latent_readout.steps=20",
+                 "+predictor.latent_readout.qpos_indices=[14,15,16]", "+evaluate.energy.latent_readout_weight=1",
+                 "+evaluate.energy.reach_weight=10", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle", "expert"}
