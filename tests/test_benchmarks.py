@@ -23,6 +23,7 @@ def run_module(*args: str) -> subprocess.CompletedProcess:
     ("benchmarks.collect_speed", "collect_speed_smoke.json"),
     ("benchmarks.planning_speed", "planning_speed_smoke.json"),
     ("benchmarks.planner_synthetic", "planner_synthetic_smoke.json"),
+    ("benchmarks.pixel_vs_latent_speed", "pixel_vs_latent_speed_smoke.json"),
 ])
 def test_speed_benchmark_smoke(module, output):
     result = run_module(module, "--smoke")
