@@ -58,7 +58,8 @@ def load_pixel_world(cfg: DictConfig, task, device: str):
                          f"with action_dim={model.config.action_dim}; this evaluation is task {task_name!r} with "
                          f"action_dim={action_dim}")
     world = PixelWorld(model, norm=str(cfg.pixel.energy), aggregate=cfg.evaluate.energy.aggregate,
-                       image_size=int(cfg.env.image_size), autocast_bf16=bool(cfg.evaluate.autocast_bf16))
+                       image_size=int(cfg.env.image_size), autocast_bf16=bool(cfg.evaluate.autocast_bf16),
+                       compile=bool(cfg.evaluate.compile))
     return world, model.config.block
 
 

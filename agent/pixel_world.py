@@ -13,7 +13,8 @@ import contextlib
 import numpy as np
 import torch
 
-from agent.worlds import aggregate_over_blocks
+from agent.worlds import aggregate_over_blocks, repeat_last_env
+from world_model.compiled_step import compile_advance
 from world_model.energy import frame_distance
 from world_model.train_pixel import downsample, model_frames
 
@@ -24,13 +25,18 @@ class PixelWorld:
     state_dim = None  # reads no states
 
     def __init__(self, model, norm: str = "l2", aggregate: str = "last", image_size: int | None = None,
-                 autocast_bf16: bool = False, chunk_size: int = 1024):
-        """`image_size`: the side of the env's frames (the run's); `chunk_size`: rollouts per model call."""
+                 autocast_bf16: bool = False, chunk_size: int = 1024, compile: bool = False):
+        """`image_size`: the side of the env's frames (the run's); `chunk_size`: rollouts per model call;
+        `compile`: torch.compile the model's step, as the latent world does (evaluate.compile), every call padded
+        to one shape."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         frame_distance(torch.zeros(1, 3, 1, 1), torch.zeros(1, 3, 1, 1), norm)
         self.model, self.norm, self.aggregate = model, norm, aggregate
         self.image_size, self.autocast_bf16, self.chunk_size = image_size, autocast_bf16, chunk_size
         self.device = next(model.parameters()).device
+        self.compiled = bool(compile)
+        if compile:
+            compile_advance(model)
         self.resolution, self.context_frames = model.config.image_size, model.config.context_frames
         self.goal_frames: torch.Tensor | None = None  # (B, 3, r, r)
         self.context: list[torch.Tensor] = []  # C of (B, 3, r, r)
@@ -72,17 +78,23 @@ class PixelWorld:
         def energy(actions: torch.Tensor) -> torch.Tensor:
             actions = actions[:, :, :blocks].to(self.device)  # (B, K, H', block*A)
             batch, samples, horizon, _ = actions.shape
-            chunk_envs = max(1, self.chunk_size // samples)  # whole envs per model call
+            calls = -(-batch // max(1, self.chunk_size // samples))  # model calls of whole envs
+            chunk_envs = -(-batch // calls)  # as even as can be
+            padded = calls * chunk_envs if self.compiled else batch  # compiled: every call one shape
+            padded_context, padded_context_actions, padded_goal, padded_actions = (
+                None if tensor is None else repeat_last_env(tensor, padded)
+                for tensor in (context, context_actions, goal, actions))
             distances = []
-            for start in range(0, batch, chunk_envs):
+            for start in range(0, padded, chunk_envs):
                 envs = slice(start, start + chunk_envs)
                 with self._autocast():
                     predicted = self.model.rollout(  # an env's context runs once for its K candidates
-                        context[envs], actions[envs].flatten(0, 1),
-                        None if context_actions is None else context_actions[envs])  # (chunk*K, H', 3, r, r)
-                flat_goal = goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk*K, 1, 3, r, r)
+                        padded_context[envs], padded_actions[envs].flatten(0, 1),
+                        None if padded_context_actions is None else padded_context_actions[envs],
+                    )  # (chunk*K, H', 3, r, r)
+                flat_goal = padded_goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk*K, 1, 3, r, r)
                 distances.append(frame_distance(predicted, flat_goal, self.norm))  # (chunk*K, H')
-            per_block = torch.cat(distances).view(batch, samples, horizon)  # (B, K, H')
+            per_block = torch.cat(distances).view(padded, samples, horizon)[:batch]  # (B, K, H')
             return aggregate_over_blocks(per_block, self.aggregate)
 
         return energy

@@ -31,6 +31,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from world_model.compiled_step import compile_advance
 from world_model.energy import latent_distance
 
 AGGREGATES = ("last", "sum", "min")
@@ -118,7 +119,7 @@ class LatentWorld:
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
         self.compiled = bool(compile)
         if compile:
-            predictor.compile_advance()
+            compile_advance(predictor)
         self.norm, self.aggregate = norm, aggregate
         self.autocast_bf16, self.chunk_size = autocast_bf16, chunk_size
         self.device = next(predictor.parameters()).device

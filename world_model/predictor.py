@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,27 +266,6 @@ class Predictor(nn.Module):
             frame_proprio = window_proprio[:, -1:].repeat_interleave(samples, dim=0)  # (B, 1, P)
         latents, proprio = self.roll_on(frame_latents, frame_proprio, caches, actions)
         return (latents, proprio) if return_proprio else latents
-
-    def compile_advance(self, fallback: bool = True) -> None:
-        """Compile `advance` with torch.compile (Inductor) for planning: 1.6-2x faster CEM plans for
-        1-4 envs on a CPU after a one-off compile of ~30 s per batch size. Where the backend cannot
-        compile (no C++ compiler, say), `fallback` warns once and this model runs eagerly from then on;
-        without it the error is raised. Nothing process-wide is changed (torch._dynamo's
-        `suppress_errors` stays as it is)."""
-        eager, compiled = self.advance, torch.compile(self.advance, dynamic=False)
-
-        def advance(*args, **kwargs):
-            try:
-                return compiled(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001  (any backend failure; a real bug fails again eagerly)
-                if not fallback:
-                    raise
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-                              "planning runs eagerly", RuntimeWarning, stacklevel=2)
-                self.advance = eager
-                return eager(*args, **kwargs)
-
-        self.advance = advance
 
     def roll_on(self, frame_latents: torch.Tensor, frame_proprio: torch.Tensor | None,
                 caches: list[KeyValues] | None, actions: torch.Tensor):

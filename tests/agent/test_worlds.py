@@ -47,7 +47,7 @@ def test_a_compiled_world_keeps_one_shape_for_every_predictor_call(tmp_path, mon
     calls. At most 4 envs a call (12 rows): 2 calls of 3 envs, not 4 + 4 with 3 of them padding."""
     encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
     predictor = tiny_predictor(latent_dim=encoder.dim, context_frames=2)
-    monkeypatch.setattr(predictor, "compile_advance", lambda: None)  # the padding, not Inductor, is under test
+    monkeypatch.setattr("agent.worlds.compile_advance", lambda model: None)  # the padding, not Inductor, is under test
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 5, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
     executed = rng.uniform(-1, 1, (5, 6)).astype(np.float32)
@@ -64,4 +64,29 @@ def test_a_compiled_world_keeps_one_shape_for_every_predictor_call(tmp_path, mon
         calls.clear()
         energies.append(world.energy_fn()(candidates))
     assert calls == calls_made  # the compiled world's calls; eagerly the last holds fewer envs
+    torch.testing.assert_close(energies[1], energies[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_compiled_pixel_world_keeps_one_shape_for_every_model_call(monkeypatch):
+    """The pixel world pads its last model call as the latent world does (evaluate.compile applies to both)."""
+    from agent.pixel_world import PixelWorld
+    from tests.world_model.test_pixel_model import trained_looking
+
+    model = trained_looking()  # 16 px frames, block 2, action_dim 2, context 2
+    monkeypatch.setattr("agent.pixel_world.compile_advance", lambda model: None)  # the padding is under test
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 5, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
+    executed = rng.uniform(-1, 1, (5, 4)).astype(np.float32)
+    candidates = torch.rand(5, 3, 2, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
+    energies, calls = [], []
+    rollout = model.rollout
+    monkeypatch.setattr(model, "rollout", lambda context, *args: calls.append(len(context)) or rollout(context, *args))
+    for compile in (False, True):
+        world = PixelWorld(model, aggregate="sum", chunk_size=6, compile=compile)
+        world.set_goal(frames[1])
+        world.observe(frames[0])
+        world.observe(frames[1], executed_block=executed)
+        calls.clear()
+        energies.append(world.energy_fn()(candidates))
+    assert calls == [2, 2, 2]  # 5 envs in calls of 2: the last one padded with the last env
     torch.testing.assert_close(energies[1], energies[0], rtol=1e-5, atol=1e-5)

@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from world_model.compiled_step import compile_advance
 from world_model.energy import latent_distance
 from world_model.predictor import Predictor, PredictorConfig, load_predictor, pool_token_grid, save_predictor
 
@@ -180,14 +181,21 @@ def test_flattened_grid_gives_one_token_per_frame_that_keeps_the_layout():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
-def test_compiled_rollout_matches_eager():
-    """Compiling must work here (a failure is raised, not hidden), and leaves no process-wide flag set."""
+@pytest.mark.parametrize("kind", ["latent", "pixel"])
+def test_compiled_rollout_matches_eager(kind):
+    """Compiling must work here (a failure is raised, not hidden), and leaves no process-wide flag set; for the
+    latent predictor and the pixel world model alike."""
     import torch._dynamo
 
-    model = tiny_predictor(context_frames=2, conditioning="adaln")
-    eager = tiny_predictor(context_frames=2, conditioning="adaln")
-    context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
-    model.compile_advance(fallback=False)
+    if kind == "latent":
+        model, eager = (tiny_predictor(context_frames=2, conditioning="adaln") for _ in range(2))
+        context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
+    else:
+        from tests.world_model.test_pixel_model import trained_looking
+
+        model, eager = (trained_looking().eval() for _ in range(2))  # the same weights (seed 0), not the copy-last init
+        context, context_actions, actions = torch.rand(1, 2, 3, 16, 16), torch.randn(1, 1, 4), torch.randn(6, 3, 4)
+    compile_advance(model, fallback=False)
     with torch.no_grad():
         torch.testing.assert_close(model.rollout(context, actions, context_actions),
                                    eager.rollout(context, actions, context_actions), rtol=1e-4, atol=1e-4)
@@ -204,11 +212,11 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
     eager = tiny_predictor(context_frames=2)
     context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
     monkeypatch.setattr(torch, "compile", broken_compile)
-    model.compile_advance()
+    compile_advance(model)
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="no C.. compiler"):
         compiled = model.rollout(context, actions, context_actions)
     torch.testing.assert_close(compiled, eager.rollout(context, actions, context_actions))
     strict = tiny_predictor(context_frames=2)
-    strict.compile_advance(fallback=False)
+    compile_advance(strict, fallback=False)
     with torch.no_grad(), pytest.raises(RuntimeError, match="no C.. compiler"):
         strict.rollout(context, actions, context_actions)
