@@ -10,11 +10,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
+from agent.stages import AGENTS, LATENT_AGENTS
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
-AGENTS = ("latent", "random", "oracle", "pixel", "expert", "amortized", "amortized_cem")
-LATENT_AGENTS = ("latent", "amortized", "amortized_cem")  # those that read the run's encoder and predictor
 PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner and cfg.evaluate.energy
 RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model")  # a run directory's `paths`
 

@@ -37,11 +37,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.build import LATENT_AGENTS, PLANNING_AGENTS, build_agent, check_agent_kind
+from agent.build import PLANNING_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
 from agent.pairs import GOAL_SOURCES, draw_pairs
 from agent.report import write_report
+from agent.stages import LATENT_AGENTS
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from bookkeeping.checks import check_int_list, check_ints, check_numbers

@@ -26,42 +26,15 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from agent.build import LATENT_AGENTS
 from agent.config import command_line
 from agent.evaluate import agent_summary
 from agent.report import write_report
+from agent.stages import AGENTS, STAGES
 from bookkeeping.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
 
-class PipelineStage(NamedTuple):
-    sections: tuple[str, ...]  # the config sections its outputs depend on
-    target: str                # "module:function" that runs it
-    output_key: str            # the `paths` key of its outputs
-    last_output: str           # a file among them that only a finished stage has written
-
-
-STAGES: dict[str, PipelineStage] = {
-    "collect": PipelineStage(("seed", "env", "collect"), "envs.collect:main", "dataset", "eval/manifest.json"),
-    "pretrain": PipelineStage(("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main", "encoder",
-                              "model.safetensors"),
-    "embed": PipelineStage(("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main",
-                           "latents", "train/manifest.json"),
-    "train": PipelineStage(("seed", "env", "collect", "encoder", "embed", "predictor"),
-                           "world_model.train_predictor:main", "predictor", "predictor.safetensors"),
-    "train_pixel": PipelineStage(("seed", "env", "collect", "pixel"), "world_model.train_pixel:main", "pixel_model",
-                                 "pixel_model.safetensors"),
-    "imagine_pixel": PipelineStage(("seed", "env", "collect", "pixel"), "agent.imagination:main", "pixel_model",
-                                   "imagination/rollout_error.json"),
-}
-LATENT_STAGES = ("pretrain", "embed", "train")  # run when an agent reads the latent world model (LATENT_AGENTS)
-PIXEL_STAGES = ("train_pixel", "imagine_pixel")  # run when the pixel agent is (world_model=pixel)
-POLICY_STAGE = PipelineStage(  # the amortized agents' goal policy (its chunk defaults to planner.horizon blocks)
-    ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "policy"),
-    "world_model.policy_training:main", "policy", "goal_policy.safetensors")
-EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
 # where and how, not what; `pixel` (world_model=pixel) adds a second world model to a run directory: its own
 # stages keep their identities (stages.json, the checkpoint's, the evaluation's), the latent ones are not touched
 IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads", "pixel")
@@ -170,8 +143,6 @@ def run_stage(book: StageBook, name: str, sections: tuple[str, ...], output_dir:
 
 
 def main(cfg: DictConfig) -> None:
-    from agent.build import AGENTS
-
     unknown = [agent for agent in cfg.run.agents if agent not in AGENTS]
     if unknown or not cfg.run.agents:
         raise ValueError(f"run.agents={list(cfg.run.agents)} is invalid; expected some of {list(AGENTS)}")
@@ -201,25 +172,30 @@ def main(cfg: DictConfig) -> None:
         shutil.rmtree(split_dir)
         book.entries.pop("embed", None)
     for name, stage in STAGES.items():
+        if not stage.target or not set(stage.needed_by) & set(cfg.run.agents):
+            continue  # not a stage of `run`, or one no agent of this run needs (a world model none plans with)
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
-        if (name in LATENT_STAGES and not set(LATENT_AGENTS) & set(cfg.run.agents)) or (
-                name in PIXEL_STAGES and "pixel" not in cfg.run.agents):
-            continue  # a world model no agent of this run plans with
-        run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target, cfg)
-    if any(agent.startswith("amortized") for agent in cfg.run.agents):
-        from world_model.policy_training import policy_dir
-
-        run_stage(book, "policy", POLICY_STAGE.sections, policy_dir(cfg), POLICY_STAGE.last_output, POLICY_STAGE.target,
-                  cfg)
-    for agent in cfg.run.agents:
-        sections = EVALUATION_SECTIONS + (("pixel",) if agent == "pixel" else ())
-        run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,
-                  "metrics.json", "agent.evaluate:main", cfg, agent)
+        if name == "evaluate":
+            for agent in cfg.run.agents:
+                sections = stage.sections + (("pixel",) if agent == "pixel" else ())
+                run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,
+                          stage.last_output, stage.target, cfg, agent)
+            continue
+        run_stage(book, name, stage.sections, output_dir(cfg, name), stage.last_output, stage.target, cfg)
     summary = summarize(cfg, run_dir, book)
     summary["report"] = str(write_report(cfg.paths.evaluation))  # eval/report.html: every agent's page
     atomic_write_json(run_dir / "summary.json", summary)
     print_summary(summary)
+
+
+def output_dir(cfg: DictConfig, stage: str) -> Path:
+    """Where `stage` writes: `paths.<its output_key>` (the policy's key is optional: `DIR/policy`)."""
+    if stage == "policy":
+        from world_model.policy_training import policy_dir
+
+        return policy_dir(cfg)
+    return Path(cfg.paths[STAGES[stage].output_key])
 
 
 def dataset_is_intact(cfg: DictConfig) -> bool:
@@ -247,8 +223,6 @@ def damaged_latent_splits(latents_dir: Path) -> list[tuple[Path, str]]:
 
 
 def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:
-    from agent.build import AGENTS
-
     agents = {}  # this run's agents, then any other evaluated in the same eval/ (the latent beside the pixel one)
     for agent in [*cfg.run.agents, *(agent for agent in AGENTS if agent not in cfg.run.agents)]:
         metrics_path = Path(cfg.paths.evaluation) / agent / "metrics.json"

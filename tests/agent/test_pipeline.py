@@ -159,7 +159,8 @@ def test_unknown_preset_lists_the_presets(tmp_path):
 def test_a_config_yaml_edited_into_garbage_is_refused_or_remade(tmp_path):
     """The run's config.yaml: refused by name (overwrite replaces it). A stage's: the stage is remade."""
     from agent.config import compose_config
-    from agent.pipeline import STAGES as PIPELINE_STAGES, StageBook, check_run_dir, section_hash
+    from agent.pipeline import StageBook, check_run_dir, section_hash
+    from agent.stages import STAGES as PIPELINE_STAGES
 
     cfg = compose_config(tmp_path, ["experiment=micro"])
     (tmp_path / "config.yaml").write_text("seed: [\n")
