@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bookkeeping.io import atomic_save, atomic_write_json, read_json
+from world_model.schedules import learning_rate, set_learning_rate
 
 DEFAULTS = {"steps": 0, "qpos_indices": [], "batch_size": 256, "lr": 1e-3, "hidden": 256, "val_frames": 2000}
 WEIGHTS_FILE = "latent_readout.safetensors"
@@ -99,15 +100,14 @@ def train_latent_readout(settings: DictConfig, predictor, train_cache, val_cache
     val_latents, val_positions = prepared_frames(predictor, val_cache, int(settings.val_frames), generator)
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(settings.lr), weight_decay=1e-4)
     steps = int(settings.steps)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     progress = tqdm(range(steps), unit="step", desc="train latent readout", dynamic_ncols=True)
-    for _ in progress:
+    for step in progress:
+        set_learning_rate(optimizer, learning_rate(step, steps, float(settings.lr)))
         batch = torch.from_numpy(generator.integers(0, len(latents), int(settings.batch_size)))
         loss = (readout.standardised(latents[batch]) - (targets[batch] - readout.mean) / readout.std).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
         progress.set_postfix(loss=f"{loss.item():.4f}")
     readout.eval()
     with torch.no_grad():

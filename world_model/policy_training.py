@@ -31,6 +31,7 @@ from world_model.goal_policy import (META_FILE, WEIGHTS_FILE, GoalPolicy, Policy
 from world_model.latent_cache import LatentCache, load_stage_encoder
 from world_model.position_readout import WEIGHTS_FILE as READOUT_FILE, load_position_readout
 from world_model.predictor import WEIGHTS_FILE as PREDICTOR_FILE, load_predictor
+from world_model.schedules import learning_rate, set_learning_rate
 
 DEFAULTS = {"steps": 1000,          # held-out error of the first block rises again after ~1000 steps on quick
             "batch_size": 256, "lr": 1.0e-3, "weight_decay": 1.0e-4, "hidden": 256, "depth": 2,
@@ -173,16 +174,15 @@ def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightD
                                               torch.Generator().manual_seed(seed + 1))
     val_features, val_targets = policy.features(*val_inputs), val_targets.reshape(len(val_targets), blocks, -1)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings["steps"])
     progress = tqdm(range(settings["steps"]), unit="step", desc="train goal policy", dynamic_ncols=True)
-    for _ in progress:
+    for step in progress:
+        set_learning_rate(optimizer, learning_rate(step, settings["steps"], settings["lr"]))
         inputs, targets = train_data.sample(settings["batch_size"], chunk_steps, goal_steps, generator)
         chunk = policy(*inputs)  # (batch, blocks, block*A)
         loss = (chunk - targets.reshape(chunk.shape)).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
         progress.set_postfix(loss=f"{loss.item():.4f}")
     policy.eval()
     with torch.no_grad():

@@ -37,6 +37,7 @@ from envs.dataset import EpisodeStore, read_manifest
 from world_model.energy import FRAME_NORMS
 from world_model.pixel_model import (PixelModelConfig, PixelWorldModel, parameter_count, save_pixel_model,
                                      to_model_frames)
+from world_model.schedules import learning_rate, set_learning_rate
 
 LOSSES = ("l2", "l1")
 BOOKKEEPING = ("val_windows", "checkpoint_every")  # how often, not what is learned
@@ -143,13 +144,6 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def learning_rate(progress: float, step: int, train_cfg: DictConfig) -> float:
-    """Linear warmup over `warmup_steps`, then cosine decay to `min_lr` as `progress` goes 0 -> 1."""
-    if step < train_cfg.warmup_steps:
-        return train_cfg.lr * (step + 1) / train_cfg.warmup_steps
-    return train_cfg.min_lr + 0.5 * (train_cfg.lr - train_cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 @torch.no_grad()
 def validate(model, data: FrameWindows, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
     model.eval()
@@ -226,8 +220,8 @@ def main(cfg: DictConfig) -> None:
             started = time.perf_counter()
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
             fraction = max(step / total_steps, elapsed / budget if budget else 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(fraction, step, train_cfg)
+            set_learning_rate(optimizer, learning_rate(step, total_steps, train_cfg.lr, train_cfg.min_lr,
+                                                       train_cfg.warmup_steps, progress=fraction))
             with autocast(device, train_cfg.bf16):
                 losses = window_losses(model, *train_data.batch(windows, device), train_cfg.rollout_steps,
                                        train_cfg.loss)

@@ -43,6 +43,7 @@ from world_model.familiarity import fit_reference
 from world_model.latent_readout import train_latent_readout
 from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
+from world_model.schedules import learning_rate, set_learning_rate
 
 
 class NonFiniteLossError(ValueError):
@@ -164,14 +165,6 @@ def validate(model: Predictor, data: WindowData, windows: torch.Tensor, train_cf
             totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
     model.train()
     return {name: total / len(windows) for name, total in totals.items()}
-
-
-def learning_rate(step: int, total_steps: int, train_cfg: DictConfig) -> float:
-    """Linear warmup to `lr`, then cosine decay to `min_lr` at `total_steps`."""
-    if step < train_cfg.warmup_steps:
-        return train_cfg.lr * (step + 1) / train_cfg.warmup_steps
-    progress = (step - train_cfg.warmup_steps) / max(1, total_steps - train_cfg.warmup_steps)
-    return train_cfg.min_lr + 0.5 * (train_cfg.lr - train_cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: int = 20000) -> None:
@@ -307,8 +300,8 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
         for index in range(step_in_epoch, steps_per_epoch):
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
             windows = processes.shard(windows)  # (batch_size / processes, 2)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, train_cfg)
+            set_learning_rate(optimizer, learning_rate(step, total_steps, train_cfg.lr, train_cfg.min_lr,
+                                                       train_cfg.warmup_steps))
             with autocast_context(device, train_cfg.bf16):
                 losses = objective(*train_data.batch(windows, device))
             loss_value = losses["loss"].item()

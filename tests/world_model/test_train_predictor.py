@@ -206,14 +206,3 @@ def test_bad_training_settings_are_refused_before_anything_is_written(tmp_path, 
     with pytest.raises(ValueError, match=re.escape(expected)):
         train_predictor.main(train_config(embedded_run, tmp_path / "predictor", override))
     assert not (tmp_path / "predictor").exists()
-
-
-def test_learning_rate_warms_up_linearly_then_decays_by_a_cosine_to_its_floor():
-    from omegaconf import OmegaConf
-
-    settings = OmegaConf.create({"lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 10})
-    rate = lambda step: train_predictor.learning_rate(step, 110, settings)  # noqa: E731
-    assert rate(0) == pytest.approx(1e-4) and rate(9) == pytest.approx(1e-3)  # step + 1 of 10
-    assert rate(10) == pytest.approx(1e-3)  # the peak, where the decay starts
-    assert rate(60) == pytest.approx((1e-3 + 1e-5) / 2)  # half way: the cosine's midpoint
-    assert rate(110) == pytest.approx(1e-5) and rate(500) == pytest.approx(1e-5)  # the floor, and it stays

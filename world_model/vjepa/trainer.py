@@ -23,7 +23,7 @@ from world_model.encoder import preprocess_frames
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
 from world_model.vjepa.model import VJEPAPretrainingModel
-from world_model.vjepa.schedules import ema_momentum, learning_rate
+from world_model.schedules import ema_momentum, learning_rate, set_learning_rate
 from world_model.vjepa.statistics import representation_statistics
 
 BOOKKEEPING = ("checkpoint_every", "log_every", "val_every", "val_clips")  # how often, not what is learned
@@ -150,11 +150,10 @@ class Pretrainer:
     def train_step(self) -> dict[str, float]:
         """One optimiser step and EMA update; returns loss, lr and momentum of this step."""
         settings = self.settings
-        lr = learning_rate(self.step, settings.steps, settings.warmup_steps, settings.lr,
-                           settings.start_lr, settings.final_lr)
+        lr = learning_rate(self.step, settings.steps, settings.lr, settings.final_lr, settings.warmup_steps,
+                           settings.start_lr)
         momentum = ema_momentum(self.step, settings.steps, settings.ema_start, settings.ema_end)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(self.optimizer, lr)
         clips = self.train_clips.sample(settings.batch_size, self.generator).to(self.device)  # (B, F, H, W, 3)
         pixels = preprocess_frames(clips, self.config.crop_size)  # (B, F, 3, S, S)
         if tuple(settings.crop_scale) != (1.0, 1.0):  # draws nothing otherwise: earlier runs reproduce
