@@ -95,7 +95,7 @@ def test_amortized_cem_starts_its_plan_from_the_policys_chunk(policy_run):
 
 @pytest.mark.parametrize("planner_name", ["cem", "icem"])
 def test_plan_init_std_narrows_the_first_samples_around_the_warm_start(planner_name):
-    """Planner.plan(init_std=...) is the first iteration's spread: candidates stay near a trusted warm start."""
+    """SamplingPlanner.plan(init_std=...) is the first iteration's spread: candidates stay near a trusted warm start."""
     from planners.cem import CEMPlanner
     from planners.icem import ICEMPlanner
 
