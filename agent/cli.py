@@ -13,7 +13,6 @@ status 2; set JEPA_AGENT_DEBUG=1 to see the traceback instead.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import importlib
 import os

@@ -46,6 +46,7 @@ from agent.stages import LATENT_AGENTS
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from bookkeeping.checks import check_int_list, check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.locks import directory_lock
 from envs.dataset import EpisodeStore, read_manifest
 from bookkeeping.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
@@ -54,7 +55,6 @@ from envs.registry import TASKS, task_class
 
 
 IDENTITY_FILE = "identity.json"
-PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
 SCORING_ONLY = ("angle_error",)  # env keys that change how success is scored, not what the agent sees
 RECORD_FORMAT = 3  # 2: a record ends at the first success, closest distances over control steps, wall_time_s;
@@ -261,35 +261,35 @@ def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: Episod
 def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
     """What an evaluation's episodes depend on: the agent, the seed, the task, the eval split the pairs
     come from, the protocol but its sample size, the planner (but for the random agent), for the oracle
-    the action block it plans in (`predictor.block`), and for the latent agent the exact predictor: the
-    hashes of its weights and readout, and its meta (which names the encoder and the block)."""
-    protocol = {key: value for key, value in OmegaConf.to_container(cfg.evaluate, resolve=True).items()
-                if key not in PROTOCOL_BOOKKEEPING + SAMPLE_SIZE}
-    eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
-    identity = {"record_format": RECORD_FORMAT, "agent": kind, "seed": int(cfg.seed),
-                "env": OmegaConf.to_container(cfg.env, resolve=True),
-                "eval_split": {"meta": eval_split["meta"],
-                               "episodes": sum(shard["episodes"] for shard in eval_split["shards"])},
-                "evaluate": protocol}
+    the action block it plans in (`predictor.block`), for the pixel agent its model and energy, and for the
+    latent agents the exact predictor: the hashes of its weights and readout, and its meta (which names the
+    encoder and the block)."""
+    sections = ["seed", "env", "evaluate"]
     if kind in PLANNING_AGENTS:
-        identity["planner"] = OmegaConf.to_container(cfg.planner, resolve=True)
+        sections.append("planner")
     if kind == "oracle":
-        identity["block"] = int(cfg.predictor.block)
+        sections.append("predictor.block")
+    eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
+    inputs = {"record_format": RECORD_FORMAT, "agent": kind,
+              "eval_split": {"meta": eval_split["meta"],
+                             "episodes": sum(shard["episodes"] for shard in eval_split["shards"])}}
     if kind in LATENT_AGENTS:
-        predictor_dir = Path(cfg.paths.predictor)
-        identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())
-                                 if path.suffix == ".safetensors" or path.name == "meta.json"}
+        inputs["predictor_files"] = model_files(Path(cfg.paths.predictor))
     if kind == "pixel":  # the exact pixel model and its energy (world_model=pixel)
-        model_dir = Path(cfg.paths.pixel_model)
-        identity["pixel_model"] = {path.name: sha256_file(path) for path in sorted(model_dir.iterdir())
-                                   if path.suffix == ".safetensors" or path.name == "meta.json"}
-        identity["pixel_energy"] = str(cfg.pixel.energy)
+        sections.append("pixel.energy")
+        inputs["pixel_model_files"] = model_files(Path(cfg.paths.pixel_model))
     if kind.startswith("amortized"):
         from world_model.goal_policy import WEIGHTS_FILE
         from world_model.policy_training import policy_dir
 
-        identity["policy"] = sha256_file(policy_dir(cfg) / WEIGHTS_FILE)
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+        inputs["policy_sha256"] = sha256_file(policy_dir(cfg) / WEIGHTS_FILE)
+    return config_identity(cfg, sections, ignoring=[f"evaluate.{key}" for key in SAMPLE_SIZE], **inputs)
+
+
+def model_files(model_dir: Path) -> dict[str, str]:
+    """{file name: SHA-256} of a model folder's weights (*.safetensors) and meta.json."""
+    return {path.name: sha256_file(path) for path in sorted(model_dir.iterdir())
+            if path.suffix == ".safetensors" or path.name == "meta.json"}
 
 
 def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
@@ -299,9 +299,6 @@ def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
     if records_path.exists():
         identity_path = out_dir / IDENTITY_FILE
         saved = read_json(identity_path) if identity_path.exists() else {}
-        if saved.get("agent") == "oracle" and "block" not in saved and (out_dir / "config.yaml").exists():
-            # an oracle evaluation from before its identity recorded the block: its config.yaml has it
-            saved["block"] = int(OmegaConf.load(out_dir / "config.yaml").predictor.block)
         if may_resume("evaluation", out_dir, saved, identity, overwrite,
                       elsewhere="keep both: paths.evaluation=<another directory>"):
             return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]

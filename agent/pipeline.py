@@ -21,8 +21,6 @@ evaluations grow (or summarise a subset).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -33,42 +31,23 @@ from agent.config import command_line
 from agent.evaluate import agent_summary
 from agent.report import write_report
 from agent.stages import AGENTS, STAGES
+from bookkeeping.identity import config_identity, identity_hash
 from bookkeeping.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
-
-# where and how, not what; `pixel` (world_model=pixel) adds a second world model to a run directory: its own
-# stages keep their identities (stages.json, the checkpoint's, the evaluation's), the latent ones are not touched
-IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads", "pixel")
-
-
-def portable(node, run_dir: str):
-    """Paths inside the run directory rewritten relative to it ("${run_dir}/encoder"), so that a run
-    directory compares equal to itself wherever it lives."""
-    if isinstance(node, dict):
-        return {key: portable(value, run_dir) for key, value in node.items()}
-    if isinstance(node, list):
-        return [portable(value, run_dir) for value in node]
-    root = run_dir.rstrip("/")
-    if isinstance(node, str) and root and (node == root or node.startswith(root + "/")):
-        return "${run_dir}" + node[len(root):]
-    return node
 
 
 def section_hash(cfg: DictConfig | dict, sections: tuple[str, ...]) -> str:
-    resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    content = portable({name: resolved.get(name) for name in sections}, str(resolved.get("run_dir") or ""))
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The hash `run` records for a stage: the identity of the config sections its outputs depend on."""
+    return identity_hash(config_identity(cfg, sections))
 
 
 def comparable_config(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that say where and how a run goes, not what it computes,
-    nor the evaluation's sample size (more seeds or pairs extend it), its paths relative to its run
-    directory."""
+    """The identity of the whole config but the evaluation's sample size (more seeds or pairs extend it) and
+    `pixel`: world_model=pixel adds a second world model to a run directory (its own stages keep their
+    identities, the latent ones are not touched)."""
     from agent.evaluate import SAMPLE_SIZE
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    kept = {key: value for key, value in resolved.items() if key not in IGNORED_KEYS}
-    kept["evaluate"] = {key: value for key, value in kept["evaluate"].items() if key not in SAMPLE_SIZE}
-    return portable(kept, str(resolved.get("run_dir") or ""))
+    return config_identity(cfg, [key for key in cfg if key != "pixel"],
+                           ignoring=[f"evaluate.{key}" for key in SAMPLE_SIZE])
 
 
 def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:

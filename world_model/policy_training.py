@@ -16,7 +16,6 @@ unless `run.overwrite=true`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume, read_json, sha256_file
 from world_model.goal_policy import (META_FILE, WEIGHTS_FILE, GoalPolicy, PolicyConfig, readout_features,
                                      save_goal_policy)
@@ -108,11 +108,10 @@ def policy_identity(cfg: DictConfig, settings: dict, train_cache: LatentCache) -
     (the agent's inputs are prepared by them) and the training latents."""
     predictor_dir = Path(cfg.paths.predictor)
     readout_path = predictor_dir / READOUT_FILE
-    identity = {"policy": settings, "seed": int(cfg.seed),
-                "predictor_sha256": sha256_file(predictor_dir / PREDICTOR_FILE),
-                "readout_sha256": sha256_file(readout_path) if readout_path.exists() else None,
-                "latents": train_cache.manifest}
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+    return config_identity({"seed": int(cfg.seed), "policy": settings}, ("seed", "policy"),
+                           predictor_sha256=sha256_file(predictor_dir / PREDICTOR_FILE),
+                           readout_sha256=sha256_file(readout_path) if readout_path.exists() else None,
+                           latents=train_cache.manifest)
 
 
 def main(cfg: DictConfig) -> None:

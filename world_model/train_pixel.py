@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
                             read_checkpoint)
 from envs.dataset import EpisodeStore, read_manifest
@@ -40,7 +40,6 @@ from world_model.pixel_model import (PixelModelConfig, PixelWorldModel, paramete
 from world_model.schedules import learning_rate, set_learning_rate
 
 LOSSES = ("l2", "l1")
-BOOKKEEPING = ("val_windows", "checkpoint_every")  # how often, not what is learned
 OUTPUTS = ("checkpoints/last.pt", "pixel_model.safetensors", "meta.json", "history.json")
 
 
@@ -173,10 +172,8 @@ def main(cfg: DictConfig) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     output_dir = ensure_writable_dir(cfg.paths.pixel_model, "pixel model directory")
     checkpoint_path = output_dir / "checkpoints" / "last.pt"
-    identity = json.loads(json.dumps({
-        "model": dataclasses.asdict(model.config), "seed": int(cfg.seed),
-        "train": {k: v for k, v in OmegaConf.to_container(train_cfg, resolve=True).items() if k not in BOOKKEEPING},
-        "dataset": read_manifest(train_store.split_dir)}, sort_keys=True, default=str))
+    identity = config_identity(cfg, ("seed", "pixel.train"), model=dataclasses.asdict(model.config),
+                               dataset=read_manifest(train_store.split_dir))
     step, history, elapsed = 0, [], 0.0
     state = read_checkpoint(checkpoint_path, device, "pixel model checkpoint", bool(cfg.run.overwrite)) \
         if checkpoint_path.exists() else None

@@ -21,7 +21,6 @@ predictor; a rerun retrains only it).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
 from envs.registry import task_class
 from world_model.energy import latent_distance
@@ -178,18 +178,14 @@ def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: 
     model.fit_normalisation(tokens, proprio)
 
 
-BOOKKEEPING = ("val_windows", "checkpoint_every", "resume")  # how often and whether, not what is learned
 OUTPUTS = ("checkpoints/last.pt", "predictor.safetensors", "meta.json", "history.json")
 
 
 def run_identity(cfg: DictConfig, model: Predictor, train_cache: LatentCache) -> dict:
     """What the trained predictor depends on: model, training settings, seed, and the training latents
     (their cache's manifest: encoder fingerprint, grid, dataset metadata, episodes). JSON-normalised."""
-    train = {key: value for key, value in OmegaConf.to_container(cfg.predictor.train, resolve=True).items()
-             if key not in BOOKKEEPING}
-    identity = {"model": dataclasses.asdict(model.config), "train": train, "seed": int(cfg.seed),
-                "latents": train_cache.manifest}
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+    return config_identity(cfg, ("seed", "predictor.train"), model=dataclasses.asdict(model.config),
+                           latents=train_cache.manifest)
 
 
 def resumable_state(checkpoint_path: Path, identity: dict, cfg: DictConfig, device) -> dict | None:

@@ -288,13 +288,9 @@ def test_oracle_evaluations_of_another_action_block_are_not_resumed(micro_run_di
     """The oracle plans in blocks of predictor.block: episodes planned in another block are not its own."""
     base = ["experiment=micro", f"paths.evaluation={tmp_path}", "evaluate.videos=0", "evaluate.pairs=1"]
     first = evaluate(compose_config(micro_run_dir, base), "oracle")
-    identity_path = tmp_path / "oracle" / "identity.json"
-    identity = json.loads(identity_path.read_text())
-    del identity["block"]  # as an evaluation made before the identity recorded it
-    identity_path.write_text(json.dumps(identity))
-    resumed = evaluate(compose_config(micro_run_dir, [*base, "evaluate.pairs=2"]), "oracle")  # its config.yaml says 5
+    resumed = evaluate(compose_config(micro_run_dir, [*base, "evaluate.pairs=2"]), "oracle")
     assert resumed["episodes"] == 2 and resumed["wall_time_s"] > first["wall_time_s"]
-    with pytest.raises(ValueError, match=r"evaluation .* other settings \(block: \d+ -> 2\)"):
+    with pytest.raises(ValueError, match=r"evaluation .* other settings \(predictor.block: \d+ -> 2\)"):
         evaluate(compose_config(micro_run_dir, [*base, "predictor.block=2"]), "oracle")
 
 

@@ -138,10 +138,11 @@ def test_a_rerun_with_other_settings_is_refused_or_starts_afresh(tmp_path, embed
     run.overwrite=true trained afresh, to the weights of a fresh run."""
     train_predictor.main(train_config(embedded_run, tmp_path / "predictor", "predictor.train.epochs=1"))
     changed = ["predictor.train.epochs=1", "predictor.train.loss=l2"]
-    with pytest.raises(ValueError, match=r"predictor checkpoint .* other settings \(train.loss: 'l1' -> 'l2'\); "
-                                         "pass run.overwrite=true"):
+    refusal = r"predictor checkpoint .* other settings \(predictor.train.loss: 'l1' -> 'l2'\); pass run.overwrite=true"
+    with pytest.raises(ValueError, match=refusal):
         train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed))
-    with pytest.raises(ValueError, match=r"other settings \(train.loss: 'l1' -> 'l2'\)"):  # not resuming deletes too
+    # not resuming deletes too
+    with pytest.raises(ValueError, match=r"other settings \(predictor.train.loss: 'l1' -> 'l2'\)"):
         train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed, "predictor.train.resume=false"))
     assert (tmp_path / "predictor" / "predictor.safetensors").exists()
     train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed, "run.overwrite=true"))

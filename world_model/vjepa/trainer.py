@@ -9,7 +9,6 @@ identity (`run_identity`); a checkpoint of another identity is not resumed. It i
 from __future__ import annotations
 
 import dataclasses
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from transformers import VJEPA2Config
 
+from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_save, may_resume, read_checkpoint
 from world_model.encoder import preprocess_frames
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
@@ -26,7 +26,6 @@ from world_model.vjepa.model import VJEPAPretrainingModel
 from world_model.schedules import ema_momentum, learning_rate, set_learning_rate
 from world_model.vjepa.statistics import representation_statistics
 
-BOOKKEEPING = ("checkpoint_every", "log_every", "val_every", "val_clips")  # how often, not what is learned
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,8 @@ def run_identity(architecture: dict, settings: PretrainSettings, seed: int, data
     """What a pretraining run's weights depend on: the architecture (`encoder.architecture`), the
     settings but for how often it logs and saves, the seed, and `data` (what identifies the training
     episodes). JSON-normalised."""
-    pretrain = {key: value for key, value in dataclasses.asdict(settings).items() if key not in BOOKKEEPING}
-    identity = {"architecture": architecture, "pretrain": pretrain, "seed": seed, "data": data}
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+    values = {"architecture": architecture, "pretrain": dataclasses.asdict(settings), "seed": seed}
+    return config_identity(values, ("architecture", "pretrain", "seed"), data=data)
 
 
 class Pretrainer:
