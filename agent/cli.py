@@ -129,12 +129,6 @@ def check_overrides(argv: list[str]) -> None:
         check_added_keys(compose_config(".", [arg for arg in argv if not arg.startswith("+")]), argv)
 
 
-# keys the code reads where present, absent from the default configs (so that runs made before them still match)
-OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.goals", "evaluate.energy.latent_weight",
-                 "evaluate.energy.latent_readout_weight", "predictor.latent_readout", "policy", "paths.policy",
-                 "planner.warm_start_std", "evaluate.energy.reach_weight")
-
-
 def check_added_keys(cfg, argv: list[str]) -> None:
     """`+section.key=value` adds a key that no stage reads: where it is a typo of an existing key of its
     section (`+evaluate.pairz=3`), it is refused, naming the key meant."""
@@ -146,8 +140,6 @@ def check_added_keys(cfg, argv: list[str]) -> None:
         if not arg.startswith("+") or arg.startswith("++") or "=" not in arg or "/" in arg.split("=")[0]:
             continue
         key = arg[1:].split("=")[0]
-        if any(key == optional or key.startswith(optional + ".") for optional in OPTIONAL_KEYS):
-            continue
         parent_key, _, name = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
         if not isinstance(parent, DictConfig) or name in parent:

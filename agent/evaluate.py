@@ -81,7 +81,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
         # held: within the threshold at each of the budget's last hold_steps steps (reached counts any step)
         "success_rate_held": float(np.mean([r["held"] for r in records])),
         "success_rate_held_ci95": bootstrap_interval([r["held"] for r in records], cfg.evaluate.bootstrap_samples),
-        "hold_steps": int(cfg.evaluate.get("hold_steps", 5)),
+        "hold_steps": int(cfg.evaluate.hold_steps),
         "success_rate_per_seed": {seed: float(np.mean(values)) for seed, values in per_seed.items()},
         **({"success_rate_per_task": {task: float(np.mean(values)) for task, values in sorted(per_task.items())}}
            if per_task else {}),  # evaluate.goals=ogbench_tasks: per OGBench task_id
@@ -141,13 +141,13 @@ def refresh_run_summary(cfg: DictConfig, kind: str, metrics: dict, out_dir: Path
 def validate(cfg: DictConfig) -> None:
     check_ints(cfg.evaluate, "evaluate", ("pairs", "budget", "goal_offset", "batch_envs", "bootstrap_samples"))
     check_ints(cfg.evaluate, "evaluate", ("videos",), minimum=0)
-    hold_steps = cfg.evaluate.get("hold_steps", 5)
+    hold_steps = cfg.evaluate.hold_steps
     if isinstance(hold_steps, bool) or not isinstance(hold_steps, int) or not 1 <= hold_steps <= cfg.evaluate.budget:
         raise ValueError(f"evaluate.hold_steps={hold_steps!r} is invalid; expected an int in [1, evaluate.budget="
                          f"{cfg.evaluate.budget}]")
     check_numbers(cfg.evaluate, "evaluate", ("exclude_within",))
     check_int_list(cfg.evaluate, "evaluate", "seeds")
-    goals = cfg.evaluate.get("goals", "held_out")
+    goals = cfg.evaluate.goals
     if goals not in GOAL_SOURCES:
         raise ValueError(f"evaluate.goals={goals!r} is invalid; expected one of {list(GOAL_SOURCES)}")
 
@@ -239,7 +239,7 @@ def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: Episod
                 started = time.perf_counter()
                 results = run_batch(agent, tasks[: len(indices)], [pairs[i] for i in indices], cfg.evaluate.budget,
                                     [seed * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices],
-                                    hold_steps=int(cfg.evaluate.get("hold_steps", 5)))
+                                    hold_steps=int(cfg.evaluate.hold_steps))
                 share = (time.perf_counter() - started) / len(indices)  # of the batch's wall time, per episode
                 for position, (index, result) in enumerate(zip(indices, results)):
                     if result["frames"] is not None:
@@ -280,9 +280,8 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         inputs["pixel_model_files"] = model_files(Path(cfg.paths.pixel_model))
     if kind.startswith("amortized"):
         from world_model.goal_policy import WEIGHTS_FILE
-        from world_model.policy_training import policy_dir
 
-        inputs["policy_sha256"] = sha256_file(policy_dir(cfg) / WEIGHTS_FILE)
+        inputs["policy_sha256"] = sha256_file(Path(cfg.paths.policy) / WEIGHTS_FILE)
     return config_identity(cfg, sections, ignoring=[f"evaluate.{key}" for key in SAMPLE_SIZE], **inputs)
 
 

@@ -161,20 +161,12 @@ def main(cfg: DictConfig) -> None:
                 run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,
                           stage.last_output, stage.target, cfg, agent)
             continue
-        run_stage(book, name, stage.sections, output_dir(cfg, name), stage.last_output, stage.target, cfg)
+        run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target,
+                  cfg)
     summary = summarize(cfg, run_dir, book)
     summary["report"] = str(write_report(cfg.paths.evaluation))  # eval/report.html: every agent's page
     atomic_write_json(run_dir / "summary.json", summary)
     print_summary(summary)
-
-
-def output_dir(cfg: DictConfig, stage: str) -> Path:
-    """Where `stage` writes: `paths.<its output_key>` (the policy's key is optional: `DIR/policy`)."""
-    if stage == "policy":
-        from world_model.policy_training import policy_dir
-
-        return policy_dir(cfg)
-    return Path(cfg.paths[STAGES[stage].output_key])
 
 
 def dataset_is_intact(cfg: DictConfig) -> bool:

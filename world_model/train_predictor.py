@@ -353,5 +353,5 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight
         angles = task_class(train_cache.manifest["task"]).angular_positions  # hinge joints: read as (sin, cos)
         train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed, fingerprint, angles)
-    if int(cfg.predictor.get("latent_readout", {}).get("steps", 0)) > 0:  # chosen qpos from predicted latents: latent_readout_weight
+    if int(cfg.predictor.latent_readout.steps) > 0:  # chosen qpos from predicted latents: latent_readout_weight
         train_latent_readout(cfg.predictor.latent_readout, model, train_cache, val_cache, output_dir, cfg.seed)
