@@ -26,7 +26,6 @@ when the old count is a multiple of `batch_envs`.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import sys
@@ -51,7 +50,6 @@ from bookkeeping.locks import directory_lock
 from envs.dataset import EpisodeStore, read_manifest
 from bookkeeping.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
                      read_json, sha256_file)
-from envs.registry import TASKS, task_class
 
 
 IDENTITY_FILE = "identity.json"
@@ -191,27 +189,12 @@ def command(cfg: DictConfig) -> dict:
 
 def check_env_matches_dataset(cfg: DictConfig, store: EpisodeStore) -> None:
     """Goal images come from the dataset and live frames from `cfg.env`: both must be rendered alike
-    (and step alike), or the agent compares images of two cameras. A task option added after the dataset
-    was collected counts as recorded at its default (a new option's default keeps the old behaviour)."""
+    (and step alike), or the agent compares images of two cameras."""
     recorded = {k: v for k, v in (store.meta.get("env") or {}).items() if k not in SCORING_ONLY}
     current = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if k not in SCORING_ONLY}
-    if recorded and current.get("name") in TASKS:
-        defaults = constructor_defaults(task_class(current["name"]))
-        recorded = {**{key: defaults[key] for key in current if key not in recorded and key in defaults}, **recorded}
     if recorded and recorded != current:
         raise ValueError(f"env settings differ from those the dataset {str(store.split_dir)!r} was collected with "
                          f"({describe_differences(recorded, current)}); evaluate with the run's env settings")
-
-
-def constructor_defaults(task_cls) -> dict:
-    """The keyword defaults of a task class's constructors, the most derived one's first."""
-    defaults: dict = {}
-    for cls in task_cls.__mro__:
-        if "__init__" in vars(cls):
-            for name, parameter in inspect.signature(cls.__init__).parameters.items():
-                if parameter.default is not inspect.Parameter.empty:
-                    defaults.setdefault(name, parameter.default)
-    return defaults
 
 
 def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: EpisodeStore, tasks: list) -> dict:

@@ -212,10 +212,8 @@ def print_summary(summary: dict) -> None:
         latency_text = f"{latency:.2f} s/plan" if latency else "no planning"
         wrapped = metrics.get("success_rate_wrapped")
         wrapped_text = "" if wrapped is None else f"  wrapped-angle success {wrapped:.1%}"
-        held = metrics.get("success_rate_held")  # None in a summary of evaluations made before it existed
-        held_text = "" if held is None else f"  held {held:.1%}"
         print(f"  {agent:<7} success {metrics['success_rate']:6.1%}  (95% CI {low:.1%}-{high:.1%}, "
-              f"{metrics['episodes']} episodes){held_text}  {latency_text}{wrapped_text}")
+              f"{metrics['episodes']} episodes)  held {metrics['success_rate_held']:.1%}  {latency_text}{wrapped_text}")
     for name, seconds in summary["stage_wall_time_s"].items():
         print(f"  stage {name:<18} {seconds if seconds is None else round(seconds, 1)} s")
     print(f"  total {summary['total_wall_time_s']:.0f} s")

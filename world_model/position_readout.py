@@ -200,7 +200,7 @@ def load_position_readout(directory: str | Path, device: str | torch.device | No
     readout = PositionReadout(config)
     try:
         readout.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-    except RuntimeError as error:  # weights of another layout, e.g. from an older version
+    except RuntimeError as error:  # weights of another layout than its config's (files mixed up)
         raise ValueError(f"position readout in {str(directory)!r} does not match its config {meta['config']}: "
                          f"{str(error).splitlines()[0]}; retrain it with `jepa-agent train`") from None
     return readout.to(device or "cpu").eval()

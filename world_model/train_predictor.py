@@ -261,7 +261,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
-        epoch_loss, epoch_steps = state.get("epoch_loss", (0.0, 0))  # absent from older checkpoints
+        epoch_loss, epoch_steps = state["epoch_loss"]
         print(f"resuming from {checkpoint_path} at step {step}")
     else:
         fit_normalisation(model, train_cache, cfg.seed)
