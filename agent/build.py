@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
-from agent.stages import AGENTS, LATENT_AGENTS
+from agent.stages import AGENTS, AMORTIZED_AGENTS, LATENT_AGENTS
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
@@ -133,7 +133,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)
-    proposer = load_proposer(cfg, world, device) if kind.startswith("amortized") else None
+    proposer = load_proposer(cfg, world, device) if kind in AMORTIZED_AGENTS else None
     if kind == "amortized":
         from agent.amortized import AmortizedAgent
 

@@ -41,7 +41,7 @@ from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
 from agent.pairs import GOAL_SOURCES, draw_pairs
 from agent.report import write_report
-from agent.stages import LATENT_AGENTS
+from agent.stages import AMORTIZED_AGENTS, LATENT_AGENTS
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from bookkeeping.checks import check_int_list, check_ints, check_numbers
@@ -261,7 +261,7 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
     if kind == "pixel":  # the exact pixel model and its energy (world_model=pixel)
         sections.append("pixel.energy")
         inputs["pixel_model_files"] = model_files(Path(cfg.paths.pixel_model))
-    if kind.startswith("amortized"):
+    if kind in AMORTIZED_AGENTS:
         from world_model.goal_policy import WEIGHTS_FILE
 
         inputs["policy_sha256"] = sha256_file(Path(cfg.paths.policy) / WEIGHTS_FILE)

@@ -8,7 +8,8 @@
 Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> train -> evaluate
 (latent agent, then the random and oracle baselines under the same protocol). With `world_model=pixel`
 (issue 27): collect -> train_pixel -> imagine_pixel -> evaluate (pixel, random, oracle), into the same
-run directory as the latent agent's if wanted (the summary then lists both). Each stage records in
+run directory as the latent agent's if wanted (the summary then lists both); the stages, their sections and
+the agents that need them: agent/stages.py. Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
 hash matches, both there and in the `config.yaml` the stage wrote beside its outputs, and whose
 last output is there: deleted outputs are made again, and outputs remade by a stage run on its own
