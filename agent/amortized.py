@@ -21,13 +21,15 @@ import numpy as np
 import torch
 
 from agent.mpc import PlanRecord, check_batch, check_observation
+from agent.worlds import LatentWorld
 from world_model.goal_policy import GoalPolicy, readout_features
+from world_model.position_readout import PositionReadout
 
 
 class PolicyProposer:
     """The policy's action chunk for the world's latest observation and goal."""
 
-    def __init__(self, policy: GoalPolicy, position_readout, world):
+    def __init__(self, policy: GoalPolicy, position_readout: PositionReadout | None, world: LatentWorld):
         self.policy, self.position_readout, self.world = policy, position_readout, world
         self.goal_tokens: torch.Tensor | None = None     # the goal whose readout features are kept
         self.goal_readout: torch.Tensor | None = None    # (B, R)
@@ -51,7 +53,7 @@ class PolicyProposer:
 
 @dataclass
 class AmortizedAgent:
-    world: object                # LatentWorld (agent/worlds.py)
+    world: LatentWorld
     propose: PolicyProposer
     block: int                   # task steps per action block
     action_dim: int              # A

@@ -10,13 +10,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
+from agent.stages import AGENTS, AMORTIZED_AGENTS, LATENT_AGENTS
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
-AGENTS = ("latent", "random", "oracle", "pixel", "expert", "amortized", "amortized_cem")
-LATENT_AGENTS = ("latent", "amortized", "amortized_cem")  # those that read the run's encoder and predictor
 PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner and cfg.evaluate.energy
-RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model")  # a run directory's `paths`
+RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model", "policy")  # a run directory's `paths`
 
 
 def load_world_model(cfg: DictConfig, task, device: str):
@@ -105,7 +104,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
     if kind in LATENT_AGENTS:
         encoder, predictor = load_world_model(cfg, task, device)
         block = predictor.config.block
-        position_weight = float(energy.get("position_weight", 0.0))
+        position_weight = float(energy.position_weight)
         readout = None
         if position_weight:
             from world_model.position_readout import load_position_readout
@@ -113,13 +112,13 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
             readout = load_position_readout(cfg.paths.predictor, device, encoder.fingerprint)
         from world_model.familiarity import load_reference
 
-        latent_readout_weight = float(energy.get("latent_readout_weight", 0.0))
+        latent_readout_weight = float(energy.latent_readout_weight)
         latent_readout = None
         if latent_readout_weight:
             from world_model.latent_readout import load_latent_readout
 
             latent_readout = load_latent_readout(cfg.paths.predictor, device)
-        reach_weight, reach_chain = float(energy.get("reach_weight", 0.0)), None
+        reach_weight, reach_chain = float(energy.reach_weight), None
         if reach_weight:
             reach_chain = effector_chain(task)
         world = LatentWorld(encoder, predictor, norm=energy.norm, aggregate=energy.aggregate,
@@ -128,44 +127,43 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
                             proprio_indices=task.proprio_indices, state_size=task.nq + task.nv,
                             latent_readout=latent_readout, latent_readout_weight=latent_readout_weight,
                             image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device),
-                            latent_weight=float(energy.get("latent_weight", 1.0)),
+                            latent_weight=float(energy.latent_weight),
                             reach_chain=reach_chain, reach_weight=reach_weight, reach_gate=task.success_threshold)
     elif kind == "pixel":
         world, block = load_pixel_world(cfg, task, device)
     else:
         block = int(cfg.predictor.block)
         world = SimulatorWorld(task, block, aggregate=energy.aggregate)
-    proposer = load_proposer(cfg, world, device) if kind.startswith("amortized") else None
+    proposer = load_proposer(cfg, world, device) if kind in AMORTIZED_AGENTS else None
     if kind == "amortized":
         from agent.amortized import AmortizedAgent
 
         return AmortizedAgent(world, proposer, block, action_dim)
     planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
-    return MPCAgent(world, planner, block, action_dim, int(cfg.planner.get("execute_blocks", planner.horizon)),
-                    shrink_horizon=bool(cfg.planner.get("shrink_horizon", False)), warm_start=proposer,
+    return MPCAgent(world, planner, block, action_dim, int(cfg.planner.execute_blocks),
+                    shrink_horizon=bool(cfg.planner.shrink_horizon), warm_start=proposer,
                     warm_start_std=warm_start_std(cfg.planner) if proposer is not None else None)
 
 
 def warm_start_std(planner_cfg) -> float | None:
-    """`planner.warm_start_std` (optional key): amortized + CEM's first std around the policy's chunk."""
-    value = planner_cfg.get("warm_start_std")
+    """`planner.warm_start_std`: amortized + CEM's first std around the policy's chunk."""
+    value = planner_cfg.warm_start_std
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
         raise ValueError(f"planner.warm_start_std={value!r} is invalid; expected a number > 0 (or unset: init_std)")
     return None if value is None else float(value)
 
 
 def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
-    """The run's goal policy (`paths.policy`, default DIR/policy) reading `world`'s observations, with the
+    """The run's goal policy (`paths.policy`) reading `world`'s observations, with the
     run's position readout where the policy was trained on it."""
     from agent.amortized import PolicyProposer
     from bookkeeping.io import sha256_file
     from world_model.goal_policy import load_goal_policy
-    from world_model.policy_training import policy_dir
     from world_model.position_readout import load_position_readout
     from world_model.predictor import WEIGHTS_FILE
 
     predictor_sha256 = sha256_file(Path(cfg.paths.predictor) / WEIGHTS_FILE)
-    policy, _ = load_goal_policy(policy_dir(cfg), device, predictor_sha256)
+    policy, _ = load_goal_policy(cfg.paths.policy, device, predictor_sha256)
     readout = None
     if policy.config.readout_dim:
         readout = load_position_readout(cfg.paths.predictor, device, world.encoder.fingerprint)
@@ -189,15 +187,14 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
                                 f"`jepa-agent run hydra.run.dir={run_dir}`")
     saved = OmegaConf.load(config_path)
     check_override_keys(saved, overrides)
-    stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS if name in saved.paths}
+    stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS}
     if run_dir.name in stage_outputs and Path(str(saved.run_dir)).name != run_dir.name:
         raise ValueError(f"{str(run_dir)!r} is the {stage_outputs[run_dir.name]} folder of a run, not a run "
                          f"directory; pass the run directory, {str(run_dir.parent)!r}")
     cfg = OmegaConf.merge(saved, OmegaConf.create(overrides))
     cfg.run_dir = str(run_dir)
     for name in RUN_PATHS:
-        if name in cfg.paths:  # (pixel_model: absent from runs made before it)
-            cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
+        cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
     if cfg.encoder.get("pretrain") is not None:  # an in-domain encoder lives in the run (official: a hub id)
         cfg.encoder.source = cfg.paths.encoder
     cfg.run.overwrite = bool(overrides.get("run", {}).get("overwrite", False))  # never inherited from the run

@@ -13,7 +13,6 @@ status 2; set JEPA_AGENT_DEBUG=1 to see the traceback instead.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import importlib
 import os
@@ -21,10 +20,10 @@ import re
 import signal
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from agent.stages import SUBCOMMANDS
 from bookkeeping.locks import directory_lock
 from envs.rendering import configure_mujoco_gl
 
@@ -32,28 +31,6 @@ configure_mujoco_gl()  # before anything imports mujoco
 
 import agent.config  # noqa: E402,F401  (registers the configs' resolvers, e.g. native_bf16, before Hydra composes)
 
-
-@dataclass(frozen=True)
-class Stage:
-    module: str
-    function: str
-    summary: str
-
-
-STAGES: dict[str, Stage] = {
-    "tasks": Stage("envs.registry", "print_tasks", "list the registered tasks"),
-    "collect": Stage("envs.collect", "main", "collect offline episodes into DIR/dataset (resumable)"),
-    "pretrain": Stage("world_model.vjepa.pretrain", "main", "pretrain the V-JEPA encoder on DIR/dataset -> DIR/encoder"),
-    "probe": Stage("world_model.probe", "main", "linear/attentive probes of the frozen encoder vs random ones"),
-    "embed": Stage("world_model.latent_cache", "main", "embed every frame once with the frozen encoder -> DIR/latents"),
-    "train": Stage("world_model.train_predictor", "main", "train the action-conditioned predictor -> DIR/predictor"),
-    "policy": Stage("world_model.policy_training", "main",
-                    "train the goal-conditioned policy of the amortized agents -> DIR/policy"),
-    "diagnose": Stage("world_model.diagnostics", "main", "rollout error, action retrieval, energy landscape"),
-    "imagine": Stage("agent.imagination", "main", "the pixel world model: imagined vs real frames, rollout error"),
-    "evaluate": Stage("agent.evaluate", "command", "goal-reaching evaluation: metrics, episodes, videos, report.html"),
-    "run": Stage("agent.pipeline", "main", "the whole pipeline, collect -> evaluate, resumable (experiment=NAME)"),
-}
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, FileExistsError,
                ModuleNotFoundError)  # a task's missing package
@@ -80,9 +57,9 @@ def exit_with_error(error: BaseException) -> NoReturn:
 
 
 def usage() -> str:
-    width = max(len(name) for name in STAGES)
+    width = max(len(name) for name in SUBCOMMANDS)
     lines = ["usage: jepa-agent SUBCOMMAND [hydra overrides...]", "", "subcommands:"]
-    lines += [f"  {name:<{width}}  {stage.summary}" for name, stage in STAGES.items()]
+    lines += [f"  {name:<{width}}  {stage.summary}" for name, stage in SUBCOMMANDS.items()]
     lines += ["", "examples:", "  jepa-agent collect env=reacher collect.episodes=200 hydra.run.dir=runs/r"]
     return "\n".join(lines)
 
@@ -152,12 +129,6 @@ def check_overrides(argv: list[str]) -> None:
         check_added_keys(compose_config(".", [arg for arg in argv if not arg.startswith("+")]), argv)
 
 
-# keys the code reads where present, absent from the default configs (so that runs made before them still match)
-OPTIONAL_KEYS = ("evaluate.hold_steps", "evaluate.goals", "evaluate.energy.latent_weight",
-                 "evaluate.energy.latent_readout_weight", "predictor.latent_readout", "policy", "paths.policy",
-                 "planner.warm_start_std", "evaluate.energy.reach_weight")
-
-
 def check_added_keys(cfg, argv: list[str]) -> None:
     """`+section.key=value` adds a key that no stage reads: where it is a typo of an existing key of its
     section (`+evaluate.pairz=3`), it is refused, naming the key meant."""
@@ -169,8 +140,6 @@ def check_added_keys(cfg, argv: list[str]) -> None:
         if not arg.startswith("+") or arg.startswith("++") or "=" not in arg or "/" in arg.split("=")[0]:
             continue
         key = arg[1:].split("=")[0]
-        if any(key == optional or key.startswith(optional + ".") for optional in OPTIONAL_KEYS):
-            continue
         parent_key, _, name = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
         if not isinstance(parent, DictConfig) or name in parent:
@@ -226,7 +195,7 @@ def stop_on_interrupt(grace_s: float = INTERRUPT_GRACE_S) -> None:
 def run_stage(name: str, argv: list[str]) -> None:
     import hydra
 
-    stage = STAGES[name]
+    module_name, function_name = SUBCOMMANDS[name].command.split(":")
     for arg in argv:
         if arg.split("=")[0] in ("--config-name", "-cn", "--config-path", "-cp"):
             exit_with_error(ValueError(
@@ -252,8 +221,7 @@ def run_stage(name: str, argv: list[str]) -> None:
                     import torch
 
                     torch.set_num_threads(cfg.threads)
-                function = getattr(importlib.import_module(stage.module), stage.function)
-                function(cfg)
+                getattr(importlib.import_module(module_name), function_name)(cfg)
                 if name not in READING_STAGES:
                     remove_temps_of_killed_runs(cfg)
         except USER_ERRORS as error:
@@ -283,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     name, rest = argv[0], argv[1:]
-    if name not in STAGES:
-        print(f"error: unknown subcommand {name!r}; expected one of: {', '.join(STAGES)}", file=sys.stderr)
+    if name not in SUBCOMMANDS:
+        print(f"error: unknown subcommand {name!r}; expected one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         sys.exit(2)
     if name == "tasks":  # reads no config and writes nothing, so it makes no Hydra run directory either
         from envs.registry import print_tasks

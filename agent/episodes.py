@@ -11,15 +11,19 @@ says whether the agent stayed: `held` when the goal is within the threshold at e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from envs.base import PixelTask
 
 
 @dataclass
 class EpisodeTrace:
     """One episode of a batch, followed until its first success."""
 
-    task: object
+    task: PixelTask
     goal_state: np.ndarray                 # (S,)
     distances: list[float]                 # after each task step, from the start
     closest: float                         # the smallest over every control step, as success is checked
@@ -30,7 +34,8 @@ class EpisodeTrace:
     captions: list[str] | None = None
 
     @classmethod
-    def start(cls, task, state: np.ndarray, goal_state: np.ndarray, pixels: np.ndarray, record: bool) -> "EpisodeTrace":
+    def start(cls, task: PixelTask, state: np.ndarray, goal_state: np.ndarray, pixels: np.ndarray,
+              record: bool) -> EpisodeTrace:
         distance = task.distance(state, goal_state)
         return cls(task, goal_state, [distance], distance, [wrapped_error(task, state[None], goal_state)], [distance],
                    frames=[pixels.copy()] if record else None,  # a copy: the batch's pixel array is reused

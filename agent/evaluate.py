@@ -26,7 +26,6 @@ when the old count is a multiple of `batch_envs`.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import sys
@@ -37,23 +36,23 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from agent.build import LATENT_AGENTS, PLANNING_AGENTS, build_agent, check_agent_kind
+from agent.build import PLANNING_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
 from agent.pairs import GOAL_SOURCES, draw_pairs
 from agent.report import write_report
+from agent.stages import AMORTIZED_AGENTS, LATENT_AGENTS
 from agent.statistics import bootstrap_interval, latency_summary
 from envs import make_from_config
 from bookkeeping.checks import check_int_list, check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.locks import directory_lock
 from envs.dataset import EpisodeStore, read_manifest
 from bookkeeping.io import (atomic_write_json, atomic_write_text, describe_differences, ensure_writable_dir, may_resume,
                      read_json, sha256_file)
-from envs.registry import TASKS, task_class
 
 
 IDENTITY_FILE = "identity.json"
-PROTOCOL_BOOKKEEPING = ("agent", "videos", "batch_envs", "bootstrap_samples")  # how it runs and reports, not what
 SAMPLE_SIZE = ("seeds", "pairs")  # how many episodes: more of them extend an evaluation
 SCORING_ONLY = ("angle_error",)  # env keys that change how success is scored, not what the agent sees
 RECORD_FORMAT = 3  # 2: a record ends at the first success, closest distances over control steps, wall_time_s;
@@ -80,7 +79,7 @@ def summarize(records: list[dict], cfg: DictConfig, kind: str, excluded: dict, s
         # held: within the threshold at each of the budget's last hold_steps steps (reached counts any step)
         "success_rate_held": float(np.mean([r["held"] for r in records])),
         "success_rate_held_ci95": bootstrap_interval([r["held"] for r in records], cfg.evaluate.bootstrap_samples),
-        "hold_steps": int(cfg.evaluate.get("hold_steps", 5)),
+        "hold_steps": int(cfg.evaluate.hold_steps),
         "success_rate_per_seed": {seed: float(np.mean(values)) for seed, values in per_seed.items()},
         **({"success_rate_per_task": {task: float(np.mean(values)) for task, values in sorted(per_task.items())}}
            if per_task else {}),  # evaluate.goals=ogbench_tasks: per OGBench task_id
@@ -140,13 +139,13 @@ def refresh_run_summary(cfg: DictConfig, kind: str, metrics: dict, out_dir: Path
 def validate(cfg: DictConfig) -> None:
     check_ints(cfg.evaluate, "evaluate", ("pairs", "budget", "goal_offset", "batch_envs", "bootstrap_samples"))
     check_ints(cfg.evaluate, "evaluate", ("videos",), minimum=0)
-    hold_steps = cfg.evaluate.get("hold_steps", 5)
+    hold_steps = cfg.evaluate.hold_steps
     if isinstance(hold_steps, bool) or not isinstance(hold_steps, int) or not 1 <= hold_steps <= cfg.evaluate.budget:
         raise ValueError(f"evaluate.hold_steps={hold_steps!r} is invalid; expected an int in [1, evaluate.budget="
                          f"{cfg.evaluate.budget}]")
     check_numbers(cfg.evaluate, "evaluate", ("exclude_within",))
     check_int_list(cfg.evaluate, "evaluate", "seeds")
-    goals = cfg.evaluate.get("goals", "held_out")
+    goals = cfg.evaluate.goals
     if goals not in GOAL_SOURCES:
         raise ValueError(f"evaluate.goals={goals!r} is invalid; expected one of {list(GOAL_SOURCES)}")
 
@@ -190,27 +189,12 @@ def command(cfg: DictConfig) -> dict:
 
 def check_env_matches_dataset(cfg: DictConfig, store: EpisodeStore) -> None:
     """Goal images come from the dataset and live frames from `cfg.env`: both must be rendered alike
-    (and step alike), or the agent compares images of two cameras. A task option added after the dataset
-    was collected counts as recorded at its default (a new option's default keeps the old behaviour)."""
+    (and step alike), or the agent compares images of two cameras."""
     recorded = {k: v for k, v in (store.meta.get("env") or {}).items() if k not in SCORING_ONLY}
     current = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if k not in SCORING_ONLY}
-    if recorded and current.get("name") in TASKS:
-        defaults = constructor_defaults(task_class(current["name"]))
-        recorded = {**{key: defaults[key] for key in current if key not in recorded and key in defaults}, **recorded}
     if recorded and recorded != current:
         raise ValueError(f"env settings differ from those the dataset {str(store.split_dir)!r} was collected with "
                          f"({describe_differences(recorded, current)}); evaluate with the run's env settings")
-
-
-def constructor_defaults(task_cls) -> dict:
-    """The keyword defaults of a task class's constructors, the most derived one's first."""
-    defaults: dict = {}
-    for cls in task_cls.__mro__:
-        if "__init__" in vars(cls):
-            for name, parameter in inspect.signature(cls.__init__).parameters.items():
-                if parameter.default is not inspect.Parameter.empty:
-                    defaults.setdefault(name, parameter.default)
-    return defaults
 
 
 def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: EpisodeStore, tasks: list) -> dict:
@@ -238,7 +222,7 @@ def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: Episod
                 started = time.perf_counter()
                 results = run_batch(agent, tasks[: len(indices)], [pairs[i] for i in indices], cfg.evaluate.budget,
                                     [seed * 100_003 + i for i in indices], [i < cfg.evaluate.videos for i in indices],
-                                    hold_steps=int(cfg.evaluate.get("hold_steps", 5)))
+                                    hold_steps=int(cfg.evaluate.hold_steps))
                 share = (time.perf_counter() - started) / len(indices)  # of the batch's wall time, per episode
                 for position, (index, result) in enumerate(zip(indices, results)):
                     if result["frames"] is not None:
@@ -260,35 +244,34 @@ def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: Episod
 def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
     """What an evaluation's episodes depend on: the agent, the seed, the task, the eval split the pairs
     come from, the protocol but its sample size, the planner (but for the random agent), for the oracle
-    the action block it plans in (`predictor.block`), and for the latent agent the exact predictor: the
-    hashes of its weights and readout, and its meta (which names the encoder and the block)."""
-    protocol = {key: value for key, value in OmegaConf.to_container(cfg.evaluate, resolve=True).items()
-                if key not in PROTOCOL_BOOKKEEPING + SAMPLE_SIZE}
-    eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
-    identity = {"record_format": RECORD_FORMAT, "agent": kind, "seed": int(cfg.seed),
-                "env": OmegaConf.to_container(cfg.env, resolve=True),
-                "eval_split": {"meta": eval_split["meta"],
-                               "episodes": sum(shard["episodes"] for shard in eval_split["shards"])},
-                "evaluate": protocol}
+    the action block it plans in (`predictor.block`), for the pixel agent its model and energy, and for the
+    latent agents the exact predictor: the hashes of its weights and readout, and its meta (which names the
+    encoder and the block)."""
+    sections = ["seed", "env", "evaluate"]
     if kind in PLANNING_AGENTS:
-        identity["planner"] = OmegaConf.to_container(cfg.planner, resolve=True)
+        sections.append("planner")
     if kind == "oracle":
-        identity["block"] = int(cfg.predictor.block)
+        sections.append("predictor.block")
+    eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}
+    inputs = {"record_format": RECORD_FORMAT, "agent": kind,
+              "eval_split": {"meta": eval_split["meta"],
+                             "episodes": sum(shard["episodes"] for shard in eval_split["shards"])}}
     if kind in LATENT_AGENTS:
-        predictor_dir = Path(cfg.paths.predictor)
-        identity["predictor"] = {path.name: sha256_file(path) for path in sorted(predictor_dir.iterdir())
-                                 if path.suffix == ".safetensors" or path.name == "meta.json"}
+        inputs["predictor_files"] = model_files(Path(cfg.paths.predictor))
     if kind == "pixel":  # the exact pixel model and its energy (world_model=pixel)
-        model_dir = Path(cfg.paths.pixel_model)
-        identity["pixel_model"] = {path.name: sha256_file(path) for path in sorted(model_dir.iterdir())
-                                   if path.suffix == ".safetensors" or path.name == "meta.json"}
-        identity["pixel_energy"] = str(cfg.pixel.energy)
-    if kind.startswith("amortized"):
+        sections.append("pixel.energy")
+        inputs["pixel_model_files"] = model_files(Path(cfg.paths.pixel_model))
+    if kind in AMORTIZED_AGENTS:
         from world_model.goal_policy import WEIGHTS_FILE
-        from world_model.policy_training import policy_dir
 
-        identity["policy"] = sha256_file(policy_dir(cfg) / WEIGHTS_FILE)
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+        inputs["policy_sha256"] = sha256_file(Path(cfg.paths.policy) / WEIGHTS_FILE)
+    return config_identity(cfg, sections, ignoring=[f"evaluate.{key}" for key in SAMPLE_SIZE], **inputs)
+
+
+def model_files(model_dir: Path) -> dict[str, str]:
+    """{file name: SHA-256} of a model folder's weights (*.safetensors) and meta.json."""
+    return {path.name: sha256_file(path) for path in sorted(model_dir.iterdir())
+            if path.suffix == ".safetensors" or path.name == "meta.json"}
 
 
 def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
@@ -298,9 +281,6 @@ def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
     if records_path.exists():
         identity_path = out_dir / IDENTITY_FILE
         saved = read_json(identity_path) if identity_path.exists() else {}
-        if saved.get("agent") == "oracle" and "block" not in saved and (out_dir / "config.yaml").exists():
-            # an oracle evaluation from before its identity recorded the block: its config.yaml has it
-            saved["block"] = int(OmegaConf.load(out_dir / "config.yaml").predictor.block)
         if may_resume("evaluation", out_dir, saved, identity, overwrite,
                       elsewhere="keep both: paths.evaluation=<another directory>"):
             return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]

@@ -64,6 +64,6 @@ def ogbench_task_pairs(task, count: int, seed: int) -> list[dict]:
 
 def draw_pairs(cfg: DictConfig, store: EpisodeStore, task, seed: int) -> tuple[list[dict], int]:
     """The start/goal pairs of one eval seed, from `evaluate.goals`; returns (pairs, pairs excluded)."""
-    if cfg.evaluate.get("goals", "held_out") == "ogbench_tasks":
+    if cfg.evaluate.goals == "ogbench_tasks":
         return ogbench_task_pairs(task, cfg.evaluate.pairs, seed), 0
     return sample_pairs(store, task, cfg.evaluate.pairs, cfg.evaluate.goal_offset, seed, cfg.evaluate.exclude_within)

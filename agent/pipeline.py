@@ -8,7 +8,8 @@
 Stages: collect -> pretrain (skipped for official V-JEPA 2 weights) -> embed -> train -> evaluate
 (latent agent, then the random and oracle baselines under the same protocol). With `world_model=pixel`
 (issue 27): collect -> train_pixel -> imagine_pixel -> evaluate (pixel, random, oracle), into the same
-run directory as the latent agent's if wanted (the summary then lists both). Each stage records in
+run directory as the latent agent's if wanted (the summary then lists both); the stages, their sections and
+the agents that need them: agent/stages.py. Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
 hash matches, both there and in the `config.yaml` the stage wrote beside its outputs, and whose
 last output is there: deleted outputs are made again, and outputs remade by a stage run on its own
@@ -21,81 +22,33 @@ evaluations grow (or summarise a subset).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from agent.build import LATENT_AGENTS
 from agent.config import command_line
 from agent.evaluate import agent_summary
 from agent.report import write_report
+from agent.stages import AGENTS, STAGES
+from bookkeeping.identity import config_identity, identity_hash
 from bookkeeping.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
-
-class PipelineStage(NamedTuple):
-    sections: tuple[str, ...]  # the config sections its outputs depend on
-    target: str                # "module:function" that runs it
-    output_key: str            # the `paths` key of its outputs
-    last_output: str           # a file among them that only a finished stage has written
-
-
-STAGES: dict[str, PipelineStage] = {
-    "collect": PipelineStage(("seed", "env", "collect"), "envs.collect:main", "dataset", "eval/manifest.json"),
-    "pretrain": PipelineStage(("seed", "env", "collect", "encoder"), "world_model.vjepa.pretrain:main", "encoder",
-                              "model.safetensors"),
-    "embed": PipelineStage(("seed", "env", "collect", "encoder", "embed"), "world_model.latent_cache:main",
-                           "latents", "train/manifest.json"),
-    "train": PipelineStage(("seed", "env", "collect", "encoder", "embed", "predictor"),
-                           "world_model.train_predictor:main", "predictor", "predictor.safetensors"),
-    "train_pixel": PipelineStage(("seed", "env", "collect", "pixel"), "world_model.train_pixel:main", "pixel_model",
-                                 "pixel_model.safetensors"),
-    "imagine_pixel": PipelineStage(("seed", "env", "collect", "pixel"), "agent.imagination:main", "pixel_model",
-                                   "imagination/rollout_error.json"),
-}
-LATENT_STAGES = ("pretrain", "embed", "train")  # run when an agent reads the latent world model (LATENT_AGENTS)
-PIXEL_STAGES = ("train_pixel", "imagine_pixel")  # run when the pixel agent is (world_model=pixel)
-POLICY_STAGE = PipelineStage(  # the amortized agents' goal policy (its chunk defaults to planner.horizon blocks)
-    ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "policy"),
-    "world_model.policy_training:main", "policy", "goal_policy.safetensors")
-EVALUATION_SECTIONS = ("seed", "env", "collect", "encoder", "embed", "predictor", "planner", "evaluate")
-# where and how, not what; `pixel` (world_model=pixel) adds a second world model to a run directory: its own
-# stages keep their identities (stages.json, the checkpoint's, the evaluation's), the latent ones are not touched
-IGNORED_KEYS = ("run_dir", "paths", "run", "device", "threads", "pixel")
-
-
-def portable(node, run_dir: str):
-    """Paths inside the run directory rewritten relative to it ("${run_dir}/encoder"), so that a run
-    directory compares equal to itself wherever it lives."""
-    if isinstance(node, dict):
-        return {key: portable(value, run_dir) for key, value in node.items()}
-    if isinstance(node, list):
-        return [portable(value, run_dir) for value in node]
-    root = run_dir.rstrip("/")
-    if isinstance(node, str) and root and (node == root or node.startswith(root + "/")):
-        return "${run_dir}" + node[len(root):]
-    return node
 
 
 def section_hash(cfg: DictConfig | dict, sections: tuple[str, ...]) -> str:
-    resolved = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    content = portable({name: resolved.get(name) for name in sections}, str(resolved.get("run_dir") or ""))
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The hash `run` records for a stage: the identity of the config sections its outputs depend on."""
+    return identity_hash(config_identity(cfg, sections))
 
 
 def comparable_config(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that say where and how a run goes, not what it computes,
-    nor the evaluation's sample size (more seeds or pairs extend it), its paths relative to its run
-    directory."""
+    """The identity of the whole config but the evaluation's sample size (more seeds or pairs extend it) and
+    `pixel`: world_model=pixel adds a second world model to a run directory (its own stages keep their
+    identities, the latent ones are not touched)."""
     from agent.evaluate import SAMPLE_SIZE
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    kept = {key: value for key, value in resolved.items() if key not in IGNORED_KEYS}
-    kept["evaluate"] = {key: value for key, value in kept["evaluate"].items() if key not in SAMPLE_SIZE}
-    return portable(kept, str(resolved.get("run_dir") or ""))
+    return config_identity(cfg, [key for key in cfg if key != "pixel"],
+                           ignoring=[f"evaluate.{key}" for key in SAMPLE_SIZE])
 
 
 def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
@@ -170,8 +123,6 @@ def run_stage(book: StageBook, name: str, sections: tuple[str, ...], output_dir:
 
 
 def main(cfg: DictConfig) -> None:
-    from agent.build import AGENTS
-
     unknown = [agent for agent in cfg.run.agents if agent not in AGENTS]
     if unknown or not cfg.run.agents:
         raise ValueError(f"run.agents={list(cfg.run.agents)} is invalid; expected some of {list(AGENTS)}")
@@ -201,21 +152,18 @@ def main(cfg: DictConfig) -> None:
         shutil.rmtree(split_dir)
         book.entries.pop("embed", None)
     for name, stage in STAGES.items():
+        if not stage.target or not set(stage.needed_by) & set(cfg.run.agents):
+            continue  # not a stage of `run`, or one no agent of this run needs (a world model none plans with)
         if name == "pretrain" and cfg.encoder.get("pretrain") is None:
             continue  # official weights: nothing to pretrain
-        if (name in LATENT_STAGES and not set(LATENT_AGENTS) & set(cfg.run.agents)) or (
-                name in PIXEL_STAGES and "pixel" not in cfg.run.agents):
-            continue  # a world model no agent of this run plans with
-        run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target, cfg)
-    if any(agent.startswith("amortized") for agent in cfg.run.agents):
-        from world_model.policy_training import policy_dir
-
-        run_stage(book, "policy", POLICY_STAGE.sections, policy_dir(cfg), POLICY_STAGE.last_output, POLICY_STAGE.target,
+        if name == "evaluate":
+            for agent in cfg.run.agents:
+                sections = stage.sections + (("pixel",) if agent == "pixel" else ())
+                run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,
+                          stage.last_output, stage.target, cfg, agent)
+            continue
+        run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target,
                   cfg)
-    for agent in cfg.run.agents:
-        sections = EVALUATION_SECTIONS + (("pixel",) if agent == "pixel" else ())
-        run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,
-                  "metrics.json", "agent.evaluate:main", cfg, agent)
     summary = summarize(cfg, run_dir, book)
     summary["report"] = str(write_report(cfg.paths.evaluation))  # eval/report.html: every agent's page
     atomic_write_json(run_dir / "summary.json", summary)
@@ -247,8 +195,6 @@ def damaged_latent_splits(latents_dir: Path) -> list[tuple[Path, str]]:
 
 
 def summarize(cfg: DictConfig, run_dir: Path, book: StageBook) -> dict:
-    from agent.build import AGENTS
-
     agents = {}  # this run's agents, then any other evaluated in the same eval/ (the latent beside the pixel one)
     for agent in [*cfg.run.agents, *(agent for agent in AGENTS if agent not in cfg.run.agents)]:
         metrics_path = Path(cfg.paths.evaluation) / agent / "metrics.json"
@@ -267,10 +213,8 @@ def print_summary(summary: dict) -> None:
         latency_text = f"{latency:.2f} s/plan" if latency else "no planning"
         wrapped = metrics.get("success_rate_wrapped")
         wrapped_text = "" if wrapped is None else f"  wrapped-angle success {wrapped:.1%}"
-        held = metrics.get("success_rate_held")  # None in a summary of evaluations made before it existed
-        held_text = "" if held is None else f"  held {held:.1%}"
         print(f"  {agent:<7} success {metrics['success_rate']:6.1%}  (95% CI {low:.1%}-{high:.1%}, "
-              f"{metrics['episodes']} episodes){held_text}  {latency_text}{wrapped_text}")
+              f"{metrics['episodes']} episodes)  held {metrics['success_rate_held']:.1%}  {latency_text}{wrapped_text}")
     for name, seconds in summary["stage_wall_time_s"].items():
         print(f"  stage {name:<18} {seconds if seconds is None else round(seconds, 1)} s")
     print(f"  total {summary['total_wall_time_s']:.0f} s")

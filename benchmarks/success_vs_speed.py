@@ -31,7 +31,6 @@ from agent.evaluate import main as evaluate
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from bookkeeping.io import atomic_save, atomic_write_json
 from world_model.goal_policy import load_goal_policy
-from world_model.policy_training import policy_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_PLANNER_KEYS = ("horizon", "execute_blocks", "shrink_horizon", "samples", "iterations", "init_std", "min_std",
@@ -157,7 +156,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_run_config(args.run_dir)
-    load_goal_policy(policy_dir(cfg))  # before minutes of evaluations: the policy must be trained
+    load_goal_policy(cfg.paths.policy)  # before minutes of evaluations: the policy must be trained
     warm = args.warm_iterations or [max(1, int(cfg.planner.iterations) // 3)]
     rows = []
     for label, kind, planner in variants(cfg, warm, args.warm_std):

@@ -160,7 +160,7 @@ def may_resume(what: str, path: str | os.PathLike, saved: dict, current: dict, o
     when they differ and `overwrite` is set (start afresh); ValueError naming the differences otherwise."""
     if not differing_keys(saved, current):
         return True
-    differences = describe_differences(saved, current) if saved else "no identity recorded: an older version made it"
+    differences = describe_differences(saved, current) if saved else "no identity recorded"
     if overwrite:
         print(f"{what} {str(path)!r} was made with other settings ({differences}); starting afresh (run.overwrite=true)")
         return False

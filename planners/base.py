@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -30,7 +31,7 @@ EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class PlanResult:
-    """Outcome of one `Planner.plan` call.
+    """Outcome of one `SamplingPlanner.plan` call.
 
     actions: (B, H, D) best plan found per env, inside the bounds.
     energy: (B,) its energy (+inf when no candidate of that env ever scored a finite energy).
@@ -65,7 +66,21 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-class Planner(abc.ABC):
+@runtime_checkable
+class Planner(Protocol):
+    """What an agent plans with (agent/mpc.py): a `SamplingPlanner` (CEM, MPPI, iCEM), or any other."""
+
+    horizon: int  # H, in action blocks
+    seed: int
+
+    def make_generators(self, batch_size: int, seed: int | None = None) -> list[torch.Generator]: ...
+
+    def plan(self, energy_fn: EnergyFn, init_mean: torch.Tensor | None = None,
+             generator: torch.Generator | Sequence[torch.Generator] | None = None, batch_size: int = 1,
+             init_std: float | None = None) -> PlanResult: ...
+
+
+class SamplingPlanner(abc.ABC):
     """Base of CEM and MPPI: validation, sampling, best-so-far tracking. See the module docstring."""
 
     def __init__(

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from planners.base import Planner
+from planners.base import SamplingPlanner
 
 
-class CEMPlanner(Planner):
+class CEMPlanner(SamplingPlanner):
     """CEM over (B, H, D) action sequences; `top_k` elites get equal weight, the rest none.
 
-    Every setting of `Planner` applies (action_dim, horizon, samples, iterations, init_std, min_std,
+    Every setting of `SamplingPlanner` applies (action_dim, horizon, samples, iterations, init_std, min_std,
     low, high, seed, device); top_k must lie in [1, samples].
     """
 

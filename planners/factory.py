@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from planners.base import Planner
+from planners.base import SamplingPlanner
 from planners.cem import CEMPlanner
 from planners.icem import ICEMPlanner
 from planners.mppi import MPPIPlanner
 
-PLANNERS: dict[str, tuple[type[Planner], tuple[str, ...]]] = {
+PLANNERS: dict[str, tuple[type[SamplingPlanner], tuple[str, ...]]] = {
     "cem": (CEMPlanner, ("top_k",)),
     "mppi": (MPPIPlanner, ("temperature",)),
     "icem": (ICEMPlanner, ("top_k", "noise_beta", "keep_fraction", "momentum", "steps_per_block")),
@@ -29,7 +29,7 @@ INTEGER_KEYS = ("horizon", "samples", "iterations", "seed", "top_k", "steps_per_
 
 def make_planner(
     cfg_planner: Mapping[str, Any], action_dim: int, device: str | torch.device = "cpu"
-) -> Planner:
+) -> SamplingPlanner:
     """Planner named by `cfg_planner.name` (cem | mppi | icem) with the node's settings; action_dim = block * A."""
     name = cfg_planner.get("name")
     if name not in PLANNERS:

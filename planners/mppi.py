@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from planners.base import Planner
+from planners.base import SamplingPlanner
 
 
-class MPPIPlanner(Planner):
+class MPPIPlanner(SamplingPlanner):
     """MPPI over (B, H, D) action sequences; softmax weights at `temperature` (> 0, unitless).
 
-    Every setting of `Planner` applies (action_dim, horizon, samples, iterations, init_std, min_std,
+    Every setting of `SamplingPlanner` applies (action_dim, horizon, samples, iterations, init_std, min_std,
     low, high, seed, device).
     """
 

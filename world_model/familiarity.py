@@ -51,10 +51,11 @@ def fit_reference(predictor, train_cache, val_cache, output_dir: str | Path, see
     return reference
 
 
-def load_reference(directory: str | Path, device: str | torch.device | None = None) -> LatentReference | None:
-    """The reference saved next to a predictor; None for a predictor trained before it existed."""
+def load_reference(directory: str | Path, device: str | torch.device | None = None) -> LatentReference:
+    """The reference saved next to a predictor (FileNotFoundError naming it when it is not there)."""
     path = Path(directory) / REFERENCE_FILE
     if not path.exists():
-        return None
+        raise FileNotFoundError(f"{str(path)!r} is missing (the predictor's latent reference); train the predictor "
+                                "again with `jepa-agent train`")
     tensors = load_file(str(path))
     return LatentReference(tensors["latents"].to(device or "cpu"), float(tensors["threshold"][0]))

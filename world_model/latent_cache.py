@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from bookkeeping.checks import check_ints
 from envs.dataset import EpisodeStore
+from bookkeeping.identity import config_identity
 from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
                      read_json, sha256_file)
 from world_model.predictor import pool_token_grid
@@ -86,8 +87,8 @@ class LatentCache:
 
     def verify(self) -> str | None:
         """None when every array file matches the checksum its manifest recorded and the latents are finite;
-        else what is wrong. Caches made before checksums were recorded are checked for finiteness only."""
-        for name, recorded in self.manifest.get("sha256", {}).items():
+        else what is wrong."""
+        for name, recorded in self.manifest["sha256"].items():
             if sha256_file(self.split_dir / name) != recorded:
                 return f"{name} does not match its checksum"
         for start in range(0, len(self), 256):  # chunks: a large cache is not read into memory at once
@@ -113,16 +114,11 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 def cache_identity(store: EpisodeStore, encoder, pool_grid: int) -> dict:
     """What a split's cache depends on; a cache or partial cache with another identity is not reused."""
     height, width = encoder.grid
-    return {
-        "encoder_fingerprint": encoder.fingerprint,
-        "grid": min(pool_grid, height, width),
-        "dim": int(encoder.dim),
-        "episodes": len(store),
-        "episode_length": store.episode_length,
-        "task": store.meta.get("task"),
-        "action_dim": int(store.meta.get("action_dim", store.episode(0)["actions"].shape[-1])),
-        "dataset_meta": store.meta,
-    }
+    return config_identity({}, encoder_fingerprint=encoder.fingerprint, grid=min(pool_grid, height, width),
+                           dim=int(encoder.dim), episodes=len(store), episode_length=store.episode_length,
+                           task=store.meta.get("task"),
+                           action_dim=int(store.meta["action_dim"]),
+                           dataset_meta=store.meta)
 
 
 def prepare_split_dir(split_dir: Path, identity: dict, overwrite: bool) -> int:

@@ -10,8 +10,8 @@ predicted object ends from the goal's object, both read from images only:
     positions = readout(latents (..., N', D'))   # (..., len(qpos_indices)), in the task's units
 
 Trained on the latent cache after the predictor (`jepa-agent train` when `predictor.latent_readout.steps
-> 0`), saved next to it; `evaluate.energy.latent_readout_weight` uses it. Both keys are optional (absent
-from the default configs, so that runs made before them still match); the cube preset sets them:
+> 0`), saved next to it; `evaluate.energy.latent_readout_weight` uses it. Both are off by default
+(configs/predictor/default.yaml, configs/evaluate/default.yaml); the cube preset sets them:
 
     predictor.latent_readout: {steps: 2000, qpos_indices: [14, 15, 16]}   # + batch_size, lr, hidden, val_frames
 """
@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from bookkeeping.io import atomic_save, atomic_write_json, read_json
+from world_model.schedules import learning_rate, set_learning_rate
 
-DEFAULTS = {"steps": 0, "qpos_indices": [], "batch_size": 256, "lr": 1e-3, "hidden": 256, "val_frames": 2000}
+SETTINGS = ("steps", "qpos_indices", "batch_size", "lr", "hidden", "val_frames")  # predictor.latent_readout's keys
 WEIGHTS_FILE = "latent_readout.safetensors"
 META_FILE = "latent_readout.json"
 
@@ -80,10 +81,9 @@ def train_latent_readout(settings: DictConfig, predictor, train_cache, val_cache
                          seed: int = 0) -> dict:
     """Fit the readout of `settings.qpos_indices` on prepared cache latents; save it in `output_dir`; return
     its held-out median error per position (task units)."""
-    unknown = sorted(set(settings) - set(DEFAULTS))
+    unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        raise ValueError(f"predictor.latent_readout has unknown keys {unknown}; expected {', '.join(DEFAULTS)}")
-    settings = OmegaConf.create({**DEFAULTS, **OmegaConf.to_container(settings, resolve=True)})
+        raise ValueError(f"predictor.latent_readout has unknown keys {unknown}; expected {', '.join(SETTINGS)}")
     nq = int(train_cache.field("qpos").shape[-1])
     indices = [int(index) for index in settings.qpos_indices]
     if not indices or not all(0 <= index < nq for index in indices):
@@ -99,15 +99,14 @@ def train_latent_readout(settings: DictConfig, predictor, train_cache, val_cache
     val_latents, val_positions = prepared_frames(predictor, val_cache, int(settings.val_frames), generator)
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(settings.lr), weight_decay=1e-4)
     steps = int(settings.steps)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     progress = tqdm(range(steps), unit="step", desc="train latent readout", dynamic_ncols=True)
-    for _ in progress:
+    for step in progress:
+        set_learning_rate(optimizer, learning_rate(step, steps, float(settings.lr)))
         batch = torch.from_numpy(generator.integers(0, len(latents), int(settings.batch_size)))
         loss = (readout.standardised(latents[batch]) - (targets[batch] - readout.mean) / readout.std).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
         progress.set_postfix(loss=f"{loss.item():.4f}")
     readout.eval()
     with torch.no_grad():

@@ -1,14 +1,13 @@
 """`jepa-agent policy`: train the goal-conditioned policy (world_model.goal_policy) on the latent cache.
 
     jepa-agent policy experiment=quick hydra.run.dir=runs/quick          # after `train`; about a minute
-    jepa-agent policy experiment=quick +policy.steps=500 hydra.run.dir=runs/quick
+    jepa-agent policy experiment=quick policy.steps=500 hydra.run.dir=runs/quick
 
 Goal-conditioned behaviour cloning with hindsight goals: a sample is frame t of a training episode, the
 goal frame t + j (j uniform in 1..`goal_steps`), and the `blocks * block` actions executed from t on as
 the target (mean squared error). Inputs are prepared as the agent prepares them: the predictor's
 `prepare_latents` and `prepare_proprio`, and the position readout's outputs when the run has one. The
-`policy` config section is optional (absent from the presets, so that runs made before it keep their
-identity); its keys and defaults are `DEFAULTS`. Writes `paths.policy` (default `DIR/policy`):
+`policy` config section (configs/policy/default.yaml) holds the settings. Writes `paths.policy` (`DIR/policy`):
 `goal_policy.safetensors`, `goal_policy.json` (config, identity, held-out loss next to the
 predict-the-mean baseline), `config.yaml`. A rerun of the same identity (settings, seed, the predictor's
 and readout's weights, the training latents) does nothing; one of another is refused, naming the keys,
@@ -16,7 +15,6 @@ unless `run.overwrite=true`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,37 +23,27 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume, read_json, sha256_file
 from world_model.goal_policy import (META_FILE, WEIGHTS_FILE, GoalPolicy, PolicyConfig, readout_features,
                                      save_goal_policy)
 from world_model.latent_cache import LatentCache, load_stage_encoder
 from world_model.position_readout import WEIGHTS_FILE as READOUT_FILE, load_position_readout
 from world_model.predictor import WEIGHTS_FILE as PREDICTOR_FILE, load_predictor
+from world_model.schedules import learning_rate, set_learning_rate
 
-DEFAULTS = {"steps": 1000,          # held-out error of the first block rises again after ~1000 steps on quick
-            "batch_size": 256, "lr": 1.0e-3, "weight_decay": 1.0e-4, "hidden": 256, "depth": 2,
-            "blocks": None,       # action blocks per chunk; None: planner.horizon (the warm start fills the plan)
-            "goal_steps": None,   # hindsight goals 1..goal_steps task steps ahead; None: 2 x predictor.block (an
-                                  # inverse model of near goals points at far ones best: docs/experiments.md)
-            "latents": None,      # read the frames' predictor latents; None: only without a position readout
-                                  # (the 128-D latents overfit quick's 20k frames: the readout's 4 values do not)
-            "proprio": False,     # also read the proprio: its velocities let the policy copy the behaviour policy's
-                                  # correlated noise (persistence), which in closed loop spins the arm away
-            "val_samples": 4096}
-
-
-def policy_dir(cfg: DictConfig) -> Path:
-    """Where the policy lives: `paths.policy` when given, else `DIR/policy`."""
-    return Path(cfg.paths.get("policy") or Path(cfg.run_dir) / "policy")
+SETTINGS = ("steps", "batch_size", "lr", "weight_decay", "hidden", "depth", "blocks", "goal_steps", "latents",
+            "proprio", "val_samples")  # the `policy` section's keys: configs/policy/default.yaml holds their values
 
 
 def policy_settings(cfg: DictConfig) -> dict:
-    """The `policy` section over `DEFAULTS`, checked: one-line errors naming a bad value."""
-    given = OmegaConf.to_container(cfg.get("policy") or OmegaConf.create({}), resolve=True)
-    unknown = sorted(set(given) - set(DEFAULTS))
+    """The `policy` section, checked: one-line errors naming a bad value; `blocks` and `goal_steps` filled."""
+    settings = OmegaConf.to_container(cfg.policy, resolve=True)
+    unknown, missing = sorted(set(settings) - set(SETTINGS)), sorted(set(SETTINGS) - set(settings))
     if unknown:
-        raise ValueError(f"policy.{unknown[0]} is not a policy setting; expected one of {sorted(DEFAULTS)}")
-    settings = {**DEFAULTS, **given}
+        raise ValueError(f"policy.{unknown[0]} is not a policy setting; expected one of {sorted(SETTINGS)}")
+    if missing:
+        raise ValueError(f"policy.{missing[0]} is missing; expected every one of {sorted(SETTINGS)}")
     settings["blocks"] = settings["blocks"] or int(cfg.planner.horizon)
     settings["goal_steps"] = settings["goal_steps"] or 2 * int(cfg.predictor.block)
     check_ints(settings, "policy", ("steps", "batch_size", "hidden", "depth", "blocks", "goal_steps", "val_samples"))
@@ -107,11 +95,10 @@ def policy_identity(cfg: DictConfig, settings: dict, train_cache: LatentCache) -
     (the agent's inputs are prepared by them) and the training latents."""
     predictor_dir = Path(cfg.paths.predictor)
     readout_path = predictor_dir / READOUT_FILE
-    identity = {"policy": settings, "seed": int(cfg.seed),
-                "predictor_sha256": sha256_file(predictor_dir / PREDICTOR_FILE),
-                "readout_sha256": sha256_file(readout_path) if readout_path.exists() else None,
-                "latents": train_cache.manifest}
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+    return config_identity({"seed": int(cfg.seed), "policy": settings}, ("seed", "policy"),
+                           predictor_sha256=sha256_file(predictor_dir / PREDICTOR_FILE),
+                           readout_sha256=sha256_file(readout_path) if readout_path.exists() else None,
+                           latents=train_cache.manifest)
 
 
 def main(cfg: DictConfig) -> None:
@@ -123,11 +110,11 @@ def main(cfg: DictConfig) -> None:
     predictor, _ = load_predictor(cfg.paths.predictor)
     readout_path = Path(cfg.paths.predictor) / READOUT_FILE
     readout = load_position_readout(cfg.paths.predictor, "cpu", fingerprint) if readout_path.exists() else None
-    output_dir = ensure_writable_dir(policy_dir(cfg), "policy directory")
+    output_dir = ensure_writable_dir(cfg.paths.policy, "policy directory")
     identity = policy_identity(cfg, settings, train_cache)
     if (output_dir / META_FILE).exists() and (output_dir / WEIGHTS_FILE).exists():
         if may_resume("goal policy", output_dir, read_json(output_dir / META_FILE).get("identity", {}), identity,
-                      bool(cfg.run.overwrite), elsewhere="keep both: +paths.policy=<another directory>"):
+                      bool(cfg.run.overwrite), elsewhere="keep both: paths.policy=<another directory>"):
             print(f"goal policy {output_dir / WEIGHTS_FILE} is up to date; nothing to do")
             atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             return
@@ -173,16 +160,15 @@ def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightD
                                               torch.Generator().manual_seed(seed + 1))
     val_features, val_targets = policy.features(*val_inputs), val_targets.reshape(len(val_targets), blocks, -1)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings["steps"])
     progress = tqdm(range(settings["steps"]), unit="step", desc="train goal policy", dynamic_ncols=True)
-    for _ in progress:
+    for step in progress:
+        set_learning_rate(optimizer, learning_rate(step, settings["steps"], settings["lr"]))
         inputs, targets = train_data.sample(settings["batch_size"], chunk_steps, goal_steps, generator)
         chunk = policy(*inputs)  # (batch, blocks, block*A)
         loss = (chunk - targets.reshape(chunk.shape)).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
         progress.set_postfix(loss=f"{loss.item():.4f}")
     policy.eval()
     with torch.no_grad():

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from bookkeeping.checks import angular_position_mask
 from bookkeeping.io import atomic_save, atomic_write_json, read_json
 from world_model.predictor import pool_token_grid
+from world_model.schedules import learning_rate, set_learning_rate
 
 WEIGHTS_FILE = "position_readout.safetensors"
 META_FILE = "position_readout.json"
@@ -149,15 +150,14 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
     val_tokens, val_positions = random_frames(val_cache, int(readout_cfg.val_frames), generator)
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(readout_cfg.lr), weight_decay=1e-4)
     steps = int(readout_cfg.steps)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     progress = tqdm(range(steps), unit="step", desc="train position readout", dynamic_ncols=True)
-    for _ in progress:
+    for step in progress:
+        set_learning_rate(optimizer, learning_rate(step, steps, float(readout_cfg.lr)))
         tokens, targets = random_frames(train_cache, int(readout_cfg.batch_size), generator)
         loss = (readout.outputs(tokens) - readout.targets(targets)).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
         progress.set_postfix(loss=f"{loss.item():.4f}")
     readout.eval()
     with torch.no_grad():
@@ -200,7 +200,7 @@ def load_position_readout(directory: str | Path, device: str | torch.device | No
     readout = PositionReadout(config)
     try:
         readout.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-    except RuntimeError as error:  # weights of another layout, e.g. from an older version
+    except RuntimeError as error:  # weights of another layout than its config's (files mixed up)
         raise ValueError(f"position readout in {str(directory)!r} does not match its config {meta['config']}: "
                          f"{str(error).splitlines()[0]}; retrain it with `jepa-agent train`") from None
     return readout.to(device or "cpu").eval()

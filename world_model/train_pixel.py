@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -31,15 +30,16 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
                             read_checkpoint)
 from envs.dataset import EpisodeStore, read_manifest
 from world_model.energy import FRAME_NORMS
 from world_model.pixel_model import (PixelModelConfig, PixelWorldModel, parameter_count, save_pixel_model,
                                      to_model_frames)
+from world_model.schedules import learning_rate, set_learning_rate
 
 LOSSES = ("l2", "l1")
-BOOKKEEPING = ("val_windows", "checkpoint_every")  # how often, not what is learned
 OUTPUTS = ("checkpoints/last.pt", "pixel_model.safetensors", "meta.json", "history.json")
 
 
@@ -143,13 +143,6 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def learning_rate(progress: float, step: int, train_cfg: DictConfig) -> float:
-    """Linear warmup over `warmup_steps`, then cosine decay to `min_lr` as `progress` goes 0 -> 1."""
-    if step < train_cfg.warmup_steps:
-        return train_cfg.lr * (step + 1) / train_cfg.warmup_steps
-    return train_cfg.min_lr + 0.5 * (train_cfg.lr - train_cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 @torch.no_grad()
 def validate(model, data: FrameWindows, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
     model.eval()
@@ -179,10 +172,8 @@ def main(cfg: DictConfig) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     output_dir = ensure_writable_dir(cfg.paths.pixel_model, "pixel model directory")
     checkpoint_path = output_dir / "checkpoints" / "last.pt"
-    identity = json.loads(json.dumps({
-        "model": dataclasses.asdict(model.config), "seed": int(cfg.seed),
-        "train": {k: v for k, v in OmegaConf.to_container(train_cfg, resolve=True).items() if k not in BOOKKEEPING},
-        "dataset": read_manifest(train_store.split_dir)}, sort_keys=True, default=str))
+    identity = config_identity(cfg, ("seed", "pixel.train"), model=dataclasses.asdict(model.config),
+                               dataset=read_manifest(train_store.split_dir))
     step, history, elapsed = 0, [], 0.0
     state = read_checkpoint(checkpoint_path, device, "pixel model checkpoint", bool(cfg.run.overwrite)) \
         if checkpoint_path.exists() else None
@@ -226,8 +217,8 @@ def main(cfg: DictConfig) -> None:
             started = time.perf_counter()
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
             fraction = max(step / total_steps, elapsed / budget if budget else 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(fraction, step, train_cfg)
+            set_learning_rate(optimizer, learning_rate(step, total_steps, train_cfg.lr, train_cfg.min_lr,
+                                                       train_cfg.warmup_steps, progress=fraction))
             with autocast(device, train_cfg.bf16):
                 losses = window_losses(model, *train_data.batch(windows, device), train_cfg.rollout_steps,
                                        train_cfg.loss)

@@ -21,7 +21,6 @@ predictor; a rerun retrains only it).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
 from envs.registry import task_class
 from world_model.energy import latent_distance
@@ -43,6 +43,7 @@ from world_model.familiarity import fit_reference
 from world_model.latent_readout import train_latent_readout
 from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
+from world_model.schedules import learning_rate, set_learning_rate
 
 
 class NonFiniteLossError(ValueError):
@@ -166,14 +167,6 @@ def validate(model: Predictor, data: WindowData, windows: torch.Tensor, train_cf
     return {name: total / len(windows) for name, total in totals.items()}
 
 
-def learning_rate(step: int, total_steps: int, train_cfg: DictConfig) -> float:
-    """Linear warmup to `lr`, then cosine decay to `min_lr` at `total_steps`."""
-    if step < train_cfg.warmup_steps:
-        return train_cfg.lr * (step + 1) / train_cfg.warmup_steps
-    progress = (step - train_cfg.warmup_steps) / max(1, total_steps - train_cfg.warmup_steps)
-    return train_cfg.min_lr + 0.5 * (train_cfg.lr - train_cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: int = 20000) -> None:
     """PCA projection (if configured) and proprio statistics from a sample of training frames."""
     generator = np.random.default_rng(seed)
@@ -185,18 +178,14 @@ def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: 
     model.fit_normalisation(tokens, proprio)
 
 
-BOOKKEEPING = ("val_windows", "checkpoint_every", "resume")  # how often and whether, not what is learned
 OUTPUTS = ("checkpoints/last.pt", "predictor.safetensors", "meta.json", "history.json")
 
 
 def run_identity(cfg: DictConfig, model: Predictor, train_cache: LatentCache) -> dict:
     """What the trained predictor depends on: model, training settings, seed, and the training latents
     (their cache's manifest: encoder fingerprint, grid, dataset metadata, episodes). JSON-normalised."""
-    train = {key: value for key, value in OmegaConf.to_container(cfg.predictor.train, resolve=True).items()
-             if key not in BOOKKEEPING}
-    identity = {"model": dataclasses.asdict(model.config), "train": train, "seed": int(cfg.seed),
-                "latents": train_cache.manifest}
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+    return config_identity(cfg, ("seed", "predictor.train"), model=dataclasses.asdict(model.config),
+                           latents=train_cache.manifest)
 
 
 def resumable_state(checkpoint_path: Path, identity: dict, cfg: DictConfig, device) -> dict | None:
@@ -272,7 +261,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
-        epoch_loss, epoch_steps = state.get("epoch_loss", (0.0, 0))  # absent from older checkpoints
+        epoch_loss, epoch_steps = state["epoch_loss"]
         print(f"resuming from {checkpoint_path} at step {step}")
     else:
         fit_normalisation(model, train_cache, cfg.seed)
@@ -307,8 +296,8 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
         for index in range(step_in_epoch, steps_per_epoch):
             windows = train_data.windows[order[index * train_cfg.batch_size : (index + 1) * train_cfg.batch_size]]
             windows = processes.shard(windows)  # (batch_size / processes, 2)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, train_cfg)
+            set_learning_rate(optimizer, learning_rate(step, total_steps, train_cfg.lr, train_cfg.min_lr,
+                                                       train_cfg.warmup_steps))
             with autocast_context(device, train_cfg.bf16):
                 losses = objective(*train_data.batch(windows, device))
             loss_value = losses["loss"].item()
@@ -364,5 +353,5 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight
         angles = task_class(train_cache.manifest["task"]).angular_positions  # hinge joints: read as (sin, cos)
         train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed, fingerprint, angles)
-    if int(cfg.predictor.get("latent_readout", {}).get("steps", 0)) > 0:  # chosen qpos from predicted latents: latent_readout_weight
+    if int(cfg.predictor.latent_readout.steps) > 0:  # chosen qpos from predicted latents: latent_readout_weight
         train_latent_readout(cfg.predictor.latent_readout, model, train_cache, val_cache, output_dir, cfg.seed)

@@ -19,7 +19,7 @@ def policy_run(micro_run_dir, tmp_path_factory):
     """The micro run's config with a goal policy trained for 30 steps into a folder of its own."""
     cfg = load_run_config(micro_run_dir)
     cfg.paths.policy = str(tmp_path_factory.mktemp("policy"))
-    cfg.policy = {"steps": 30, "batch_size": 32}
+    cfg.policy.steps, cfg.policy.batch_size = 30, 32
     train_policy(cfg)
     return cfg
 
@@ -50,10 +50,11 @@ def test_the_policy_trains_on_the_latent_cache_and_a_rerun_does_nothing(policy_r
 
 def test_bad_policy_settings_are_named(micro_run_dir):
     cfg = load_run_config(micro_run_dir)
+    settings = OmegaConf.to_container(cfg.policy)
     for setting, message in [({"steps": 0}, "policy.steps=0 is invalid"),
                              ({"stepz": 5}, "policy.stepz is not a policy setting"),
                              ({"proprio": "yes"}, "policy.proprio='yes' is invalid")]:
-        cfg.policy = setting
+        cfg.policy = {**settings, **setting}
         with pytest.raises(ValueError, match=message):
             policy_settings(cfg)
 
@@ -95,7 +96,7 @@ def test_amortized_cem_starts_its_plan_from_the_policys_chunk(policy_run):
 
 @pytest.mark.parametrize("planner_name", ["cem", "icem"])
 def test_plan_init_std_narrows_the_first_samples_around_the_warm_start(planner_name):
-    """Planner.plan(init_std=...) is the first iteration's spread: candidates stay near a trusted warm start."""
+    """SamplingPlanner.plan(init_std=...) is the first iteration's spread: candidates stay near a trusted warm start."""
     from planners.cem import CEMPlanner
     from planners.icem import ICEMPlanner
 

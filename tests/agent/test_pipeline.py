@@ -159,7 +159,8 @@ def test_unknown_preset_lists_the_presets(tmp_path):
 def test_a_config_yaml_edited_into_garbage_is_refused_or_remade(tmp_path):
     """The run's config.yaml: refused by name (overwrite replaces it). A stage's: the stage is remade."""
     from agent.config import compose_config
-    from agent.pipeline import STAGES as PIPELINE_STAGES, StageBook, check_run_dir, section_hash
+    from agent.pipeline import StageBook, check_run_dir, section_hash
+    from agent.stages import STAGES as PIPELINE_STAGES
 
     cfg = compose_config(tmp_path, ["experiment=micro"])
     (tmp_path / "config.yaml").write_text("seed: [\n")
@@ -305,8 +306,8 @@ def test_a_damaged_predictor_is_one_line(micro_run_dir, tmp_path):
 
 def test_a_damaged_latent_cache_is_embedded_again(micro_run_dir, tmp_path):
     """Changed values in latents.npy passed as "embed: up to date"; now the cache's checksums (val), or its
-    non-finite values where it records none (train: a cache made before checksums), send a split back to
-    embed, which makes it again, identical."""
+    non-finite values (train: its checksum recorded after the change), send a split back to embed, which makes
+    it again, identical."""
     import numpy as np
 
     run_dir = tmp_path / "run"
@@ -319,8 +320,10 @@ def test_a_damaged_latent_cache_is_embedded_again(micro_run_dir, tmp_path):
         latents[0, 0, 0, 0, :4] = latents[0, 0, 0, 0, :4] + value
         latents.flush()
         del latents
+    from bookkeeping.io import sha256_file
+
     manifest = json.loads((run_dir / "latents" / "train" / "manifest.json").read_text())
-    manifest.pop("sha256")
+    manifest["sha256"]["latents.npy"] = sha256_file(run_dir / "latents" / "train" / "latents.npy")
     (run_dir / "latents" / "train" / "manifest.json").write_text(json.dumps(manifest))
     result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]

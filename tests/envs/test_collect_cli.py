@@ -21,9 +21,13 @@ SMALL = ["collect.episode_length=10", "collect.eval_episodes=1", "collect.previe
 
 
 def test_help_lists_subcommands():
+    from agent.stages import SUBCOMMANDS
+
     result = cli("--help")
     assert result.returncode == 0
-    assert "collect" in result.stdout and "tasks" in result.stdout
+    listed = [line.split()[0] for line in result.stdout.split("subcommands:")[1].split("examples:")[0].splitlines()
+              if line.strip()]
+    assert listed == list(SUBCOMMANDS) and {"tasks", "collect", "imagine", "run"} <= set(listed)
 
 
 def test_tasks_lists_registered_tasks():

@@ -177,9 +177,9 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
 
     run_dir = tmp_path / "run"
     result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted",
-                 "run.agents=[latent,random,oracle,expert]", "+predictor.latent_readout.steps=20",
-                 "+predictor.latent_readout.qpos_indices=[14,15,16]", "+evaluate.energy.latent_readout_weight=1",
-                 "+evaluate.energy.reach_weight=10", f"hydra.run.dir={run_dir}")
+                 "run.agents=[latent,random,oracle,expert]", "predictor.latent_readout.steps=20",
+                 "predictor.latent_readout.qpos_indices=[14,15,16]", "evaluate.energy.latent_readout_weight=1",
+                 "evaluate.energy.reach_weight=10", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle", "expert"}

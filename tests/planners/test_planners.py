@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from planners import CEMPlanner, MPPIPlanner, PlanResult, shift_plan
+from planners import CEMPlanner, ICEMPlanner, MPPIPlanner, Planner, PlanResult, shift_plan
 
 HORIZON, ACTION_DIM = 5, 4
 PLANNERS = [CEMPlanner, MPPIPlanner]
@@ -83,6 +83,11 @@ def test_plans_are_reproducible_and_depend_on_the_seed(planner_class):
     assert not torch.equal(first.actions, other.actions)
     single = planner_class(ACTION_DIM, **settings).plan(energy_fn, generator=torch.Generator().manual_seed(3))
     assert torch.equal(single.actions, first.actions)
+
+
+def test_the_sampling_planners_are_what_an_agent_plans_with():
+    assert all(isinstance(planner_class(action_dim=2), Planner) for planner_class in (CEMPlanner, MPPIPlanner, ICEMPlanner))
+    assert not isinstance(object(), Planner)  # no horizon, seed, make_generators nor plan
 
 
 def test_shift_plan_drops_executed_blocks_and_repeats_the_last():

@@ -76,8 +76,8 @@ def test_diagnose_reads_the_object_along_rollouts_with_a_latent_readout(trained_
     """With a latent readout beside the predictor, diagnose says how far the positions read from rollouts lie
     from the true ones, against copying the last position and reading the true latents."""
     overrides = ["device=cpu", *TINY_PREDICTOR, f"paths.predictor={tmp_path / 'p'}",
-                 "+predictor.latent_readout.steps=20", "+predictor.latent_readout.qpos_indices=[0,1]",
-                 "+predictor.latent_readout.val_frames=50"]
+                 "predictor.latent_readout.steps=20", "predictor.latent_readout.qpos_indices=[0,1]",
+                 "predictor.latent_readout.val_frames=50"]
     train_predictor.main(compose_config(trained_run, [*overrides, "predictor.train.epochs=1"]))
     diagnostics.main(compose_config(trained_run, [*overrides, *TINY_DIAGNOSE,
                                                   f"diagnose.output_dir={tmp_path / 'diagnostics'}"]))

@@ -13,13 +13,13 @@ from world_model.latent_cache import load_stage_encoder
 from world_model.latent_readout import load_latent_readout
 from world_model.predictor import load_predictor
 
-READOUT = ("+predictor.latent_readout.steps=300", "+predictor.latent_readout.batch_size=64",
-           "+predictor.latent_readout.val_frames=100", "+predictor.latent_readout.hidden=32")
+READOUT = ("predictor.latent_readout.steps=300", "predictor.latent_readout.batch_size=64",
+           "predictor.latent_readout.val_frames=100", "predictor.latent_readout.hidden=32")
 
 
 def test_train_stage_writes_the_latent_readout_and_the_energy_adds_its_term(tmp_path, embedded_run,  # noqa: F811
                                                                           tiny_dataset_dir):
-    cfg = train_config(embedded_run, tmp_path / "predictor", *READOUT, "+predictor.latent_readout.qpos_indices=[1]")
+    cfg = train_config(embedded_run, tmp_path / "predictor", *READOUT, "predictor.latent_readout.qpos_indices=[1]")
     train_predictor.main(cfg)
     readout = load_latent_readout(tmp_path / "predictor")
     meta = (tmp_path / "predictor" / "latent_readout.json").read_text()
@@ -49,7 +49,7 @@ def test_train_stage_writes_the_latent_readout_and_the_energy_adds_its_term(tmp_
 
 
 def test_bad_latent_readout_settings_are_refused(tmp_path, embedded_run):  # noqa: F811
-    cfg = train_config(embedded_run, tmp_path / "predictor", *READOUT, "+predictor.latent_readout.qpos_indices=[7]")
+    cfg = train_config(embedded_run, tmp_path / "predictor", *READOUT, "predictor.latent_readout.qpos_indices=[7]")
     with pytest.raises(ValueError, match=r"predictor.latent_readout.qpos_indices=\[7\] is invalid; expected indices in \[0, 2\)"):
         train_predictor.main(cfg)
     with pytest.raises(FileNotFoundError, match="predictor.latent_readout.steps"):

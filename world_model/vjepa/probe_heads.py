@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from world_model.schedules import learning_rate, set_learning_rate
+
 
 def r2_scores(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Coefficient of determination per output: (M, K), (M, K) -> (K,). 1 is perfect, 0 the mean."""
@@ -140,13 +142,12 @@ def fit_attentive_probe(tokens: torch.Tensor, targets: torch.Tensor, steps: int,
     scaled_targets = target_scale.forward(targets.double()).float()
     token_scale = tokens[:256].float().std().item() or 1.0  # one global scale keeps tokens near unit size
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     module.train()
-    for _ in tqdm(range(steps), desc=description, unit="step", disable=description is None, dynamic_ncols=True):
+    for step in tqdm(range(steps), desc=description, unit="step", disable=description is None, dynamic_ncols=True):
+        set_learning_rate(optimizer, learning_rate(step, steps, lr))
         batch = torch.randint(len(tokens), (min(batch_size, len(tokens)),), generator=generator)
         loss = nn.functional.mse_loss(module(tokens[batch].float() / token_scale), scaled_targets[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
     return FittedAttentiveProbe(module, target_scale, token_scale)

@@ -9,7 +9,6 @@ identity (`run_identity`); a checkpoint of another identity is not resumed. It i
 from __future__ import annotations
 
 import dataclasses
-import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,15 @@ from typing import Any
 import torch
 from transformers import VJEPA2Config
 
+from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_save, may_resume, read_checkpoint
 from world_model.encoder import preprocess_frames
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
 from world_model.vjepa.model import VJEPAPretrainingModel
-from world_model.vjepa.schedules import ema_momentum, learning_rate
+from world_model.schedules import ema_momentum, learning_rate, set_learning_rate
 from world_model.vjepa.statistics import representation_statistics
 
-BOOKKEEPING = ("checkpoint_every", "log_every", "val_every", "val_clips")  # how often, not what is learned
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,8 @@ def run_identity(architecture: dict, settings: PretrainSettings, seed: int, data
     """What a pretraining run's weights depend on: the architecture (`encoder.architecture`), the
     settings but for how often it logs and saves, the seed, and `data` (what identifies the training
     episodes). JSON-normalised."""
-    pretrain = {key: value for key, value in dataclasses.asdict(settings).items() if key not in BOOKKEEPING}
-    identity = {"architecture": architecture, "pretrain": pretrain, "seed": seed, "data": data}
-    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+    values = {"architecture": architecture, "pretrain": dataclasses.asdict(settings), "seed": seed}
+    return config_identity(values, ("architecture", "pretrain", "seed"), data=data)
 
 
 class Pretrainer:
@@ -150,11 +148,10 @@ class Pretrainer:
     def train_step(self) -> dict[str, float]:
         """One optimiser step and EMA update; returns loss, lr and momentum of this step."""
         settings = self.settings
-        lr = learning_rate(self.step, settings.steps, settings.warmup_steps, settings.lr,
-                           settings.start_lr, settings.final_lr)
+        lr = learning_rate(self.step, settings.steps, settings.lr, settings.final_lr, settings.warmup_steps,
+                           settings.start_lr)
         momentum = ema_momentum(self.step, settings.steps, settings.ema_start, settings.ema_end)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(self.optimizer, lr)
         clips = self.train_clips.sample(settings.batch_size, self.generator).to(self.device)  # (B, F, H, W, 3)
         pixels = preprocess_frames(clips, self.config.crop_size)  # (B, F, 3, S, S)
         if tuple(settings.crop_scale) != (1.0, 1.0):  # draws nothing otherwise: earlier runs reproduce
