@@ -203,8 +203,10 @@ def test_ctrl_c_always_stops(tmp_path):
     assert 2 <= committed(train_dir) < 36 and EpisodeStore(train_dir).verify() == []
 
     swallowing = ("import sys, time; from agent.cli import stop_on_interrupt; stop_on_interrupt(grace_s=1.0)\n"
-                  "print('ready', flush=True)\n"
-                  "while True:\n    try:\n        time.sleep(0.01)\n    except KeyboardInterrupt:\n        pass\n")
+                  "ready = False\n"
+                  "while True:\n    try:\n"  # 'ready' is said inside the try: a Ctrl-C right after it is swallowed too
+                  "        if not ready:\n            print('ready', flush=True)\n            ready = True\n"
+                  "        time.sleep(0.01)\n    except KeyboardInterrupt:\n        pass\n")
     process = subprocess.Popen([sys.executable, "-c", swallowing], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert process.stdout.readline().strip() == "ready"
