@@ -186,6 +186,7 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
                                 f"no predictor/config.yaml from `jepa-agent train`); make one with "
                                 f"`jepa-agent run hydra.run.dir={run_dir}`")
     saved = OmegaConf.load(config_path)
+    check_made_by_this_version(saved, config_path)
     check_override_keys(saved, overrides)
     stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS}
     if run_dir.name in stage_outputs and Path(str(saved.run_dir)).name != run_dir.name:
@@ -199,6 +200,28 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
         cfg.encoder.source = cfg.paths.encoder
     cfg.run.overwrite = bool(overrides.get("run", {}).get("overwrite", False))  # never inherited from the run
     return cfg
+
+
+SCHEMA_SECTIONS = ("paths", "evaluate", "policy")  # sections whose keys no config group choice changes
+
+
+def check_made_by_this_version(saved: DictConfig, config_path: Path) -> None:
+    """A run's config that lacks keys every config of this version has (top-level sections, and those of
+    SCHEMA_SECTIONS) was made by an older version: refused in one line, not with a KeyError later."""
+    from agent.config import compose_config
+    from bookkeeping.io import flatten
+
+    defaults = OmegaConf.to_container(compose_config(".", []))
+    saved_config = OmegaConf.to_container(saved) if isinstance(saved, DictConfig) else {}
+    saved_keys = set(saved_config) | set(flatten(saved_config))
+    expected = {name for name in defaults if name != "run_dir"} | {
+        key for section in SCHEMA_SECTIONS for key in flatten({section: defaults.get(section) or {}})}
+    missing = sorted(key for key in expected
+                     if key not in saved_keys and not any(found.startswith(key + ".") for found in saved_keys))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{str(config_path)!r} lacks {shown}: the run was made by an older version of jepa-agent; "
+                         "make it again with `jepa-agent run` into a new directory")
 
 
 def check_override_keys(saved: DictConfig, overrides: dict) -> None:

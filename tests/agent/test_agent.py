@@ -144,6 +144,24 @@ def test_run_directories_made_stage_by_stage_load_and_stage_folders_are_refused(
         load_agent(micro_run_dir / "eval")
 
 
+def test_a_run_made_by_an_older_version_is_refused_in_one_line(micro_run_dir, tmp_path):
+    """A config.yaml without keys every config of this version has (here paths.policy and evaluate.hold_steps,
+    added later) is refused naming them, not with a KeyError once something reads them."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    old = tmp_path / "old"
+    shutil.copytree(micro_run_dir, old, ignore=shutil.ignore_patterns("dataset", "eval"))
+    config = OmegaConf.load(old / "config.yaml")
+    del config.paths["policy"], config.evaluate["hold_steps"]
+    OmegaConf.save(config, old / "config.yaml")
+    with pytest.raises(ValueError, match=r"config.yaml' lacks evaluate.hold_steps, paths.policy: the run was made by "
+                                         r"an older version of jepa-agent"):
+        load_agent(old)
+    assert load_agent(micro_run_dir).planner is not None  # this version's run loads: the check can pass
+
+
 def test_evaluating_a_run_without_a_dataset_makes_nothing(tmp_path):
     cfg = compose_config(tmp_path / "run", ["evaluate.agent=random"])
     with pytest.raises(FileNotFoundError, match="no dataset at .*hydra.run.dir"):
