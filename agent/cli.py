@@ -129,9 +129,14 @@ def check_overrides(argv: list[str]) -> None:
         check_added_keys(compose_config(".", [arg for arg in argv if not arg.startswith("+")]), argv)
 
 
+READ_BY_NAME = ("evaluate", "planner", "policy")  # sections whose every key is in the defaults: an added one is unread
+
+
 def check_added_keys(cfg, argv: list[str]) -> None:
     """`+section.key=value` adds a key that no stage reads: where it is a typo of an existing key of its
-    section (`+evaluate.pairz=3`), it is refused, naming the key meant."""
+    section (`+evaluate.pairz=3`), it is refused, naming the key meant; in the sections of READ_BY_NAME (every
+    key they have is in the default configs) any added key is refused. Other sections may pass added keys on
+    (`+env.show_arm=true` reaches the task's constructor)."""
     import difflib
 
     from omegaconf import DictConfig, OmegaConf
@@ -148,6 +153,9 @@ def check_added_keys(cfg, argv: list[str]) -> None:
         if close:
             meant = f"{parent_key}.{close[0]}" if parent_key else close[0]
             raise ValueError(f"{arg} adds a key no stage reads; did you mean {meant}? (set existing keys without +)")
+        if key.split(".")[0] in READ_BY_NAME:
+            raise ValueError(f"{arg} adds a key no stage reads; expected one of {parent_key}'s keys: "
+                             f"{', '.join(str(existing) for existing in parent)}")
 
 
 def check_run_dir(argv: list[str]) -> None:

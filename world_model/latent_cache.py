@@ -88,6 +88,8 @@ class LatentCache:
     def verify(self) -> str | None:
         """None when every array file matches the checksum its manifest recorded and the latents are finite;
         else what is wrong."""
+        if "sha256" not in self.manifest:
+            return "its manifest records no checksums (made by an older version)"
         for name, recorded in self.manifest["sha256"].items():
             if sha256_file(self.split_dir / name) != recorded:
                 return f"{name} does not match its checksum"

@@ -50,6 +50,9 @@ def test_tasks_lists_registered_tasks():
         ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected one of 'uniform', 'correlated', 'scripted'"),
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
         ("+collect.episdoes=3", "+collect.episdoes=3 adds a key no stage reads; did you mean collect.episodes? (set existing keys without +)"),
+        ("+planner.gripper_hold=2", "+planner.gripper_hold=2 adds a key no stage reads; expected one of planner's "
+                                    "keys: name, horizon, execute_blocks, shrink_horizon, samples, iterations, top_k, "
+                                    "init_std, min_std, low, high, seed, warm_start_std"),
         # Hydra's own errors, made one line by the CLI's composition check
         ("env=cheetah", "env=cheetah is invalid; expected one of: cube, point_mass, reacher"),
         ("env.name=point_mass", "task 'point_mass' takes no setting 'angle_error': pass env=point_mass (its own "
