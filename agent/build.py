@@ -14,7 +14,7 @@ from agent.stages import AGENTS, AMORTIZED_AGENTS, LATENT_AGENTS
 from agent.worlds import LatentWorld, SimulatorWorld
 from planners import make_planner
 
-PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner and cfg.evaluate.energy
+PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner, cfg.mpc, cfg.evaluate.energy
 RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model", "policy")  # a run directory's `paths`
 
 
@@ -80,8 +80,8 @@ def check_agent_kind(kind: str) -> str:
 
 
 def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
-    """agent=latent | random | oracle | pixel | expert | amortized | amortized_cem for `task`, with the planner and
-    energy settings of cfg. pixel: the pixel world model (`world_model=pixel`); expert: the task's scripted expert
+    """agent=latent | random | oracle | pixel | expert | amortized | amortized_cem for `task`, with the planner, MPC
+    and energy settings of cfg. pixel: the pixel world model (`world_model=pixel`); expert: the task's scripted expert
     (privileged); amortized: the goal policy (`jepa-agent policy`) acts alone; amortized_cem: the latent agent
     whose plans start from the policy's chunk (pass fewer planner.iterations)."""
     kind = check_agent_kind(kind or cfg.evaluate.agent)
@@ -140,9 +140,20 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
 
         return AmortizedAgent(world, proposer, block, action_dim)
     planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
-    return MPCAgent(world, planner, block, action_dim, int(cfg.planner.execute_blocks),
-                    shrink_horizon=bool(cfg.planner.shrink_horizon), warm_start=proposer,
-                    warm_start_std=warm_start_std(cfg.planner) if proposer is not None else None)
+    execute_blocks, shrink_horizon = mpc_settings(cfg.mpc, planner.horizon)
+    return MPCAgent(world, planner, block, action_dim, execute_blocks, shrink_horizon=shrink_horizon,
+                    warm_start=proposer, warm_start_std=warm_start_std(cfg.planner) if proposer is not None else None)
+
+
+def mpc_settings(mpc_cfg, horizon: int) -> tuple[int, bool]:
+    """`mpc.execute_blocks` (blocks executed before replanning) and `mpc.shrink_horizon`, checked."""
+    execute_blocks, shrink_horizon = mpc_cfg.execute_blocks, mpc_cfg.shrink_horizon
+    if isinstance(execute_blocks, bool) or not isinstance(execute_blocks, int) or not 1 <= execute_blocks <= horizon:
+        raise ValueError(f"mpc.execute_blocks={execute_blocks!r} is invalid; expected an integer in [1, "
+                         f"planner.horizon={horizon}]")
+    if not isinstance(shrink_horizon, bool):
+        raise ValueError(f"mpc.shrink_horizon={shrink_horizon!r} is invalid; expected true or false")
+    return execute_blocks, shrink_horizon
 
 
 def warm_start_std(planner_cfg) -> float | None:
@@ -202,7 +213,7 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
     return cfg
 
 
-SCHEMA_SECTIONS = ("paths", "evaluate", "policy")  # sections whose keys no config group choice changes
+SCHEMA_SECTIONS = ("paths", "mpc", "evaluate", "policy")  # sections whose keys no config group choice changes
 
 
 def check_made_by_this_version(saved: DictConfig, config_path: Path) -> None:

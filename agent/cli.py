@@ -129,7 +129,7 @@ def check_overrides(argv: list[str]) -> None:
         check_added_keys(compose_config(".", [arg for arg in argv if not arg.startswith("+")]), argv)
 
 
-READ_BY_NAME = ("evaluate", "planner", "policy")  # sections whose every key is in the defaults: an added one is unread
+READ_BY_NAME = ("evaluate", "planner", "mpc", "policy")  # every key of these is in the defaults: an added one is unread
 
 
 def check_added_keys(cfg, argv: list[str]) -> None:

@@ -243,13 +243,13 @@ def run_episodes(cfg: DictConfig, kind: str, agent, out_dir: Path, store: Episod
 
 def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
     """What an evaluation's episodes depend on: the agent, the seed, the task, the eval split the pairs
-    come from, the protocol but its sample size, the planner (but for the random agent), for the oracle
+    come from, the protocol but its sample size, the planner and MPC settings (planning agents), for the oracle
     the action block it plans in (`predictor.block`), for the pixel agent its model and energy, and for the
     latent agents the exact predictor: the hashes of its weights and readout, and its meta (which names the
     encoder and the block)."""
     sections = ["seed", "env", "evaluate"]
     if kind in PLANNING_AGENTS:
-        sections.append("planner")
+        sections += ["planner", "mpc"]
     if kind == "oracle":
         sections.append("predictor.block")
     eval_split = read_manifest(Path(cfg.paths.dataset) / "eval") or {"meta": None, "shards": []}

@@ -57,7 +57,7 @@ STAGES: dict[str, Stage] = {
     "diagnose": Stage("rollout error, action retrieval, energy landscape", "world_model.diagnostics:main"),
     # `run` evaluates each agent on its own (`main(cfg, agent)`; the pixel agent's also depends on `pixel`)
     "evaluate": Stage("goal-reaching evaluation: metrics, episodes, videos, report.html", "agent.evaluate:command",
-                      target="agent.evaluate:main", sections=(*LATENT, "planner", "evaluate"),
+                      target="agent.evaluate:main", sections=(*LATENT, "planner", "mpc", "evaluate"),
                       output_key="evaluation", last_output="metrics.json", needed_by=AGENTS),
     "run": Stage("the whole pipeline, collect -> evaluate, resumable (experiment=NAME)", "agent.pipeline:main"),
 }

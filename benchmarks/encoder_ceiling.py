@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import envs
-from agent.build import load_run_config
+from agent.build import load_run_config, mpc_settings
 from agent.episodes import run_batch
 from agent.pairs import sample_pairs
 from agent.mpc import MPCAgent
@@ -88,8 +88,9 @@ def evaluate(cfg, encoder, pairs, samples: int, iterations: int) -> dict:
     block = int(cfg.predictor.block)
     world = RenderedLatentWorld(envs.make_from_config(cfg.env), encoder, int(cfg.predictor.pool_grid), block,
                                 cfg.evaluate.energy.aggregate)
-    agent = MPCAgent(world, make_planner(planner_cfg, block * action_dim), block, action_dim,
-                     int(planner_cfg.get("execute_blocks", planner_cfg.horizon)))
+    planner = make_planner(planner_cfg, block * action_dim)
+    execute_blocks, shrink_horizon = mpc_settings(cfg.mpc, planner.horizon)
+    agent = MPCAgent(world, planner, block, action_dim, execute_blocks, shrink_horizon=shrink_horizon)
     started = time.perf_counter()
     records = run_batch(agent, tasks, pairs, cfg.evaluate.budget, list(range(len(pairs))), [False] * len(pairs))
     for task in [*tasks, world.task]:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, run_main
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
-from envs.registry import task_class
+from envs.dataset import recorded_angular_positions
 from world_model.encoder import load_encoder, resolve_device
 from world_model.probe import check_settings, evaluate_encoder, probe_samples
 from world_model.vjepa.clips import ClipSampler
@@ -106,9 +106,9 @@ def main() -> None:
     dataset, device = Path(cfg.paths.dataset), resolve_device(cfg.device)
     stores = {split: open_split(dataset / split)  # in this order, so that a missing split is named alike every run
               for split in dict.fromkeys(("train", cfg.probe.train_split, cfg.probe.test_split))}
+    angles = recorded_angular_positions(stores["train"].meta, f"dataset {str(stores['train'].split_dir)!r}")
     output = ensure_writable_dir(Path(args.run_dir) / OUTPUT, "output directory")
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    angles = task_class(stores["train"].meta.get("task")).angular_positions
     train, test = (probed_groups(probe_samples(stores[split], cfg.probe.frame_stride, cfg.probe.max_frames,
                                                cfg.probe.clip_frames, angles))
                    for split in (cfg.probe.train_split, cfg.probe.test_split))

@@ -9,7 +9,7 @@ trained first (`jepa-agent policy ...`, or `run` with an amortized agent in `run
 benchmarks/results/success_vs_speed_<task>.{json,png} and prints a table.
 
 Seconds per action (plotted): the median of `--repeats` planner (or policy) calls for one env, timed
-back to back in this process (eager), divided by the task steps each call decides (`execute_blocks x
+back to back in this process (eager), divided by the task steps each call decides (`mpc.execute_blocks x
 block` for MPC, one block for the policy). The encoder's embedding of each frame, which every latent
 agent pays, is not counted. `seconds_per_action_in_evaluation` is the same from the evaluation's own
 median call (per env of its batch): on a shared machine it mostly measures the other jobs.
@@ -33,8 +33,7 @@ from bookkeeping.io import atomic_save, atomic_write_json
 from world_model.goal_policy import load_goal_policy
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHARED_PLANNER_KEYS = ("horizon", "execute_blocks", "shrink_horizon", "samples", "iterations", "init_std", "min_std",
-                       "low", "high", "seed")
+SHARED_PLANNER_KEYS = ("horizon", "samples", "iterations", "init_std", "min_std", "low", "high", "seed")
 
 
 def planner_node(run_planner, name: str):
@@ -111,9 +110,9 @@ def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> float:
 
 
 def steps_per_decision(cfg, kind: str) -> int:
-    """Task steps one planner (policy) call decides: execute_blocks x block for MPC, one block for the policy."""
+    """Task steps one planner (policy) call decides: mpc.execute_blocks x block for MPC, one block for the policy."""
     block = int(cfg.predictor.block)
-    return block if kind == "amortized" else int(cfg.planner.get("execute_blocks", cfg.planner.horizon)) * block
+    return block if kind == "amortized" else int(cfg.mpc.execute_blocks) * block
 
 
 def plot(rows: list[dict], random_rate: float, task: str, path: Path) -> None:

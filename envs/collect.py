@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from envs.base import check_image_size
-from bookkeeping.checks import check_ints
+from bookkeeping.checks import angular_position_mask, check_ints
 from envs.dataset import EpisodeStore, ShardWriter, read_manifest
 from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume
 from envs.policies import check_policy, make_policy
@@ -98,6 +98,7 @@ def split_meta(cfg: DictConfig, task, split: str) -> dict:
         "nq": task.nq,
         "nv": task.nv,
         "action_repeat": task.action_repeat,
+        "angular_positions": list(angular_position_mask(task.angular_positions, task.nq)),  # hinge joints, per qpos
         "env": OmegaConf.to_container(cfg.env, resolve=True),
         "policy": OmegaConf.to_container(split_policy(cfg.collect, split), resolve=True),
     }

@@ -2,7 +2,7 @@
 
 One split is one directory:
 
-    <split>/manifest.json          format version, meta (task, sizes, config), committed shards
+    <split>/manifest.json          format version, meta (task, sizes, its hinge joints, config), committed shards
     <split>/shard_000000/          one .npy per field, every array indexed by episode first:
         frames.npy   uint8   (E, T+1, H, W, 3)
         actions.npy  float32 (E, T, A)
@@ -46,6 +46,15 @@ def check_shard(split_dir: Path, shard: dict) -> None:
             raise CorruptShardError(f"{path} is missing")
         if sha256_file(path) != shard["checksums"][path.name]:
             raise CorruptShardError(f"{path} does not match its checksum (truncated or corrupted)")
+
+
+def recorded_angular_positions(meta: dict, dataset: str) -> list[bool]:
+    """The task's hinge joints (one flag per qpos) as `collect` records them in a split's meta; `dataset` names
+    where the meta comes from. A dataset collected before they were recorded is refused in one line."""
+    if "angular_positions" not in meta:
+        raise ValueError(f"{dataset} records no angular_positions (which joints are hinges): it was collected by an "
+                         "older version of jepa-agent; collect it again")
+    return [bool(flag) for flag in meta["angular_positions"]]
 
 
 def read_manifest(split_dir: str | Path) -> dict | None:

@@ -2,9 +2,8 @@
 
 Swapping planners is a config change: `planner=cem`, `planner=mppi` or `planner=icem`. Keys read here:
 name, horizon, samples, iterations, init_std, min_std, low, high, seed, plus top_k (cem), temperature
-(mppi), or top_k, noise_beta, keep_fraction, momentum and steps_per_block (icem). `execute_blocks` (MPC
-blocks executed before replanning) and `shrink_horizon` (score plans at the end of their window) are read
-by the agent; `execute_blocks` is validated here so a bad value fails before any model is loaded.
+(mppi), or top_k, noise_beta, keep_fraction, momentum and steps_per_block (icem). How the agent executes
+the plans (blocks executed before replanning, a shrinking horizon) is the `mpc` section's (configs/mpc/).
 """
 from __future__ import annotations
 
@@ -41,13 +40,6 @@ def make_planner(
         if isinstance(value, bool) or not isinstance(value, kinds):
             raise ValueError(f"planner.{key}={value!r}: expected {'an integer' if key in INTEGER_KEYS else 'a number'}")
     try:
-        planner = planner_class(action_dim, device=device, **settings)
+        return planner_class(action_dim, device=device, **settings)
     except ValueError as error:  # the planners name their own arguments: name them as config keys
         raise ValueError(f"planner.{error}") from None
-    execute_blocks = cfg_planner.get("execute_blocks", planner.horizon)
-    whole = isinstance(execute_blocks, int) and not isinstance(execute_blocks, bool)
-    if not whole or not 1 <= execute_blocks <= planner.horizon:
-        raise ValueError(
-            f"planner.execute_blocks={execute_blocks}: expected an integer in [1, horizon={planner.horizon}]"
-        )
-    return planner

@@ -23,6 +23,7 @@ def collect_tiny_dataset(dataset_dir: Path, task_name: str = "reacher", image_si
     from omegaconf import OmegaConf
 
     import envs
+    from bookkeeping.checks import angular_position_mask
     from envs.collect import collect_episode, episode_seeds
     from envs.dataset import ShardWriter
 
@@ -32,7 +33,8 @@ def collect_tiny_dataset(dataset_dir: Path, task_name: str = "reacher", image_si
         for split, count in TINY_SPLITS.items():
             meta = {"task": task_name, "split": split, "seed": 0, "episode_length": TINY_EPISODE_LENGTH,
                     "image_size": image_size, "action_dim": 2, "proprio_dim": 4, "nq": 2, "nv": 2,
-                    "action_repeat": task.action_repeat}
+                    "action_repeat": task.action_repeat,
+                    "angular_positions": list(angular_position_mask(task.angular_positions, task.nq))}
             writer = ShardWriter(dataset_dir / split, meta)
             for index in range(count):
                 writer.add(collect_episode(task, policy, TINY_EPISODE_LENGTH, *episode_seeds(0, split, index)))

@@ -1,7 +1,7 @@
 """The packages' arrows stay one way (docs/architecture.md): a test that fails when an import crosses them.
 
     bookkeeping <- planners (none of ours) ; envs -> bookkeeping ; world_model -> bookkeeping, envs (the dataset
-    reader, and the registry for a task's static facts) ; agent -> all of them ; benchmarks -> all of them
+    reader only: a task's static facts are in the dataset's manifest) ; agent -> all of them ; benchmarks -> all
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ALLOWED = {
     "bookkeeping": set(),
     "planners": set(),
     "envs": {"bookkeeping"},
-    "world_model": {"bookkeeping", "envs.dataset", "envs.registry"},
+    "world_model": {"bookkeeping", "envs.dataset"},
     "agent": {"bookkeeping", "envs", "world_model", "planners"},
     "benchmarks": {"agent", "bookkeeping", "envs", "world_model", "planners"},
 }

@@ -145,7 +145,7 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
     torch.manual_seed(seed)
     positions = int(train_cache.field("qpos").shape[-1])
     readout = PositionReadout(ReadoutConfig(train_cache.grid, train_cache.dim, positions, int(readout_cfg.hidden),
-                                            int(readout_cfg.points), bool(readout_cfg.mlp_head), bool(angles)))
+                                            int(readout_cfg.points), bool(readout_cfg.mlp_head), angles))
     readout.fit_normalisation(*random_frames(train_cache, 20000, generator))
     val_tokens, val_positions = random_frames(val_cache, int(readout_cfg.val_frames), generator)
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(readout_cfg.lr), weight_decay=1e-4)

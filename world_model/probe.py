@@ -27,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from bookkeeping.checks import angular_position_mask, check_int_list, check_ints, check_number_list, check_numbers
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
-from envs.registry import task_class
 from world_model.encoder import FrozenEncoder, load_encoder, random_encoder
 from world_model.predictor import pool_token_grid
 from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores
@@ -170,19 +169,20 @@ def check_settings(settings: DictConfig) -> None:
 
 def main(cfg: DictConfig) -> None:
     """Probe `cfg.encoder.source` and random encoders of its architecture; write probe.json/png."""
-    from envs.dataset import EpisodeStore
+    from envs.dataset import EpisodeStore, recorded_angular_positions
 
     settings = cfg.probe
     check_settings(settings)
+    stores = {split: EpisodeStore(Path(cfg.paths.dataset) / split)
+              for split in (settings.train_split, settings.test_split)}
+    train_store = stores[settings.train_split]
+    task = train_store.meta.get("task")
+    angles = recorded_angular_positions(train_store.meta, f"dataset {str(train_store.split_dir)!r}")
     output = ensure_writable_dir(Path(cfg.run_dir) / "probe", "probe directory")
     (output / "config.yaml").unlink(missing_ok=True)  # written again beside the new results
     started = time.perf_counter()
     encode = cfg.encoder.encode
     encoder = load_encoder(cfg.encoder.source, cfg.device, encode.autocast_bf16, encode.chunk_size)
-    stores = {split: EpisodeStore(Path(cfg.paths.dataset) / split)
-              for split in (settings.train_split, settings.test_split)}
-    task = stores[settings.train_split].meta.get("task")
-    angles = task_class(task).angular_positions
     train, test = (probe_samples(stores[split], settings.frame_stride, settings.max_frames,
                                  settings.clip_frames, angles)
                    for split in (settings.train_split, settings.test_split))

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from bookkeeping.checks import check_ints, check_numbers
 from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
-from envs.registry import task_class
+from envs.dataset import recorded_angular_positions
 from world_model.energy import latent_distance
 from world_model.event_log import EventLog
 from world_model import distributed
@@ -245,6 +245,9 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     if train_cache.manifest["task"] != cfg.env.name:
         raise ValueError(f"the latent cache {str(train_cache.split_dir)!r} holds task {train_cache.manifest['task']!r}, "
                          f"but env.name={cfg.env.name!r}; pass the matching env= or another paths.latents")
+    if int(cfg.predictor.readout.steps) > 0:  # the readout reads hinge joints as (sin, cos): known before training
+        angles = recorded_angular_positions(train_cache.manifest["dataset_meta"],
+                                            f"the dataset of latent cache {str(train_cache.split_dir)!r}")
     torch.manual_seed(cfg.seed)
     model = Predictor(predictor_config(cfg.predictor, train_cache)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
@@ -351,7 +354,6 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     atomic_write_json(output_dir / "history.json", history)
     print(f"predictor: {output_dir / 'predictor.safetensors'} (val loss {meta['val_loss']})")
     if int(cfg.predictor.readout.steps) > 0:  # the goal's qpos from its tokens, for evaluate.energy.position_weight
-        angles = task_class(train_cache.manifest["task"]).angular_positions  # hinge joints: read as (sin, cos)
         train_position_readout(cfg.predictor.readout, train_cache, val_cache, output_dir, cfg.seed, fingerprint, angles)
     if int(cfg.predictor.latent_readout.steps) > 0:  # chosen qpos from predicted latents: latent_readout_weight
         train_latent_readout(cfg.predictor.latent_readout, model, train_cache, val_cache, output_dir, cfg.seed)

@@ -32,7 +32,7 @@ def test_oracle_reaches_reacher_goals_in_the_protocol(tiny_dataset_dir, tmp_path
                                     "evaluate.pairs=3", "evaluate.goal_offset=10", "evaluate.budget=20",
                                     "evaluate.videos=0", "evaluate.batch_envs=3", "planner.samples=100",
                                     "planner.iterations=8", "planner.top_k=10", "planner.horizon=2",
-                                    "planner.execute_blocks=2"])
+                                    "mpc.execute_blocks=2"])
     metrics = evaluate(cfg)
     assert metrics["success_rate"] == 1.0
     assert metrics["mean_min_distance"] < 0.05
@@ -41,7 +41,7 @@ def test_oracle_reaches_reacher_goals_in_the_protocol(tiny_dataset_dir, tmp_path
 @pytest.mark.parametrize("execute_blocks, requested_blocks", [(1, [3, 2, 1, 3]), (2, [3, 1, 3])])
 def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_dir, tmp_path, execute_blocks,
                                                                   requested_blocks):
-    """With planner.shrink_horizon the plans of a 3-block window are scored up to the window's end:
+    """With mpc.shrink_horizon the plans of a 3-block window are scored up to the window's end:
     replanning every block at blocks 3, 2, 1, then a new window starts. Executing 2 blocks per plan, the
     window's second plan is scored on its last block and executes only that one, never a block it was
     not scored on. The oracle still reaches the goal."""
@@ -52,7 +52,7 @@ def test_shrinking_horizon_aims_every_plan_of_a_window_at_its_end(tiny_dataset_d
 
     cfg = compose_config(tmp_path, [f"paths.dataset={tiny_dataset_dir}", "planner.samples=100",
                                     "planner.iterations=8", "planner.top_k=10", "planner.horizon=3",
-                                    f"planner.execute_blocks={execute_blocks}", "planner.shrink_horizon=true"])
+                                    f"mpc.execute_blocks={execute_blocks}", "mpc.shrink_horizon=true"])
     task = envs.make_from_config(cfg.env)
     pairs, _ = sample_pairs(EpisodeStore(tiny_dataset_dir / "eval"), task, 2, goal_offset=15, seed=0)
     agent = build_agent(cfg, task, "oracle")
@@ -301,14 +301,17 @@ def test_evaluating_with_other_camera_settings_or_an_unknown_agent_is_refused(mi
     assert not (tmp_path / "lattent").exists()
 
 
-def test_oracle_evaluations_of_another_action_block_are_not_resumed(micro_run_dir, tmp_path):
-    """The oracle plans in blocks of predictor.block: episodes planned in another block are not its own."""
+def test_oracle_evaluations_of_another_action_block_or_mpc_setting_are_not_resumed(micro_run_dir, tmp_path):
+    """The oracle plans in blocks of predictor.block: episodes planned in another block, or executing another
+    number of blocks per plan, are not its own."""
     base = ["experiment=micro", f"paths.evaluation={tmp_path}", "evaluate.videos=0", "evaluate.pairs=1"]
     first = evaluate(compose_config(micro_run_dir, base), "oracle")
     resumed = evaluate(compose_config(micro_run_dir, [*base, "evaluate.pairs=2"]), "oracle")
     assert resumed["episodes"] == 2 and resumed["wall_time_s"] > first["wall_time_s"]
     with pytest.raises(ValueError, match=r"evaluation .* other settings \(predictor.block: \d+ -> 2\)"):
         evaluate(compose_config(micro_run_dir, [*base, "predictor.block=2"]), "oracle")
+    with pytest.raises(ValueError, match=r"evaluation .* other settings \(mpc.execute_blocks: 1 -> 2\)"):
+        evaluate(compose_config(micro_run_dir, [*base, "mpc.execute_blocks=2"]), "oracle")
 
 
 def test_an_evaluation_on_its_own_updates_the_run_summary_and_a_bad_planner_makes_nothing(micro_run_dir, tmp_path):

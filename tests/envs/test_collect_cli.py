@@ -51,14 +51,18 @@ def test_tasks_lists_registered_tasks():
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
         ("+collect.episdoes=3", "+collect.episdoes=3 adds a key no stage reads; did you mean collect.episodes? (set existing keys without +)"),
         ("+planner.gripper_hold=2", "+planner.gripper_hold=2 adds a key no stage reads; expected one of planner's "
-                                    "keys: name, horizon, execute_blocks, shrink_horizon, samples, iterations, top_k, "
-                                    "init_std, min_std, low, high, seed, warm_start_std"),
+                                    "keys: name, horizon, samples, iterations, top_k, init_std, min_std, low, high, "
+                                    "seed, warm_start_std"),
+        ("+mpc.replan=2", "+mpc.replan=2 adds a key no stage reads; expected one of mpc's keys: execute_blocks, "
+                          "shrink_horizon"),
         # Hydra's own errors, made one line by the CLI's composition check
         ("env=cheetah", "env=cheetah is invalid; expected one of: cube, point_mass, reacher"),
         ("env.name=point_mass", "task 'point_mass' takes no setting 'angle_error': pass env=point_mass (its own "
                                 "env config), not env.name=point_mass"),
         ("collect.speed=2", "Could not override 'collect.speed'; Key 'speed' is not in struct; "
                             "To append to your config use +collect.speed=2"),
+        ("planner.execute_blocks=2", "Could not override 'planner.execute_blocks'; Key 'execute_blocks' is not in "
+                                     "struct; To append to your config use +planner.execute_blocks=2"),  # now mpc.
         ("collect.episodes=[1", "collect.episodes=[1: no viable alternative at input '[1'"),
         ("--config-name=config", "--config-name is not supported: every command composes configs/config.yaml from "
                                  "a preset and overrides; to make a run again, use the command in its command.txt"),

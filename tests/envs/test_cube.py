@@ -187,3 +187,4 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     assert list((run_dir / "eval" / "latent" / "videos").glob("*.mp4"))
     meta = json.loads((run_dir / "dataset" / "train" / "manifest.json").read_text())["meta"]
     assert meta["policy"]["kind"] == "scripted" and meta["proprio_dim"] == 14
+    assert meta["angular_positions"] == [True] * 14 + [False] * 7  # the arm's hinges, not the cube's free joint

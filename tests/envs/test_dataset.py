@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from envs.dataset import CorruptShardError, EpisodeStore, ShardWriter
+from envs.dataset import CorruptShardError, EpisodeStore, ShardWriter, recorded_angular_positions
 from tests.conftest import TINY_EPISODE_LENGTH, TINY_SPLITS
 
 
@@ -138,3 +138,11 @@ def test_garbage_json_is_a_one_line_error_naming_the_file(tmp_path):
         path.write_bytes(content.encode("latin-1"))
         with pytest.raises(ValueError, match=r"manifest.json' is not valid JSON .*; restore it or delete it"):
             read_json(path)
+
+
+def test_the_hinge_joints_are_read_from_the_meta_and_a_meta_without_them_is_refused(tiny_dataset_dir):
+    store = EpisodeStore(tiny_dataset_dir / "train")
+    assert recorded_angular_positions(store.meta, "dataset") == [True, True]  # the reacher's two hinges
+    with pytest.raises(ValueError, match=r"^dataset 'old' records no angular_positions \(which joints are hinges\): "
+                                         r"it was collected by an older version of jepa-agent; collect it again$"):
+        recorded_angular_positions(META, "dataset 'old'")

@@ -1,4 +1,5 @@
-"""The `planner` config group composes with Hydra and `make_planner` builds what it names.
+"""The `planner` config group composes with Hydra and `make_planner` builds what it names; the `mpc` section
+(what the agent does with the plans) is checked by the agent and counts in the evaluation's identity.
 
 The root config (configs/config.yaml) also lists groups still being written by others, so these
 tests compose a minimal root in tmp_path that uses the real configs/planner/*.yaml files.
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 from planners import CEMPlanner, MPPIPlanner, make_planner
 
 PLANNER_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "planner"
+MPC_CONFIG = PLANNER_CONFIGS.parent / "mpc" / "default.yaml"
 
 
 def compose_planner(tmp_path: Path, overrides: list[str]):
@@ -35,7 +37,7 @@ def test_each_planner_config_builds_its_planner(tmp_path, overrides, planner_cla
     planner = make_planner(cfg.planner, action_dim=6)
     assert type(planner) is planner_class
     assert (planner.action_dim, planner.horizon, planner.samples, planner.iterations) == (6, 5, 300, 30)
-    assert (planner.low, planner.high) == (-1.0, 1.0) and cfg.planner.execute_blocks == 5
+    assert (planner.low, planner.high) == (-1.0, 1.0)
     assert getattr(planner, own_setting[0]) == own_setting[1]
     result = planner.plan(lambda actions: actions.square().sum(dim=(-1, -2)), batch_size=2)
     assert result.actions.shape == (2, 5, 6)
@@ -57,8 +59,6 @@ def test_config_files_share_their_keys():
     ("change", "message"),
     [
         ({"name": "ilqr"}, "planner.name='ilqr'"),
-        ({"execute_blocks": 6}, "execute_blocks=6"),
-        ({"execute_blocks": 2.5}, "execute_blocks=2.5: expected an integer in"),
         ({"top_k": 500}, "planner.top_k=500"),
         ({"samples": 0}, "planner.samples=0: expected an integer >= 1"),
         ({"samples": "abc"}, "planner.samples='abc': expected an integer"),
@@ -70,3 +70,32 @@ def test_bad_planner_config_raises(change, message):
     with pytest.raises(ValueError, match=message):
         make_planner(cfg, action_dim=2)
 
+
+
+def test_mpc_is_its_own_section_and_counts_in_the_evaluation_only(tmp_path):
+    from agent.config import compose_config
+    from agent.pipeline import section_hash
+    from agent.stages import STAGES
+
+    base, other = (compose_config(tmp_path, overrides) for overrides in ([], ["mpc.execute_blocks=2"]))
+    assert (base.mpc.execute_blocks, base.mpc.shrink_horizon) == (base.planner.horizon, False)
+    assert not {"execute_blocks", "shrink_horizon"} & set(base.planner)
+    assert section_hash(base, STAGES["evaluate"].sections) != section_hash(other, STAGES["evaluate"].sections)
+    assert section_hash(base, STAGES["policy"].sections) == section_hash(other, STAGES["policy"].sections)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"execute_blocks": 6}, r"mpc.execute_blocks=6 is invalid; expected an integer in \[1, planner.horizon=5\]"),
+        ({"execute_blocks": 0}, "mpc.execute_blocks=0 is invalid"),
+        ({"execute_blocks": 2.5}, "mpc.execute_blocks=2.5 is invalid"),
+        ({"shrink_horizon": "yes"}, "mpc.shrink_horizon='yes' is invalid; expected true or false"),
+    ],
+)
+def test_bad_mpc_config_raises(change, message):
+    from agent.build import mpc_settings
+
+    assert mpc_settings(OmegaConf.load(MPC_CONFIG), horizon=5) == (5, False)
+    with pytest.raises(ValueError, match=message):
+        mpc_settings(OmegaConf.merge(OmegaConf.load(MPC_CONFIG), change), horizon=5)

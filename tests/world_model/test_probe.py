@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from transformers import VJEPA2Config, VJEPA2Model
 
-import envs.registry
 from tests.conftest import compose_config
 from world_model import probe
 from world_model.vjepa.probe_heads import fit_attentive_probe, fit_ridge, r2_scores, ridge_weights
@@ -57,8 +57,6 @@ def test_state_targets_encode_angles_as_sin_cos():
     targets = probe.state_targets(qpos, qvel, angles=True)
     np.testing.assert_allclose(targets["angles"], [[0.0, 1.0, 1.0, 0.0]], atol=1e-12)
     assert set(probe.state_targets(qpos, qvel, angles=False)) == {"positions", "velocities"}
-    assert envs.registry.task_class("reacher").angular_positions
-    assert not envs.registry.task_class("point_mass").angular_positions
 
 
 def test_clear_win_needs_the_margin_over_the_best_random_seed():
@@ -135,3 +133,15 @@ def test_probe_targets_split_slides_from_hinges():
     mixed = probe.state_targets(qpos, qvel, (False, True))  # a cart's slide, a pole's hinge
     np.testing.assert_array_equal(mixed["positions"], qpos[:, :1])
     np.testing.assert_allclose(mixed["angles"], np.stack([np.sin(qpos[:, 1]), np.cos(qpos[:, 1])], axis=1))
+
+
+def test_a_dataset_without_its_hinge_joints_is_refused_before_writing(tiny_dataset_dir, tmp_path):
+    """A dataset collected before `collect` recorded the task's angular_positions: one line naming it."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset_dir, old)
+    manifest = json.loads((old / "train" / "manifest.json").read_text())
+    del manifest["meta"]["angular_positions"]
+    (old / "train" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=rf"^dataset '{old / 'train'}' records no angular_positions .* collect it again$"):
+        probe.main(compose_config(tmp_path / "run", [f"paths.dataset={old}"]))
+    assert not (tmp_path / "run" / "probe").exists()

@@ -175,6 +175,21 @@ def test_mismatched_inputs_are_one_line_errors(tmp_path, embedded_run):
         train_predictor.main(train_config(embedded_run, tmp_path / "c", f"paths.encoder={other_encoder}"))
 
 
+def test_latents_of_a_dataset_without_its_hinge_joints_are_refused_before_training(tmp_path, embedded_run):
+    """The position readout reads hinge joints as (sin, cos): latents of a dataset collected before `collect`
+    recorded which joints are hinges are refused in one line before any step (not with a KeyError at the end)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(embedded_run, run_dir)
+    manifest_path = run_dir / "latents" / "train" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["dataset_meta"]["angular_positions"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"^the dataset of latent cache '.*/latents/train' records no angular_positions"
+                                         r" .* collect it again$"):
+        train_predictor.main(train_config(run_dir, tmp_path / "predictor", "predictor.readout.steps=5"))
+    assert not (tmp_path / "predictor").exists()
+
+
 def test_torchrun_data_parallel_matches_one_process(tmp_path, embedded_run):
     """Two Gloo processes under torchrun, each on half of every batch, train the same model as one
     process on whole batches (DDP averages the gradients of the two halves)."""
