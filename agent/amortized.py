@@ -1,6 +1,6 @@
 """The amortized agent: the goal-conditioned policy (world_model.goal_policy) acts without planning.
 
-    agent = AmortizedAgent(world, PolicyProposer(policy, readout, world), block, action_dim)
+    agent = AmortizedAgent(world, PolicyProposer(policy, position_readout, latent_readout, world), block, action_dim)
     agent.reset(goal_images (B, H, W, 3), None, seeds (B,)); actions = agent.act(pixels, states)   # (B, A)
 
 At every block boundary the world (a `LatentWorld`: the frozen encoder) embeds the frame, the policy
@@ -22,17 +22,21 @@ import torch
 
 from agent.mpc import PlanRecord, check_batch, check_observation
 from agent.worlds import LatentWorld
-from world_model.goal_policy import GoalPolicy, readout_features
+from world_model.goal_policy import GoalPolicy, frame_readouts
+from world_model.latent_readout import LatentReadout
 from world_model.position_readout import PositionReadout
 
 
 class PolicyProposer:
-    """The policy's action chunk for the world's latest observation and goal."""
+    """The policy's action chunk for the world's latest observation and goal. The readouts are those the policy
+    was trained on (None: not read)."""
 
-    def __init__(self, policy: GoalPolicy, position_readout: PositionReadout | None, world: LatentWorld):
-        self.policy, self.position_readout, self.world = policy, position_readout, world
+    def __init__(self, policy: GoalPolicy, position_readout: PositionReadout | None,
+                 latent_readout: LatentReadout | None, world: LatentWorld):
+        self.policy, self.world = policy, world
+        self.position_readout, self.latent_readout = position_readout, latent_readout
         self.goal_tokens: torch.Tensor | None = None     # the goal whose readout features are kept
-        self.goal_readout: torch.Tensor | None = None    # (B, R)
+        self.goal_readout: torch.Tensor | None = None    # (B, R + O)
 
     @torch.no_grad()
     def __call__(self, horizon: int | None = None) -> torch.Tensor:
@@ -41,10 +45,12 @@ class PolicyProposer:
         world = self.world
         if self.goal_tokens is not world.goal_tokens:  # a new goal (reset): read it once
             self.goal_tokens = world.goal_tokens
-            self.goal_readout = readout_features(self.position_readout, world.goal_tokens)
+            self.goal_readout = frame_readouts(self.position_readout, self.latent_readout, world.goal_tokens,
+                                               world.goal_latents)
         proprio = world.context_proprio[-1] if world.context_proprio else None  # (B, P) standardised
-        chunk = self.policy(world.context_latents[-1], world.goal_latents, proprio,
-                            readout_features(self.position_readout, world.frame_tokens), self.goal_readout)
+        readout = frame_readouts(self.position_readout, self.latent_readout, world.frame_tokens,
+                                 world.context_latents[-1])  # (B, R + O)
+        chunk = self.policy(world.context_latents[-1], world.goal_latents, proprio, readout, self.goal_readout)
         if horizon is None:
             return chunk
         padding = chunk[:, -1:].expand(-1, max(0, horizon - chunk.shape[1]), -1)

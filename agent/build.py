@@ -165,8 +165,8 @@ def warm_start_std(planner_cfg) -> float | None:
 
 
 def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
-    """The run's goal policy (`paths.policy`) reading `world`'s observations, with the
-    run's position readout where the policy was trained on it."""
+    """The run's goal policy (`paths.policy`) reading `world`'s observations, with the run's position and
+    latent readouts where the policy was trained on them."""
     from agent.amortized import PolicyProposer
     from bookkeeping.io import sha256_file
     from world_model.goal_policy import load_goal_policy
@@ -175,10 +175,14 @@ def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
 
     predictor_sha256 = sha256_file(Path(cfg.paths.predictor) / WEIGHTS_FILE)
     policy, _ = load_goal_policy(cfg.paths.policy, device, predictor_sha256)
-    readout = None
+    readout = latent_readout = None
     if policy.config.readout_dim:
         readout = load_position_readout(cfg.paths.predictor, device, world.encoder.fingerprint)
-    return PolicyProposer(policy, readout, world)
+    if policy.config.object_dim:
+        from world_model.latent_readout import load_latent_readout
+
+        latent_readout = load_latent_readout(cfg.paths.predictor, device)
+    return PolicyProposer(policy, readout, latent_readout, world)
 
 
 def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:

@@ -6,8 +6,10 @@ the current frame and the goal frame to an action chunk of `blocks` action block
     latents (N, D')        the current frame's prepared predictor latents (pooled, projected, layer-normed)
     goal_latents (N, D')   the goal image's, the same way (latent_size = 0: neither is read)
     proprio (P,)           the current proprio, standardised by the predictor's statistics (P = 0: not read)
-    readout (R,)           with a position readout in the run: its outputs (standardised linear positions,
-    goal_readout (R,)      sines and cosines of the angles) read from the current and the goal frame's tokens
+    readout (R + O,)       what the run's readouts read from the current and the goal frame: with a position
+    goal_readout (R + O,)  readout, its R outputs (standardised linear positions, sines and cosines of the
+                           angles) from the encoder tokens; with a latent readout (the cube), the O object
+                           positions it reads from the prepared latents, standardised
 
 Trained by goal-conditioned behaviour cloning with hindsight goals (`jepa-agent policy`): a training
 sample is a frame t of a cached training episode, the goal the frame t + j (j uniform in 1..goal_steps
@@ -18,7 +20,7 @@ start (`evaluate.agent=amortized_cem`).
     policy = GoalPolicy(PolicyConfig(latent_size=128, proprio_dim=4, readout_dim=4, block_dim=10, blocks=5))
     chunk = policy(latents (B, N, D'), goal_latents (B, N, D'), proprio (B, P), readout (B, R),
                    goal_readout (B, R))   # (B, blocks, block*A) in [-1, 1]
-    features = readout_features(position_readout, tokens (B, n, n, D))      # (B, R), or (B, 0) without one
+    readout = frame_readouts(position_readout, latent_readout, tokens (B, n, n, D), latents (B, N, D'))  # (B, R+O)
 
 `world_model.policy_training` trains and saves it; `load_goal_policy` reads it back (safetensors).
 """
@@ -44,23 +46,25 @@ META_FILE = "goal_policy.json"
 class PolicyConfig:
     latent_size: int      # N * D': one frame's prepared latents, flattened (0: it reads none)
     proprio_dim: int      # P: standardised proprio entries it reads (0: none)
-    readout_dim: int      # R: position-readout outputs per frame (0: the run has no readout)
+    readout_dim: int      # R: position-readout outputs per frame (0: not read)
     block_dim: int        # block * A: one action block, flattened
     blocks: int = 5       # action blocks per chunk
     hidden: int = 256
     depth: int = 2        # hidden layers
+    object_dim: int = 0   # O: latent-readout (object position) outputs per frame (0: not read)
 
     def __post_init__(self):
         for name in ("block_dim", "blocks", "hidden", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"policy.{name}={getattr(self, name)!r} is invalid; expected an int >= 1")
-        if self.latent_size < 0 or self.latent_size + self.readout_dim < 1:
-            raise ValueError(f"a goal policy of latent_size={self.latent_size} and readout_dim={self.readout_dim} "
-                             "reads nothing; expected latents, a position readout or both")
+        if min(self.latent_size, self.readout_dim, self.object_dim) < 0 or \
+                self.latent_size + self.readout_dim + self.object_dim < 1:
+            raise ValueError(f"a goal policy of latent_size={self.latent_size}, readout_dim={self.readout_dim} and "
+                             f"object_dim={self.object_dim} reads no frame; expected latents, a readout or both")
 
     @property
     def input_dim(self) -> int:
-        return 2 * self.latent_size + self.proprio_dim + 2 * self.readout_dim
+        return 2 * self.latent_size + self.proprio_dim + 2 * (self.readout_dim + self.object_dim)
 
 
 class GoalPolicy(nn.Module):
@@ -84,8 +88,8 @@ class GoalPolicy(nn.Module):
         parts = [latents.flatten(1), goal_latents.flatten(1)] if self.config.latent_size else []  # (B, N*D') each
         if self.config.proprio_dim:
             parts.append(proprio)  # (B, P)
-        if self.config.readout_dim:
-            parts += [readout, goal_readout]  # (B, R) each
+        if self.config.readout_dim + self.config.object_dim:
+            parts += [readout, goal_readout]  # (B, R + O) each
         features = torch.cat([part.float() for part in parts], dim=-1)
         if features.shape[-1] != self.config.input_dim:
             raise ValueError(f"goal policy got {features.shape[-1]} input features; expected {self.config.input_dim} "
@@ -107,12 +111,17 @@ class GoalPolicy(nn.Module):
         return self.act_on_features(self.features(latents, goal_latents, proprio, readout, goal_readout))
 
 
-def readout_features(position_readout, tokens: torch.Tensor) -> torch.Tensor:
-    """Encoder tokens (B, N_enc, D) or (B, h, w, D) -> the readout's outputs (B, R): standardised linear
-    positions, then sines and cosines of the angles (`PositionReadout.outputs`); (B, 0) without a readout."""
-    if position_readout is None:
-        return tokens.new_zeros(len(tokens), 0).float()
-    return position_readout.outputs(pool_token_grid(tokens.float(), position_readout.config.grid))
+def frame_readouts(position_readout, latent_readout, tokens: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """What the readouts read from B frames -> (B, R + O): the position readout's outputs from the encoder tokens
+    (B, N_enc, D) or (B, h, w, D) (standardised linear positions, then sines and cosines of the angles:
+    `PositionReadout.outputs`), then the latent readout's standardised object positions from the prepared
+    latents (B, N', D'). A readout that is None adds nothing."""
+    parts = [tokens.new_zeros(len(tokens), 0).float()]
+    if position_readout is not None:
+        parts.append(position_readout.outputs(pool_token_grid(tokens.float(), position_readout.config.grid)))
+    if latent_readout is not None:
+        parts.append(latent_readout.standardised(latents.float()))  # (B, O)
+    return torch.cat(parts, dim=-1)
 
 
 def save_goal_policy(policy: GoalPolicy, directory: str | Path, meta: dict) -> None:

@@ -6,7 +6,8 @@
 Goal-conditioned behaviour cloning with hindsight goals: a sample is frame t of a training episode, the
 goal frame t + j (j uniform in 1..`goal_steps`), and the `blocks * block` actions executed from t on as
 the target (mean squared error). Inputs are prepared as the agent prepares them: the predictor's
-`prepare_latents` and `prepare_proprio`, and the position readout's outputs when the run has one. The
+`prepare_latents` and `prepare_proprio`, the position readout's outputs and the latent readout's object
+positions when the run has them (`policy.latents`, `policy.object_readout`: null reads what the run has). The
 `policy` config section (configs/policy/default.yaml) holds the settings. Writes `paths.policy` (`DIR/policy`):
 `goal_policy.safetensors`, `goal_policy.json` (config, identity, held-out loss next to the
 predict-the-mean baseline), `config.yaml`. A rerun of the same identity (settings, seed, the predictor's
@@ -25,15 +26,15 @@ from tqdm import tqdm
 from bookkeeping.checks import check_ints, check_numbers
 from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume, read_json, sha256_file
-from world_model.goal_policy import (META_FILE, WEIGHTS_FILE, GoalPolicy, PolicyConfig, readout_features,
-                                     save_goal_policy)
+from world_model.goal_policy import META_FILE, WEIGHTS_FILE, GoalPolicy, PolicyConfig, frame_readouts, save_goal_policy
 from world_model.latent_cache import LatentCache, load_stage_encoder
+from world_model.latent_readout import WEIGHTS_FILE as LATENT_READOUT_FILE, load_latent_readout
 from world_model.position_readout import WEIGHTS_FILE as READOUT_FILE, load_position_readout
 from world_model.predictor import WEIGHTS_FILE as PREDICTOR_FILE, load_predictor
 from world_model.schedules import learning_rate, set_learning_rate
 
 SETTINGS = ("steps", "batch_size", "lr", "weight_decay", "hidden", "depth", "blocks", "goal_steps", "latents",
-            "proprio", "val_samples")  # the `policy` section's keys: configs/policy/default.yaml holds their values
+            "proprio", "object_readout", "val_samples")  # the `policy` keys: configs/policy/default.yaml
 
 
 def policy_settings(cfg: DictConfig) -> dict:
@@ -49,28 +50,32 @@ def policy_settings(cfg: DictConfig) -> dict:
     check_ints(settings, "policy", ("steps", "batch_size", "hidden", "depth", "blocks", "goal_steps", "val_samples"))
     check_numbers(settings, "policy", ("lr",), positive=True)
     check_numbers(settings, "policy", ("weight_decay",))
-    for key in ("proprio", "latents"):
-        if not isinstance(settings[key], bool) and not (key == "latents" and settings[key] is None):
+    for key in ("proprio", "latents", "object_readout"):
+        if not isinstance(settings[key], bool) and not (key != "proprio" and settings[key] is None):
             raise ValueError(f"policy.{key}={settings[key]!r} is invalid; expected true or false")
     return settings
 
 
 class HindsightData:
-    """A cache split prepared as the agent sees it, and hindsight samples drawn from it."""
+    """A cache split prepared as the agent sees it, and hindsight samples drawn from it. `position_readout` and
+    `latent_readout` (either may be None) give the frames' readouts as the agent reads them."""
 
-    def __init__(self, cache: LatentCache, predictor, readout, chunk_episodes: int = 64):
+    def __init__(self, cache: LatentCache, predictor, position_readout, latent_readout, chunk_episodes: int = 64):
         latents, readouts = [], []
         with torch.no_grad():
             for start in range(0, len(cache), chunk_episodes):
                 tokens = torch.from_numpy(np.asarray(cache.latents[start : start + chunk_episodes], np.float32))
-                latents.append(predictor.prepare_latents(tokens).flatten(2))  # (e, T+1, N*D')
-                frames = tokens.flatten(0, 1)  # (e*(T+1), n, n, D)
-                readouts.append(readout_features(readout, frames).view(*tokens.shape[:2], -1))  # (e, T+1, R)
+                prepared = predictor.prepare_latents(tokens)  # (e, T+1, N, D')
+                latents.append(prepared.flatten(2))  # (e, T+1, N*D')
+                frame_readout = frame_readouts(position_readout, latent_readout, tokens.flatten(0, 1),
+                                               prepared.flatten(0, 1))  # (e*(T+1), R + O)
+                readouts.append(frame_readout.view(*tokens.shape[:2], -1))  # (e, T+1, R + O)
             self.latents, self.readouts = torch.cat(latents), torch.cat(readouts)
             self.proprio = None  # (E, T+1, P) standardised, for predictors that read it
             if predictor.config.proprio_dim:
                 self.proprio = predictor.prepare_proprio(torch.from_numpy(np.array(cache.proprio)))
         self.actions = torch.from_numpy(np.array(cache.actions, dtype=np.float32))  # (E, T, A)
+        self.object_dim = 0 if latent_readout is None else len(latent_readout.config.qpos_indices)  # O
 
     def sample(self, count: int, chunk_steps: int, goal_steps: int, generator: torch.Generator):
         """`count` hindsight samples -> (latents, goal_latents (count, N*D'), proprio (count, P) | None,
@@ -90,14 +95,27 @@ class HindsightData:
         return inputs, self.actions[episode[:, None], steps]
 
 
+def object_readout(predictor_dir: str, wanted: bool | None):
+    """The latent readout beside the predictor when `policy.object_readout` asks for it (None: when there is one)."""
+    present = (Path(predictor_dir) / LATENT_READOUT_FILE).exists()
+    if wanted and not present:
+        raise ValueError(f"policy.object_readout=true, but {predictor_dir!r} has no latent readout; train one "
+                         "(predictor.latent_readout.steps > 0) or set policy.object_readout=false")
+    if not wanted and not (wanted is None and present):
+        return None
+    return load_latent_readout(predictor_dir, "cpu")
+
+
 def policy_identity(cfg: DictConfig, settings: dict, train_cache: LatentCache) -> dict:
-    """What the trained policy depends on: its settings, the seed, the predictor's and readout's weights
+    """What the trained policy depends on: its settings, the seed, the predictor's and readouts' weights
     (the agent's inputs are prepared by them) and the training latents."""
     predictor_dir = Path(cfg.paths.predictor)
-    readout_path = predictor_dir / READOUT_FILE
+    readout_path, latent_readout_path = predictor_dir / READOUT_FILE, predictor_dir / LATENT_READOUT_FILE
     return config_identity({"seed": int(cfg.seed), "policy": settings}, ("seed", "policy"),
                            predictor_sha256=sha256_file(predictor_dir / PREDICTOR_FILE),
                            readout_sha256=sha256_file(readout_path) if readout_path.exists() else None,
+                           latent_readout_sha256=sha256_file(latent_readout_path)
+                           if latent_readout_path.exists() else None,
                            latents=train_cache.manifest)
 
 
@@ -110,6 +128,7 @@ def main(cfg: DictConfig) -> None:
     predictor, _ = load_predictor(cfg.paths.predictor)
     readout_path = Path(cfg.paths.predictor) / READOUT_FILE
     readout = load_position_readout(cfg.paths.predictor, "cpu", fingerprint) if readout_path.exists() else None
+    latent_readout = object_readout(cfg.paths.predictor, settings["object_readout"])
     output_dir = ensure_writable_dir(cfg.paths.policy, "policy directory")
     identity = policy_identity(cfg, settings, train_cache)
     if (output_dir / META_FILE).exists() and (output_dir / WEIGHTS_FILE).exists():
@@ -119,8 +138,8 @@ def main(cfg: DictConfig) -> None:
             atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             return
     (output_dir / "config.yaml").unlink(missing_ok=True)  # the policy changes: written again once it is saved
-    train_data = HindsightData(train_cache, predictor, readout)
-    val_data = HindsightData(val_cache, predictor, readout)
+    train_data = HindsightData(train_cache, predictor, readout, latent_readout)
+    val_data = HindsightData(val_cache, predictor, readout, latent_readout)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP: 1 thread is faster, and 3x faster than 2 on a shared machine
     try:
@@ -143,16 +162,17 @@ def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightD
     generator = torch.Generator().manual_seed(seed)
     blocks, action_dim = settings["blocks"], train_data.actions.shape[-1]
     chunk_steps, goal_steps = blocks * block, settings["goal_steps"]
-    readout_dim = train_data.readouts.shape[-1]
-    latents = settings["latents"] if settings["latents"] is not None else not readout_dim
-    if not (latents or readout_dim):
+    object_dim = train_data.object_dim
+    readout_dim = train_data.readouts.shape[-1] - object_dim
+    latents = settings["latents"] if settings["latents"] is not None else not (readout_dim + object_dim)
+    if not (latents or readout_dim or object_dim):
         raise ValueError("policy.latents=false leaves the policy no input: the run has no position readout "
-                         "(predictor.readout.steps=0); set policy.latents=true")
+                         "(predictor.readout.steps=0) and reads no latent readout; set policy.latents=true")
     config = PolicyConfig(latent_size=train_data.latents.shape[-1] if latents else 0,
                           proprio_dim=train_data.proprio.shape[-1] if settings["proprio"] and train_data.proprio is not None
                           else 0,
-                          readout_dim=readout_dim, block_dim=block * action_dim, blocks=blocks,
-                          hidden=settings["hidden"], depth=settings["depth"])
+                          readout_dim=readout_dim, object_dim=object_dim, block_dim=block * action_dim,
+                          blocks=blocks, hidden=settings["hidden"], depth=settings["depth"])
     policy = GoalPolicy(config)
     inputs, _ = train_data.sample(20000, chunk_steps, goal_steps, generator)
     policy.fit_normalisation(policy.features(*inputs))

@@ -59,6 +59,14 @@ def test_bad_policy_settings_are_named(micro_run_dir):
             policy_settings(cfg)
 
 
+def test_an_object_readout_the_run_lacks_is_named(micro_run_dir, tmp_path):
+    cfg = load_run_config(micro_run_dir)
+    cfg.paths.policy, cfg.policy.object_readout = str(tmp_path / "policy"), True
+    with pytest.raises(ValueError, match="policy.object_readout=true, but .* has no latent readout"):
+        train_policy(cfg)
+    assert not (tmp_path / "policy" / "goal_policy.safetensors").exists()
+
+
 def test_the_amortized_agent_runs_episodes_through_the_evaluation(policy_run, tmp_path):
     from agent.evaluate import main as evaluate
 

@@ -169,22 +169,25 @@ def test_a_missing_ogbench_is_one_line(tmp_path):
 
 def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training (with the latent
-    readout of the cube), and the latent (with the reach term), random, oracle and expert agents evaluated with
-    videos."""
+    readout of the cube), the goal policy (reading the cube's latent readout and the proprio), and the latent (with
+    the reach term), random, oracle, expert and amortized agents evaluated with videos."""
     import json
 
     from tests.conftest import cli
 
     run_dir = tmp_path / "run"
     result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted",
-                 "run.agents=[latent,random,oracle,expert]", "predictor.latent_readout.steps=20",
+                 "run.agents=[latent,random,oracle,expert,amortized]", "predictor.latent_readout.steps=20",
+                 "policy.steps=20", "policy.proprio=true",
                  "predictor.latent_readout.qpos_indices=[14,15,16]", "evaluate.energy.latent_readout_weight=1",
                  "evaluate.energy.reach_weight=10", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle", "expert"}
+    assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle", "expert", "amortized"}
     assert all(metrics["episodes"] == 2 for metrics in summary["agents"].values())
     assert list((run_dir / "eval" / "latent" / "videos").glob("*.mp4"))
     meta = json.loads((run_dir / "dataset" / "train" / "manifest.json").read_text())["meta"]
     assert meta["policy"]["kind"] == "scripted" and meta["proprio_dim"] == 14
     assert meta["angular_positions"] == [True] * 14 + [False] * 7  # the arm's hinges, not the cube's free joint
+    policy = json.loads((run_dir / "policy" / "goal_policy.json").read_text())["config"]
+    assert policy["object_dim"] == 3 and policy["proprio_dim"] == 14  # the cube's x, y, z; the arm's joints
