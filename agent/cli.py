@@ -124,11 +124,16 @@ def check_overrides(argv: list[str]) -> None:
 
     if any(arg.startswith(("-", "hydra.mode=")) for arg in argv):  # flags, sweeps: Hydra's own business
         return
+    for arg in argv:
+        key = arg.lstrip("+").split("=")[0]
+        if key in MOVED_KEYS:
+            raise ValueError(f"{arg}: {key} is now {MOVED_KEYS[key]}; set {MOVED_KEYS[key]}={arg.split('=', 1)[-1]}")
     with one_line_config_errors():
         OmegaConf.to_container(compose_config(".", argv), resolve=True)
         check_added_keys(compose_config(".", [arg for arg in argv if not arg.startswith("+")]), argv)
 
 
+MOVED_KEYS = {"planner.execute_blocks": "mpc.execute_blocks", "planner.shrink_horizon": "mpc.shrink_horizon"}
 READ_BY_NAME = ("evaluate", "planner", "mpc", "policy")  # every key of these is in the defaults: an added one is unread
 
 

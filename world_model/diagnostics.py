@@ -36,7 +36,7 @@ from world_model.energy import latent_distance
 from world_model.latent_cache import LatentCache
 from world_model.latent_readout import META_FILE as LATENT_READOUT_META, load_latent_readout
 from world_model.predictor import Predictor, load_predictor
-from world_model.train_predictor import WindowData
+from world_model.windows import WindowData
 
 
 def check_cache_matches(meta: dict, cache: LatentCache) -> None:

@@ -44,6 +44,7 @@ from world_model.latent_readout import train_latent_readout
 from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
 from world_model.schedules import learning_rate, set_learning_rate
+from world_model.windows import WindowData
 
 
 class NonFiniteLossError(ValueError):
@@ -70,42 +71,6 @@ def model_config(predictor_cfg: DictConfig, latent_dim: int, action_dim: int, pr
         conditioning=predictor_cfg.conditioning, condition_width=predictor_cfg.condition_width,
         proprio_dim=proprio_dim, proprio_frequencies=predictor_cfg.proprio_frequencies,
     )
-
-
-class WindowData:
-    """A cache split prepared for the model (latents pooled + normalised, in memory) and its windows."""
-
-    def __init__(self, cache: LatentCache, model: Predictor, window_frames: int, chunk_episodes: int = 64):
-        config = model.config
-        self.block, self.window_frames = config.block, window_frames
-        span = config.block * (window_frames - 1)
-        if span > cache.episode_length:
-            raise ValueError(f"episodes of {cache.episode_length} steps are shorter than a training window of "
-                             f"{window_frames} frames x block {config.block} ({span} steps)")
-        prepared = []
-        with torch.no_grad():
-            for start in range(0, len(cache), chunk_episodes):
-                raw = torch.from_numpy(np.array(cache.latents[start : start + chunk_episodes]))
-                prepared.append(model.prepare_latents(raw).to(torch.bfloat16))  # (e, T+1, N, D') compact
-        self.latents = torch.cat(prepared)  # (E, T+1, N, D')
-        self.actions = torch.from_numpy(np.array(cache.actions, dtype=np.float32))  # (E, T, A)
-        self.proprio = None
-        if config.proprio_dim:
-            self.proprio = model.prepare_proprio(torch.from_numpy(np.array(cache.proprio)))  # (E, T+1, P)
-        starts = cache.episode_length - span + 1
-        episode_index, start_index = torch.meshgrid(torch.arange(len(cache)), torch.arange(starts), indexing="ij")
-        self.windows = torch.stack([episode_index.flatten(), start_index.flatten()], dim=1)  # (W, 2)
-
-    def batch(self, windows: torch.Tensor, device: torch.device):
-        """windows (B, 2) of (episode, start) -> latents (B, F, N, D'), action blocks (B, F-1, block*A),
-        proprio (B, F, P) | None."""
-        episodes, starts = windows[:, :1], windows[:, 1:]
-        frame_index = starts + self.block * torch.arange(self.window_frames)  # (B, F)
-        action_index = starts + torch.arange(self.block * (self.window_frames - 1))  # (B, block*(F-1))
-        latents = self.latents[episodes, frame_index].float()  # (B, F, N, D')
-        actions = self.actions[episodes, action_index].flatten(1).view(len(windows), self.window_frames - 1, -1)
-        proprio = self.proprio[episodes, frame_index] if self.proprio is not None else None
-        return latents.to(device), actions.to(device), proprio.to(device) if proprio is not None else None
 
 
 def window_losses(model: Predictor, latents, actions, proprio, rollout_steps: int, norm: str) -> dict:

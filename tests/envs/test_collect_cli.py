@@ -61,8 +61,8 @@ def test_tasks_lists_registered_tasks():
                                 "env config), not env.name=point_mass"),
         ("collect.speed=2", "Could not override 'collect.speed'; Key 'speed' is not in struct; "
                             "To append to your config use +collect.speed=2"),
-        ("planner.execute_blocks=2", "Could not override 'planner.execute_blocks'; Key 'execute_blocks' is not in "
-                                     "struct; To append to your config use +planner.execute_blocks=2"),  # now mpc.
+        ("planner.execute_blocks=2", "planner.execute_blocks=2: planner.execute_blocks is now mpc.execute_blocks; "
+                                     "set mpc.execute_blocks=2"),
         ("collect.episodes=[1", "collect.episodes=[1: no viable alternative at input '[1'"),
         ("--config-name=config", "--config-name is not supported: every command composes configs/config.yaml from "
                                  "a preset and overrides; to make a run again, use the command in its command.txt"),

@@ -20,6 +20,7 @@ from tests.conftest import REPO
 from tests.world_model.test_event_log import read_scalars
 from tests.world_model.test_latent_cache import save_tiny_encoder
 from world_model import latent_cache, train_predictor
+from world_model.windows import WindowData
 from world_model.latent_cache import LatentCache
 from world_model.predictor import Predictor, load_predictor
 
@@ -52,7 +53,7 @@ def test_training_steps_lower_the_loss(embedded_run):
     torch.manual_seed(cfg.seed)
     model = Predictor(train_predictor.predictor_config(cfg.predictor, cache))
     train_predictor.fit_normalisation(model, cache, cfg.seed)
-    data = train_predictor.WindowData(cache, model, window_frames=2 + cfg.predictor.train.rollout_steps)
+    data = WindowData(cache, model, window_frames=2 + cfg.predictor.train.rollout_steps)
     batch = data.batch(data.windows[torch.randperm(len(data.windows))[:32]], torch.device("cpu"))
     untrained = train_predictor.window_losses(model, *batch, cfg.predictor.train.rollout_steps, "l2")
     torch.testing.assert_close(untrained["teacher_forcing"], untrained["copy_last"])  # the baseline it starts at
