@@ -97,6 +97,10 @@ class LatentWorld:
         if position_weight and (position_readout is None or not predictor.config.proprio_dim):
             raise ValueError(f"evaluate.energy.position_weight={position_weight} needs a predictor that predicts the "
                              "proprio (predictor.use_proprio=true) and its position readout (predictor.readout.steps > 0)")
+        if position_weight and position_readout.config.qpos_indices is not None:
+            raise ValueError(f"evaluate.energy.position_weight={position_weight} needs a position readout of the "
+                             f"proprio's positions; this one reads qpos {list(position_readout.config.qpos_indices)} "
+                             "(predictor.readout.qpos_indices=null)")
         if latent_readout_weight < 0 or (latent_readout_weight and latent_readout is None):
             raise ValueError(f"evaluate.energy.latent_readout_weight={latent_readout_weight} is invalid; expected 0, "
                              "or > 0 with a latent readout (predictor.latent_readout.steps > 0)")

@@ -10,7 +10,9 @@ qpos from the goal image's encoder tokens, a frozen-feature probe in the V-JEPA 
 A spatial soft-argmax over the token grid: a shared MLP scores every token (with a learned position
 embedding) for each of `points` keypoints and proposes an offset within it; the softmax over tokens
 weights the token centres plus offsets into an image point per keypoint, and a linear (or MLP) head
-maps those points and the weighted token features to qpos. Slide joints (the point mass) are regressed in
+maps those points and the weighted token features to qpos. With `grid_channels` > 0 it keeps the whole grid
+instead: every token's features, reduced to that many channels, flattened into an MLP head (the cube: a small
+object that a 4-8 token grid localises better whole than through one soft-argmax point). Slide joints (the point mass) are regressed in
 standardised units; hinge joints (`angles`, per position or one flag for all: the reacher's freely
 turning shoulder) as (sin, cos), so that an image, which cannot show how often a joint has turned, maps
 to one answer in [-pi, pi).
@@ -19,6 +21,9 @@ the predictor:
 
     readout = PositionReadout(ReadoutConfig(grid=8, token_dim=192, positions=2))
     qpos = readout(tokens (B, grid, grid, D))   # (B, positions), in the task's units (angles wrapped)
+
+`predictor.readout.qpos_indices` reads chosen qpos entries instead of the leading ones (the cube's x, y, z: the
+goal policy's view of the cube; such a readout is not the energy's position term, which needs the proprio's).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from bookkeeping.checks import angular_position_mask
@@ -47,14 +53,21 @@ META_FILE = "position_readout.json"
 class ReadoutConfig:
     grid: int          # the token grid side it reads (the latent cache's grid)
     token_dim: int     # D
-    positions: int     # nq: the leading proprio entries it predicts
+    positions: int     # the qpos entries it predicts: the leading `positions` (nq), or those of `qpos_indices`
     hidden: int = 256
     points: int = 1    # soft-argmax keypoints (one finds the point mass; the two-link arm needs more)
     mlp_head: bool = False  # an MLP head instead of a linear one (the arm's angles: yes; the mass's x, y: no)
     angles: bool | tuple[bool, ...] = False  # hinge joints: read as (sin, cos), returned wrapped to [-pi, pi)
+    qpos_indices: tuple[int, ...] | None = None  # the qpos entries read (None: the leading `positions`)
+    grid_channels: int = 0  # > 0: the whole token grid, this many channels per token, into an MLP head (no keypoints)
 
     def __post_init__(self):  # one flag for every position, or one per position -> a tuple of `positions` flags
         object.__setattr__(self, "angles", angular_position_mask(self.angles, self.positions))
+        if self.qpos_indices is not None:
+            object.__setattr__(self, "qpos_indices", tuple(int(index) for index in self.qpos_indices))
+            if len(self.qpos_indices) != self.positions:
+                raise ValueError(f"a position readout of qpos_indices={list(self.qpos_indices)} reads "
+                                 f"{len(self.qpos_indices)} positions, not positions={self.positions}")
 
 
 class PositionReadout(nn.Module):
@@ -71,12 +84,16 @@ class PositionReadout(nn.Module):
         self.token_position = nn.Parameter(torch.zeros(tokens, config.token_dim))
         self.token_mlp = nn.Sequential(nn.Linear(config.token_dim, config.hidden), nn.GELU(),
                                        nn.Linear(config.hidden, config.hidden), nn.GELU())
-        self.score_and_offset = nn.Linear(config.hidden, 3 * config.points)
         self.register_buffer("angular", torch.tensor(config.angles), persistent=False)  # (positions,) bool
         outputs = config.positions + sum(config.angles)  # linear positions, then the sines and cosines of the angles
-        inputs = config.points * (2 + config.hidden)
+        if config.grid_channels:
+            self.reduce = nn.Linear(config.hidden, config.grid_channels)
+            inputs = tokens * config.grid_channels
+        else:
+            self.score_and_offset = nn.Linear(config.hidden, 3 * config.points)
+            inputs = config.points * (2 + config.hidden)
         self.head = (nn.Sequential(nn.Linear(inputs, config.hidden), nn.GELU(), nn.Linear(config.hidden, outputs))
-                     if config.mlp_head else nn.Linear(inputs, outputs))
+                     if config.mlp_head or config.grid_channels else nn.Linear(inputs, outputs))
 
     def fit_normalisation(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
         """tokens (M, grid, grid, D) and positions (M, positions) of training frames."""
@@ -97,6 +114,8 @@ class PositionReadout(nn.Module):
         """tokens (B, grid, grid, D) -> network outputs (B, positions + angles), see `targets`."""
         tokens = ((tokens.float() - self.token_mean) / self.token_std).flatten(1, 2)  # (B, N, D)
         features = self.token_mlp(tokens + self.token_position)  # (B, N, hidden)
+        if self.config.grid_channels:
+            return self.head(F.gelu(self.reduce(features)).flatten(1))  # (B, N * grid_channels) -> outputs
         batch, count = features.shape[:2]
         score_and_offset = self.score_and_offset(features).view(batch, count, self.config.points, 3)  # (B, N, K, 3)
         weights = score_and_offset[..., 0].softmax(dim=1).unsqueeze(-1)  # (B, N, K, 1), over tokens
@@ -143,17 +162,32 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
     wrapped; and each position's median error)."""
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    positions = int(train_cache.field("qpos").shape[-1])
-    readout = PositionReadout(ReadoutConfig(train_cache.grid, train_cache.dim, positions, int(readout_cfg.hidden),
-                                            int(readout_cfg.points), bool(readout_cfg.mlp_head), angles))
-    readout.fit_normalisation(*random_frames(train_cache, 20000, generator))
-    val_tokens, val_positions = random_frames(val_cache, int(readout_cfg.val_frames), generator)
+    nq = int(train_cache.field("qpos").shape[-1])
+    indices = readout_cfg.qpos_indices
+    if indices is not None:
+        indices = [int(index) for index in indices]
+        if not indices or not all(0 <= index < nq for index in indices):
+            raise ValueError(f"predictor.readout.qpos_indices={indices} is invalid; expected null or indices in "
+                             f"[0, {nq})")
+        angles = tuple(angular_position_mask(angles, nq)[index] for index in indices)
+    chosen = list(range(nq)) if indices is None else indices  # the qpos columns it reads
+
+    def frames(cache, count):  # tokens (count, n, n, D), the chosen qpos (count, positions)
+        tokens, qpos = random_frames(cache, count, generator)
+        return tokens, qpos[:, chosen]
+
+    readout = PositionReadout(ReadoutConfig(train_cache.grid, train_cache.dim, len(chosen), int(readout_cfg.hidden),
+                                            int(readout_cfg.points), bool(readout_cfg.mlp_head), angles,
+                                            None if indices is None else tuple(indices),
+                                            int(readout_cfg.grid_channels)))
+    readout.fit_normalisation(*frames(train_cache, 20000))
+    val_tokens, val_positions = frames(val_cache, int(readout_cfg.val_frames))
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(readout_cfg.lr), weight_decay=1e-4)
     steps = int(readout_cfg.steps)
     progress = tqdm(range(steps), unit="step", desc="train position readout", dynamic_ncols=True)
     for step in progress:
         set_learning_rate(optimizer, learning_rate(step, steps, float(readout_cfg.lr)))
-        tokens, targets = random_frames(train_cache, int(readout_cfg.batch_size), generator)
+        tokens, targets = frames(train_cache, int(readout_cfg.batch_size))
         loss = (readout.outputs(tokens) - readout.targets(targets)).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -169,8 +169,9 @@ def test_a_missing_ogbench_is_one_line(tmp_path):
 
 def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training (with the latent
-    readout of the cube), the goal policy (reading the cube's latent readout and the proprio), and the latent (with
-    the reach term), random, oracle, expert and amortized agents evaluated with videos."""
+    readout of the cube, and the cube's position readout from the token grid), the goal policy (reading both
+    readouts and the proprio), and the latent (with the reach term), random, oracle, expert and amortized agents
+    evaluated with videos."""
     import json
 
     from tests.conftest import cli
@@ -178,7 +179,8 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     run_dir = tmp_path / "run"
     result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted",
                  "run.agents=[latent,random,oracle,expert,amortized]", "predictor.latent_readout.steps=20",
-                 "policy.steps=20", "policy.proprio=true",
+                 "policy.steps=20", "policy.proprio=true", "predictor.readout.steps=20",
+                 "predictor.readout.qpos_indices=[14,15,16]", "predictor.readout.grid_channels=4",
                  "predictor.latent_readout.qpos_indices=[14,15,16]", "evaluate.energy.latent_readout_weight=1",
                  "evaluate.energy.reach_weight=10", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -190,4 +192,5 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     assert meta["policy"]["kind"] == "scripted" and meta["proprio_dim"] == 14
     assert meta["angular_positions"] == [True] * 14 + [False] * 7  # the arm's hinges, not the cube's free joint
     policy = json.loads((run_dir / "policy" / "goal_policy.json").read_text())["config"]
-    assert policy["object_dim"] == 3 and policy["proprio_dim"] == 14  # the cube's x, y, z; the arm's joints
+    assert policy["readout_dim"] == 3 and policy["object_dim"] == 3  # the cube's x, y, z from either readout
+    assert policy["proprio_dim"] == 14  # the arm's joints

@@ -20,7 +20,8 @@ from world_model.position_readout import (PositionReadout, ReadoutConfig, load_p
 from world_model.predictor import load_predictor
 
 READOUT = OmegaConf.create({"steps": 1500, "batch_size": 64, "lr": 3e-3, "hidden": 32, "points": 1,
-                             "mlp_head": False, "val_frames": 200})
+                             "mlp_head": False, "val_frames": 200, "qpos_indices": None,
+                             "grid_channels": 0})
 
 
 class MarkedGridCache:
@@ -65,6 +66,23 @@ def test_readout_learns_where_the_marked_token_is(tmp_path):
     guessing_the_mean = np.linalg.norm(val.qpos[:, 0] - train.qpos.reshape(-1, 2).mean(0), axis=-1)
     assert float(errors.median()) < 0.2 * float(np.median(guessing_the_mean))
     assert metrics["val_median_error"] < 0.2 * float(np.median(guessing_the_mean))
+
+
+def test_readout_of_chosen_qpos_reads_those_and_is_no_position_energy(tmp_path):
+    """qpos_indices=[1]: the readout predicts the point's y alone (the cube preset reads the cube's x, y, z this
+    way, from the whole grid: grid_channels), and the energy's position term, which needs the proprio's
+    positions, refuses it."""
+    train, val = MarkedGridCache(200, seed=0), MarkedGridCache(40, seed=1)
+    chosen = OmegaConf.merge(READOUT, {"qpos_indices": [1], "grid_channels": 4})  # the whole grid, as the cube's
+    metrics = train_position_readout(chosen, train, val, tmp_path, seed=0)
+    readout = load_position_readout(tmp_path)
+    assert readout.config.qpos_indices == (1,) and readout.config.positions == 1 and readout.config.grid_channels == 4
+    with torch.no_grad():
+        errors = (readout(torch.from_numpy(val.latents[:, 0]))[:, 0] - torch.from_numpy(val.qpos[:, 0, 1])).abs()
+    assert float(errors.median()) < 0.2 * float(np.median(np.abs(val.qpos[:, 0, 1])))
+    assert len(metrics["val_median_error_per_position"]) == 1
+    with pytest.raises(ValueError, match=r"predictor.readout.qpos_indices=\[2\] is invalid; expected null or indices"):
+        train_position_readout(OmegaConf.merge(READOUT, {"qpos_indices": [2]}), train, val, tmp_path, seed=0)
 
 
 def test_readout_reads_an_angle_modulo_full_turns(tmp_path):
@@ -116,6 +134,10 @@ def test_position_energy_without_a_readout_is_refused(tmp_path, embedded_run):  
     predictor, _ = load_predictor(tmp_path / "predictor")
     with pytest.raises(ValueError, match="position_weight=1.0 needs .* position readout"):
         LatentWorld(load_stage_encoder(cfg), predictor, position_weight=1.0)
+    chosen = PositionReadout(ReadoutConfig(grid=4, token_dim=8, positions=1, qpos_indices=(0,)))
+    with pytest.raises(ValueError, match=r"position_weight=1.0 needs a position readout of the proprio's positions; "
+                                         r"this one reads qpos \[0\]"):
+        LatentWorld(load_stage_encoder(cfg), predictor, position_readout=chosen, position_weight=1.0)
     with pytest.raises(FileNotFoundError, match="predictor.readout.steps"):
         load_position_readout(tmp_path / "predictor")
 
