@@ -1,6 +1,7 @@
 """The amortized agent: the goal-conditioned policy (world_model.goal_policy) acts without planning.
 
-    agent = AmortizedAgent(world, PolicyProposer(policy, position_readout, latent_readout, world), block, action_dim)
+    propose = PolicyProposer(policy, position_readout, latent_readout, world)   # readouts: None where not read
+    agent = AmortizedAgent(world, propose, block, action_dim)
     agent.reset(goal_images (B, H, W, 3), None, seeds (B,)); actions = agent.act(pixels, states)   # (B, A)
 
 At every block boundary the world (a `LatentWorld`: the frozen encoder) embeds the frame, the policy

@@ -98,11 +98,11 @@ class HindsightData:
 def object_readout(predictor_dir: str, wanted: bool | None):
     """The latent readout beside the predictor when `policy.object_readout` asks for it (None: when there is one)."""
     present = (Path(predictor_dir) / LATENT_READOUT_FILE).exists()
-    if wanted and not present:
+    if not (present if wanted is None else wanted):
+        return None
+    if not present:
         raise ValueError(f"policy.object_readout=true, but {predictor_dir!r} has no latent readout; train one "
                          "(predictor.latent_readout.steps > 0) or set policy.object_readout=false")
-    if not wanted and not (wanted is None and present):
-        return None
     return load_latent_readout(predictor_dir, "cpu")
 
 

@@ -12,10 +12,10 @@ embedding) for each of `points` keypoints and proposes an offset within it; the 
 weights the token centres plus offsets into an image point per keypoint, and a linear (or MLP) head
 maps those points and the weighted token features to qpos. With `grid_channels` > 0 it keeps the whole grid
 instead: every token's features, reduced to that many channels, flattened into an MLP head (the cube: a small
-object that a 4-8 token grid localises better whole than through one soft-argmax point). Slide joints (the point mass) are regressed in
-standardised units; hinge joints (`angles`, per position or one flag for all: the reacher's freely
-turning shoulder) as (sin, cos), so that an image, which cannot show how often a joint has turned, maps
-to one answer in [-pi, pi).
+object that an 8 x 8 grid localises better whole than through one soft-argmax point). Slide joints (the
+point mass) are regressed in standardised units; hinge joints (`angles`, per position or one flag for all:
+the reacher's freely turning shoulder) as (sin, cos), so that an image, which cannot show how often a joint
+has turned, maps to one answer in [-pi, pi).
 Trained on the latent cache (`jepa-agent train` when `predictor.readout.steps > 0`), saved next to
 the predictor:
 
