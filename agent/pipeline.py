@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from agent.config import command_line
 from agent.evaluate import agent_summary
 from agent.report import write_report
-from agent.stages import AGENTS, STAGES
+from agent.stages import AGENTS, STAGES, evaluation_sections
 from bookkeeping.identity import config_identity, identity_hash
 from bookkeeping.io import atomic_write_json, atomic_write_text, differing_keys, ensure_writable_dir, read_json
 
@@ -158,8 +158,7 @@ def main(cfg: DictConfig) -> None:
             continue  # official weights: nothing to pretrain
         if name == "evaluate":
             for agent in cfg.run.agents:
-                sections = stage.sections + (("pixel",) if agent == "pixel" else ())
-                run_stage(book, f"evaluate_{agent}", sections, Path(cfg.paths.evaluation) / agent,
+                run_stage(book, f"evaluate_{agent}", evaluation_sections(agent), Path(cfg.paths.evaluation) / agent,
                           stage.last_output, stage.target, cfg, agent)
             continue
         run_stage(book, name, stage.sections, Path(cfg.paths[stage.output_key]), stage.last_output, stage.target,

@@ -62,4 +62,11 @@ STAGES: dict[str, Stage] = {
     "run": Stage("the whole pipeline, collect -> evaluate, resumable (experiment=NAME)", "agent.pipeline:main"),
 }
 
+def evaluation_sections(agent: str) -> tuple[str, ...]:
+    """The sections `run`'s evaluation of `agent` depends on: the evaluate stage's, plus the world model or
+    goal policy that agent alone reads (a changed `policy` setting evaluates the amortized agents again)."""
+    own = {"pixel": ("pixel",), "amortized": ("policy",), "amortized_cem": ("policy",)}.get(agent, ())
+    return STAGES["evaluate"].sections + own
+
+
 SUBCOMMANDS: dict[str, Stage] = {stage.subcommand or name: stage for name, stage in STAGES.items() if stage.command}

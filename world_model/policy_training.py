@@ -5,7 +5,8 @@
 
 Goal-conditioned behaviour cloning with hindsight goals: a sample is frame t of a training episode, the
 goal frame t + j (j uniform in 1..`goal_steps`), and the `blocks * block` actions executed from t on as
-the target (mean squared error). Inputs are prepared as the agent prepares them: the predictor's
+the target (mean squared error). A `hold_fraction` of the samples instead has frame t as its goal and
+`hold_action` (the action that keeps the robot still) as every target: a goal already reached is held. Inputs are prepared as the agent prepares them: the predictor's
 `prepare_latents` and `prepare_proprio`, the position readout's outputs and the latent readout's object
 positions when the run has them (`policy.latents`, `policy.object_readout`: null reads what the run has). The
 `policy` config section (configs/policy/default.yaml) holds the settings. Writes `paths.policy` (`DIR/policy`):
@@ -23,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from bookkeeping.checks import check_ints, check_numbers
+from bookkeeping.checks import check_ints, check_numbers, is_number
 from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume, read_json, sha256_file
 from world_model.goal_policy import META_FILE, WEIGHTS_FILE, GoalPolicy, PolicyConfig, frame_readouts, save_goal_policy
@@ -34,7 +35,8 @@ from world_model.predictor import WEIGHTS_FILE as PREDICTOR_FILE, load_predictor
 from world_model.schedules import learning_rate, set_learning_rate
 
 SETTINGS = ("steps", "batch_size", "lr", "weight_decay", "hidden", "depth", "blocks", "goal_steps", "latents",
-            "proprio", "object_readout", "val_samples")  # the `policy` keys: configs/policy/default.yaml
+            "proprio", "object_readout", "hold_fraction", "hold_action",
+            "val_samples")  # the `policy` keys: configs/policy/default.yaml
 
 
 def policy_settings(cfg: DictConfig) -> dict:
@@ -53,7 +55,23 @@ def policy_settings(cfg: DictConfig) -> dict:
     for key in ("proprio", "latents", "object_readout"):
         if not isinstance(settings[key], bool) and not (key != "proprio" and settings[key] is None):
             raise ValueError(f"policy.{key}={settings[key]!r} is invalid; expected true or false")
+    check_hold(settings["hold_fraction"], settings["hold_action"])
     return settings
+
+
+def check_hold(fraction, action) -> None:
+    """`policy.hold_fraction` in [0, 1); `policy.hold_action` null or numbers in [-1, 1], required when the fraction
+    is > 0 (its length is checked against the dataset's actions when training starts)."""
+    if not is_number(fraction) or not 0 <= fraction < 1:
+        raise ValueError(f"policy.hold_fraction={fraction!r} is invalid; expected a number in [0, 1)")
+    if action is not None and (not isinstance(action, list) or not action
+                               or not all(is_number(value) and -1 <= value <= 1 for value in action)):
+        raise ValueError(f"policy.hold_action={action!r} is invalid; expected null or a list of the action's "
+                         "values in [-1, 1] (e.g. [0, 0, 0, 0, 0] for the cube)")
+    if fraction > 0 and action is None:
+        raise ValueError(f"policy.hold_fraction={fraction} needs policy.hold_action, the action that keeps the robot "
+                         "still (e.g. [0, 0, 0, 0, 0] for the cube's end-effector deltas); a task without one keeps "
+                         "policy.hold_fraction=0")
 
 
 class HindsightData:
@@ -77,9 +95,11 @@ class HindsightData:
         self.actions = torch.from_numpy(np.array(cache.actions, dtype=np.float32))  # (E, T, A)
         self.object_dim = 0 if latent_readout is None else len(latent_readout.config.qpos_indices)  # O
 
-    def sample(self, count: int, chunk_steps: int, goal_steps: int, generator: torch.Generator):
+    def sample(self, count: int, chunk_steps: int, goal_steps: int, generator: torch.Generator,
+               hold_fraction: float = 0.0, hold_action: torch.Tensor | None = None):
         """`count` hindsight samples -> (latents, goal_latents (count, N*D'), proprio (count, P) | None,
-        readout, goal_readout (count, R)), target actions (count, chunk_steps, A)."""
+        readout, goal_readout (count, R)), target actions (count, chunk_steps, A). A `hold_fraction` of them has
+        the current frame as its goal and `hold_action` (A,) as every target action."""
         episodes, length = len(self.actions), self.actions.shape[1]
         if chunk_steps > length:
             raise ValueError(f"a policy chunk of {chunk_steps} task steps (policy.blocks x predictor.block) is longer "
@@ -88,11 +108,18 @@ class HindsightData:
         start = torch.randint(0, length - chunk_steps + 1, (count,), generator=generator)
         ahead = 1 + (torch.rand(count, generator=generator) * goal_steps).long()  # 1..goal_steps
         goal = torch.minimum(start + ahead, torch.full_like(start, length))  # the frame j steps on, in the episode
+        hold = torch.zeros(count, dtype=torch.bool)  # (count,): samples whose goal is where they are
+        if hold_fraction > 0:  # (no draw without: the same samples as before holding existed)
+            hold = torch.rand(count, generator=generator) < hold_fraction
+            goal = torch.where(hold, start, goal)
         steps = start[:, None] + torch.arange(chunk_steps)  # (count, chunk_steps)
         inputs = (self.latents[episode, start], self.latents[episode, goal],
                   None if self.proprio is None else self.proprio[episode, start],
                   self.readouts[episode, start], self.readouts[episode, goal])
-        return inputs, self.actions[episode[:, None], steps]
+        targets = self.actions[episode[:, None], steps]  # (count, chunk_steps, A)
+        if hold.any():
+            targets[hold] = hold_action
+        return inputs, targets
 
 
 def object_readout(predictor_dir: str, wanted: bool | None):
@@ -125,6 +152,7 @@ def main(cfg: DictConfig) -> None:
     fingerprint = load_stage_encoder(cfg).fingerprint
     train_cache = LatentCache(Path(cfg.paths.latents) / "train", fingerprint)
     val_cache = LatentCache(Path(cfg.paths.latents) / "val", fingerprint)
+    hold_action_tensor(settings, train_cache.action_dim)  # a hold action of the wrong length fails before any work
     predictor, _ = load_predictor(cfg.paths.predictor)
     readout_path = Path(cfg.paths.predictor) / READOUT_FILE
     readout = load_position_readout(cfg.paths.predictor, "cpu", fingerprint) if readout_path.exists() else None
@@ -152,6 +180,17 @@ def main(cfg: DictConfig) -> None:
           f"action {metrics['val_loss_mean_action']:.4f}) in {metrics['train_seconds']:.0f} s")
 
 
+def hold_action_tensor(settings: dict, action_dim: int) -> torch.Tensor | None:
+    """`policy.hold_action` as an (A,) tensor, its length checked against the dataset's actions (None: unset)."""
+    action = settings["hold_action"]
+    if action is None:
+        return None
+    if len(action) != action_dim:
+        raise ValueError(f"policy.hold_action={action} has {len(action)} values; expected {action_dim}, one per "
+                         "action dimension of the dataset")
+    return torch.tensor(action, dtype=torch.float32)
+
+
 def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightData, block: int, seed: int,
                  output_dir: Path, identity: dict) -> dict:
     """Fit a GoalPolicy by hindsight behaviour cloning; save it with its metrics; return them."""
@@ -174,16 +213,17 @@ def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightD
                           readout_dim=readout_dim, object_dim=object_dim, block_dim=block * action_dim,
                           blocks=blocks, hidden=settings["hidden"], depth=settings["depth"])
     policy = GoalPolicy(config)
-    inputs, _ = train_data.sample(20000, chunk_steps, goal_steps, generator)
+    hold = {"hold_fraction": settings["hold_fraction"], "hold_action": hold_action_tensor(settings, action_dim)}
+    inputs, _ = train_data.sample(20000, chunk_steps, goal_steps, generator, **hold)
     policy.fit_normalisation(policy.features(*inputs))
     val_inputs, val_targets = val_data.sample(settings["val_samples"], chunk_steps, goal_steps,
-                                              torch.Generator().manual_seed(seed + 1))
+                                              torch.Generator().manual_seed(seed + 1), **hold)
     val_features, val_targets = policy.features(*val_inputs), val_targets.reshape(len(val_targets), blocks, -1)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     progress = tqdm(range(settings["steps"]), unit="step", desc="train goal policy", dynamic_ncols=True)
     for step in progress:
         set_learning_rate(optimizer, learning_rate(step, settings["steps"], settings["lr"]))
-        inputs, targets = train_data.sample(settings["batch_size"], chunk_steps, goal_steps, generator)
+        inputs, targets = train_data.sample(settings["batch_size"], chunk_steps, goal_steps, generator, **hold)
         chunk = policy(*inputs)  # (batch, blocks, block*A)
         loss = (chunk - targets.reshape(chunk.shape)).square().mean()
         optimizer.zero_grad(set_to_none=True)

@@ -3,6 +3,7 @@ episodes through the real evaluation, and is the planner's initial mean in amort
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from omegaconf import OmegaConf
 
 from agent.build import build_agent, load_run_config
 from world_model.goal_policy import GoalPolicy, PolicyConfig, load_goal_policy
-from world_model.policy_training import main as train_policy, policy_settings
+from world_model.latent_cache import LatentCache
+from world_model.policy_training import HindsightData, main as train_policy, policy_settings
+from world_model.predictor import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +56,37 @@ def test_bad_policy_settings_are_named(micro_run_dir):
     settings = OmegaConf.to_container(cfg.policy)
     for setting, message in [({"steps": 0}, "policy.steps=0 is invalid"),
                              ({"stepz": 5}, "policy.stepz is not a policy setting"),
-                             ({"proprio": "yes"}, "policy.proprio='yes' is invalid")]:
+                             ({"proprio": "yes"}, "policy.proprio='yes' is invalid"),
+                             ({"hold_fraction": 1.0}, r"policy.hold_fraction=1.0 is invalid; expected a number in \[0, 1\)"),
+                             ({"hold_fraction": 0.1}, "policy.hold_fraction=0.1 needs policy.hold_action"),
+                             ({"hold_action": [0, 2]}, r"policy.hold_action=\[0, 2\] is invalid")]:
         cfg.policy = {**settings, **setting}
         with pytest.raises(ValueError, match=message):
             policy_settings(cfg)
+
+
+def test_a_hold_action_of_the_wrong_length_is_named_before_any_work(micro_run_dir, tmp_path):
+    cfg = load_run_config(micro_run_dir)
+    cfg.paths.policy, cfg.policy.hold_fraction, cfg.policy.hold_action = str(tmp_path / "policy"), 0.1, [0, 0, 0]
+    with pytest.raises(ValueError, match=r"policy.hold_action=\[0, 0, 0\] has 3 values; expected 2"):
+        train_policy(cfg)
+    assert not (tmp_path / "policy").exists()
+
+
+def test_hold_samples_aim_at_the_current_frame_with_the_hold_action(micro_run_dir):
+    cfg = load_run_config(micro_run_dir)
+    cache = LatentCache(Path(cfg.paths.latents) / "train")
+    data = HindsightData(cache, load_predictor(cfg.paths.predictor)[0], None, None)
+    hold_action = torch.tensor([0.25, -0.5])
+    (latents, goal_latents, _, _, _), targets = data.sample(64, 5, 10, torch.Generator().manual_seed(0),
+                                                            hold_fraction=0.5, hold_action=hold_action)
+    hold = (targets == hold_action).all(-1).all(-1)  # (64,): every action of the chunk the hold action
+    assert 10 < hold.sum() < 54
+    torch.testing.assert_close(goal_latents[hold], latents[hold])
+    assert all(not torch.equal(goal, current) for goal, current in zip(goal_latents[~hold], latents[~hold]))
+    plain = data.sample(64, 5, 10, torch.Generator().manual_seed(0))
+    unheld = data.sample(64, 5, 10, torch.Generator().manual_seed(0), hold_fraction=0.0, hold_action=hold_action)
+    assert torch.equal(plain[1], unheld[1])  # without holding, the samples drawn before holding existed
 
 
 def test_an_object_readout_the_run_lacks_is_named(micro_run_dir, tmp_path):

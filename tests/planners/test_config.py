@@ -84,6 +84,18 @@ def test_mpc_is_its_own_section_and_counts_in_the_evaluation_only(tmp_path):
     assert section_hash(base, STAGES["policy"].sections) == section_hash(other, STAGES["policy"].sections)
 
 
+def test_a_policy_setting_counts_in_the_amortized_agents_evaluation_only(tmp_path):
+    """`run` evaluates the amortized agents again when the goal policy changes (it once kept their old episodes)."""
+    from agent.config import compose_config
+    from agent.pipeline import section_hash
+    from agent.stages import evaluation_sections
+
+    base, other = (compose_config(tmp_path, overrides) for overrides in ([], ["policy.hold_fraction=0.1"]))
+    for agent, counts in (("amortized", True), ("amortized_cem", True), ("latent", False), ("random", False)):
+        sections = evaluation_sections(agent)
+        assert (section_hash(base, sections) != section_hash(other, sections)) == counts, agent
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
