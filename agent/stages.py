@@ -62,6 +62,7 @@ STAGES: dict[str, Stage] = {
     "run": Stage("the whole pipeline, collect -> evaluate, resumable (experiment=NAME)", "agent.pipeline:main"),
 }
 
+
 def evaluation_sections(agent: str) -> tuple[str, ...]:
     """The sections `run`'s evaluation of `agent` depends on: the evaluate stage's, plus the world model or
     goal policy that agent alone reads (a changed `policy` setting evaluates the amortized agents again)."""

@@ -6,7 +6,8 @@
 Goal-conditioned behaviour cloning with hindsight goals: a sample is frame t of a training episode, the
 goal frame t + j (j uniform in 1..`goal_steps`), and the `blocks * block` actions executed from t on as
 the target (mean squared error). A `hold_fraction` of the samples instead has frame t as its goal and
-`hold_action` (the action that keeps the robot still) as every target: a goal already reached is held. Inputs are prepared as the agent prepares them: the predictor's
+`hold_action` (the action that keeps the robot still) as every target: a goal already reached is held.
+Inputs are prepared as the agent prepares them: the predictor's
 `prepare_latents` and `prepare_proprio`, the position readout's outputs and the latent readout's object
 positions when the run has them (`policy.latents`, `policy.object_readout`: null reads what the run has). The
 `policy` config section (configs/policy/default.yaml) holds the settings. Writes `paths.policy` (`DIR/policy`):
@@ -208,8 +209,8 @@ def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightD
         raise ValueError("policy.latents=false leaves the policy no input: the run has no position readout "
                          "(predictor.readout.steps=0) and reads no latent readout; set policy.latents=true")
     config = PolicyConfig(latent_size=train_data.latents.shape[-1] if latents else 0,
-                          proprio_dim=train_data.proprio.shape[-1] if settings["proprio"] and train_data.proprio is not None
-                          else 0,
+                          proprio_dim=train_data.proprio.shape[-1]
+                          if settings["proprio"] and train_data.proprio is not None else 0,
                           readout_dim=readout_dim, object_dim=object_dim, block_dim=block * action_dim,
                           blocks=blocks, hidden=settings["hidden"], depth=settings["depth"])
     policy = GoalPolicy(config)
