@@ -170,8 +170,8 @@ def test_a_missing_ogbench_is_one_line(tmp_path):
 def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training (with the latent
     readout of the cube, and the cube's position readout from the token grid), the goal policy (reading both
-    readouts and the proprio), and the latent (with the reach term), random, oracle, expert and amortized agents
-    evaluated with videos."""
+    readouts and the proprio, with hold samples), and the latent (with the reach term), random, oracle, expert and
+    amortized agents evaluated with videos."""
     import json
 
     from tests.conftest import cli
@@ -179,7 +179,8 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     run_dir = tmp_path / "run"
     result = cli("run", "experiment=micro", "env=cube", "collect.policy.kind=scripted",
                  "run.agents=[latent,random,oracle,expert,amortized]", "predictor.latent_readout.steps=20",
-                 "policy.steps=20", "policy.proprio=true", "predictor.readout.steps=20",
+                 "policy.steps=20", "policy.proprio=true", "policy.hold_fraction=0.1", "policy.hold_action=[0,0,0,0,0]",
+                 "predictor.readout.steps=20",
                  "predictor.readout.qpos_indices=[14,15,16]", "predictor.readout.grid_channels=4",
                  "predictor.latent_readout.qpos_indices=[14,15,16]", "evaluate.energy.latent_readout_weight=1",
                  "evaluate.energy.reach_weight=10", f"hydra.run.dir={run_dir}")
