@@ -77,7 +77,8 @@ class LatentWorld:
                  position_readout=None, position_weight: float = 0.0, proprio_indices=None,
                  state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0,
                  image_size: int | None = None, reference=None, latent_weight: float = 1.0,
-                 reach_chain=None, reach_weight: float = 0.0, reach_gate: float = 0.0):
+                 reach_chain=None, reach_weight: float = 0.0, reach_gate: float = 0.0,
+                 hold_radius: float = 0.0, hold_velocity_weight: float = 0.0):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
         `image_size`: the side of the frames the run was trained on; frames of another size are refused.
@@ -116,6 +117,14 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.reach_weight={reach_weight} needs a latent readout of an object's x, y, z; "
                              f"this one reads qpos {list(latent_readout.config.qpos_indices)}")
         self.reach_chain, self.reach_weight, self.reach_gate = reach_chain, float(reach_weight), float(reach_gate)
+        if hold_radius < 0 or hold_velocity_weight < 0 or (hold_radius and not position_weight):
+            raise ValueError(f"evaluate.energy.hold_radius={hold_radius}, hold_velocity_weight={hold_velocity_weight} "
+                             "are invalid; expected >= 0, and a hold radius only with the position readout term "
+                             "(position_weight > 0)")
+        if hold_velocity_weight and predictor.config.proprio_dim <= position_readout.config.positions:
+            raise ValueError(f"evaluate.energy.hold_velocity_weight={hold_velocity_weight} needs a predictor whose "
+                             "proprio holds the joint velocities after the positions; this one predicts positions only")
+        self.hold_radius, self.hold_velocity_weight = float(hold_radius), float(hold_velocity_weight)
         self.image_size = image_size
         self.reference, self.warned = reference, False
         self.encoder, self.predictor = encoder, predictor
@@ -229,6 +238,16 @@ class LatentWorld:
         objects = readout(predicted_latents).float()  # (chunk, H, 3), task units
         return ((effector - objects) / readout.std).square().mean(-1)
 
+    def holding(self, context_proprio: torch.Tensor | None) -> torch.Tensor | None:
+        """Whether each env's last observed joints (proprio (B, C, P), standardised) all lie within the hold radius of
+        the goal's read-out ones: (B,) bool, or None when holding is off."""
+        if not self.hold_radius:
+            return None
+        count = self.goal_positions.shape[-1]
+        mean, std = self.predictor.proprio_mean[:count], self.predictor.proprio_std[:count]
+        positions = context_proprio[:, -1, :count].float() * std + mean  # (B, nq) in the task's units
+        return self.position_readout.position_error(positions, self.goal_positions).abs().amax(-1) <= self.hold_radius
+
     @torch.no_grad()
     def energy_fn(self, blocks: int | None = None):
         context = torch.stack(self.context_latents, dim=1)  # (B, C, N, D')
@@ -236,6 +255,7 @@ class LatentWorld:
         context_proprio = torch.stack(self.context_proprio, dim=1) if self.context_proprio else None  # (B, C, P)
         goal, goal_positions = self.goal_latents, self.goal_positions  # (B, N, D'), (B, nq) | None
         reaching = self.reaching(context[:, -1], goal) if self.reach_weight else None  # (B,) bool
+        holding = self.holding(context_proprio)  # (B,) bool | None
 
         @torch.no_grad()
         def energy(actions: torch.Tensor) -> torch.Tensor:
@@ -250,7 +270,7 @@ class LatentWorld:
              actions) = (None if tensor is None else repeat_last_env(tensor, padded)
                          for tensor in (context, context_actions, context_proprio, goal, goal_positions, actions))
             flat_actions = actions.to(self.device).reshape(padded * samples, horizon, block_dim)
-            distances = []
+            distances, velocities = [], []
             for start in range(0, padded, chunk_envs):
                 envs = slice(start, start + chunk_envs)
                 rows = slice(start * samples, (start + chunk_envs) * samples)
@@ -275,8 +295,16 @@ class LatentWorld:
                     active = repeat_last_env(reaching, padded)[envs].repeat_interleave(samples)[:, None]  # (chunk, 1)
                     distance = distance + self.reach_weight * active * self.reach_distance(predicted_proprio, predicted)
                 distances.append(distance)
+                if holding is not None:  # the velocities: the proprio's entries after the positions (chunk, H)
+                    predicted_velocity = predicted_proprio[..., padded_goal_positions.shape[-1] :].float()
+                    velocities.append(predicted_velocity.square().mean(-1))
             per_block = torch.cat(distances).view(padded, samples, horizon)[:batch]  # (B, K, H)
-            return aggregate_over_blocks(per_block, self.aggregate)
+            energies = aggregate_over_blocks(per_block, self.aggregate)  # (B, K)
+            if holding is None or not holding.any():
+                return energies
+            velocity = torch.cat(velocities).view(padded, samples, horizon)[:batch]  # (B, K, H)
+            held = (per_block + self.hold_velocity_weight * velocity).mean(-1)  # (B, K)
+            return torch.where(holding[:, None], held, energies)
 
         return energy
 

@@ -90,3 +90,47 @@ def test_a_compiled_pixel_world_keeps_one_shape_for_every_model_call(monkeypatch
         energies.append(world.energy_fn()(candidates))
     assert calls == [2, 2, 2]  # 5 envs in calls of 2: the last one padded with the last env
     torch.testing.assert_close(energies[1], energies[0], rtol=1e-5, atol=1e-5)
+
+
+def test_an_env_at_the_goal_scores_plans_by_every_block_and_their_velocities(tmp_path):
+    """hold_radius: env 0, whose observed joints lie at the goal's read-out ones, scores a plan by the mean over its
+    blocks plus the weighted predicted velocities squared; env 1, far from it, by its best block as before."""
+    from world_model.position_readout import PositionReadout, ReadoutConfig
+
+    encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
+    predictor = tiny_predictor(latent_dim=encoder.dim, context_frames=2, proprio_dim=4)  # qpos (2) then qvel (2)
+    readout = PositionReadout(ReadoutConfig(grid=2, token_dim=encoder.dim, positions=2)).eval()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)  # (B, H, W, 3)
+    candidates = torch.rand(2, 5, 4, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
+
+    def energies(aggregate: str, **hold) -> torch.Tensor:
+        world = LatentWorld(encoder, predictor, aggregate=aggregate, position_readout=readout, position_weight=1.0,
+                            state_size=4, **hold)
+        world.set_goal(frames)
+        world.goal_positions = torch.tensor([[0.3, -0.2], [0.3, -0.2]])  # (B, nq) as if read from the goal images
+        world.observe(frames, states=np.array([[0.31, -0.21, 0.5, 0.5], [1.0, 1.0, 0.0, 0.0]], dtype=np.float32))
+        return world.energy_fn()(candidates)  # (B, K)
+
+    best_block, every_block = energies("min"), energies("sum") / 4
+    held = energies("min", hold_radius=0.05)
+    torch.testing.assert_close(held[0], every_block[0])
+    torch.testing.assert_close(held[1], best_block[1])
+    assert not torch.allclose(best_block[0], every_block[0])  # the switch is visible
+    still = energies("min", hold_radius=0.05, hold_velocity_weight=2.0)
+    assert (still[0] > held[0]).all() and torch.equal(still[1], held[1])
+    assert torch.equal(energies("min", hold_radius=0.005), best_block)  # 0.01 rad away: not within the radius
+
+
+@pytest.mark.parametrize("hold, match", [(dict(hold_radius=-1.0), "hold_radius=-1.0"),
+                                         (dict(hold_radius=0.1, position_weight=0.0), "position_weight > 0"),
+                                         (dict(hold_velocity_weight=1.0, proprio_dim=2), "positions only")])
+def test_bad_hold_settings_are_refused(tmp_path, hold, match):
+    from world_model.position_readout import PositionReadout, ReadoutConfig
+
+    encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
+    predictor = tiny_predictor(latent_dim=encoder.dim, proprio_dim=hold.pop("proprio_dim", 4))
+    readout = PositionReadout(ReadoutConfig(grid=2, token_dim=encoder.dim, positions=2))
+    settings = dict(position_readout=readout, position_weight=hold.pop("position_weight", 1.0))
+    with pytest.raises(ValueError, match=match):
+        LatentWorld(encoder, predictor, state_size=4, **settings, **hold)

@@ -184,8 +184,10 @@ def test_flattened_grid_gives_one_token_per_frame_that_keeps_the_layout():
 @pytest.mark.parametrize("kind", ["latent", "pixel"])
 def test_compiled_rollout_matches_eager(kind):
     """Compiling must work here (a failure is raised, not hidden), and leaves no process-wide flag set; for the
-    latent predictor and the pixel world model alike."""
+    latent predictor and the pixel world model alike. Every rollout step is a graph of its own: each one compiles
+    even where torch.compile's recompile limit is lower than the steps (it would run the rest eagerly, silently)."""
     import torch._dynamo
+    from torch._dynamo.utils import counters
 
     if kind == "latent":
         model, eager = (tiny_predictor(context_frames=2, conditioning="adaln") for _ in range(2))
@@ -196,9 +198,12 @@ def test_compiled_rollout_matches_eager(kind):
         model, eager = (trained_looking().eval() for _ in range(2))  # the same weights (seed 0), not the copy-last init
         context, context_actions, actions = torch.rand(1, 2, 3, 16, 16), torch.randn(1, 1, 4), torch.randn(6, 3, 4)
     compile_advance(model, fallback=False)
-    with torch.no_grad():
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=1):
         torch.testing.assert_close(model.rollout(context, actions, context_actions),
                                    eager.rollout(context, actions, context_actions), rtol=1e-4, atol=1e-4)
+        assert counters["stats"]["unique_graphs"] - graphs == actions.shape[1]  # one per step: 3 > the limit of 1
+        assert torch._dynamo.config.recompile_limit == 1  # raised only during the compiled calls
     assert not torch._dynamo.config.suppress_errors
 
 
