@@ -129,7 +129,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
                             image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device),
                             latent_weight=float(energy.latent_weight),
                             reach_chain=reach_chain, reach_weight=reach_weight, reach_gate=task.success_threshold,
-                            hold_radius=float(energy.hold_radius), hold_velocity_weight=float(energy.hold_velocity_weight))
+                            hold_radius=float(energy.hold_radius), hold_velocity_weight=float(energy.hold_velocity_weight),
+                            hold_action_weight=float(energy.hold_action_weight))
     elif kind == "pixel":
         world, block = load_pixel_world(cfg, task, device)
     else:

@@ -78,7 +78,7 @@ class LatentWorld:
                  state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0,
                  image_size: int | None = None, reference=None, latent_weight: float = 1.0,
                  reach_chain=None, reach_weight: float = 0.0, reach_gate: float = 0.0,
-                 hold_radius: float = 0.0, hold_velocity_weight: float = 0.0):
+                 hold_radius: float = 0.0, hold_velocity_weight: float = 0.0, hold_action_weight: float = 0.0):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
         `image_size`: the side of the frames the run was trained on; frames of another size are refused.
@@ -90,7 +90,11 @@ class LatentWorld:
         `reach_weight` > 0 adds that weight x the squared distance, in the same units, between the gripper where
         `reach_chain` (agent.kinematics.SerialChain) puts it for the predicted joint angles and the object where
         the latent readout reads it, in envs whose object the readout sees farther than `reach_gate` from the
-        goal's: a plan that moves an object first brings the gripper to it (the cube: docs/experiments.md 20)."""
+        goal's: a plan that moves an object first brings the gripper to it (the cube: docs/experiments.md 20).
+        `hold_radius` > 0: an env whose observed joints all lie within it of the goal's read-out ones (task units) is
+        holding: its plans are scored by the mean over their blocks (reaching early and staying scores best) plus
+        `hold_velocity_weight` x the predicted joint velocities squared, in training stds (stopping there), plus
+        `hold_action_weight` x the actions squared (still, not twitching: the reacher's arm coasts to rest)."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         latent_distance(torch.zeros(1, 1), torch.zeros(1, 1), norm)
         if position_weight < 0:
@@ -117,14 +121,15 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.reach_weight={reach_weight} needs a latent readout of an object's x, y, z; "
                              f"this one reads qpos {list(latent_readout.config.qpos_indices)}")
         self.reach_chain, self.reach_weight, self.reach_gate = reach_chain, float(reach_weight), float(reach_gate)
-        if hold_radius < 0 or hold_velocity_weight < 0 or (hold_radius and not position_weight):
-            raise ValueError(f"evaluate.energy.hold_radius={hold_radius}, hold_velocity_weight={hold_velocity_weight} "
-                             "are invalid; expected >= 0, and a hold radius only with the position readout term "
-                             "(position_weight > 0)")
+        if min(hold_radius, hold_velocity_weight, hold_action_weight) < 0 or (hold_radius and not position_weight):
+            raise ValueError(f"evaluate.energy.hold_radius={hold_radius}, hold_velocity_weight={hold_velocity_weight}, "
+                             f"hold_action_weight={hold_action_weight} are invalid; expected >= 0, and a hold radius "
+                             "only with the position readout term (position_weight > 0)")
         if hold_velocity_weight and predictor.config.proprio_dim <= position_readout.config.positions:
             raise ValueError(f"evaluate.energy.hold_velocity_weight={hold_velocity_weight} needs a predictor whose "
                              "proprio holds the joint velocities after the positions; this one predicts positions only")
         self.hold_radius, self.hold_velocity_weight = float(hold_radius), float(hold_velocity_weight)
+        self.hold_action_weight = float(hold_action_weight)
         self.image_size = image_size
         self.reference, self.warned = reference, False
         self.encoder, self.predictor = encoder, predictor
@@ -303,7 +308,8 @@ class LatentWorld:
             if holding is None or not holding.any():
                 return energies
             velocity = torch.cat(velocities).view(padded, samples, horizon)[:batch]  # (B, K, H)
-            held = (per_block + self.hold_velocity_weight * velocity).mean(-1)  # (B, K)
+            effort = actions[:batch].to(velocity).square().mean(-1)  # (B, K, H)
+            held = (per_block + self.hold_velocity_weight * velocity + self.hold_action_weight * effort).mean(-1)
             return torch.where(holding[:, None], held, energies)
 
         return energy

@@ -94,7 +94,7 @@ def test_a_compiled_pixel_world_keeps_one_shape_for_every_model_call(monkeypatch
 
 def test_an_env_at_the_goal_scores_plans_by_every_block_and_their_velocities(tmp_path):
     """hold_radius: env 0, whose observed joints lie at the goal's read-out ones, scores a plan by the mean over its
-    blocks plus the weighted predicted velocities squared; env 1, far from it, by its best block as before."""
+    blocks plus the weighted predicted velocities and actions squared; env 1, far from it, by its best block."""
     from world_model.position_readout import PositionReadout, ReadoutConfig
 
     encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
@@ -119,10 +119,13 @@ def test_an_env_at_the_goal_scores_plans_by_every_block_and_their_velocities(tmp
     assert not torch.allclose(best_block[0], every_block[0])  # the switch is visible
     still = energies("min", hold_radius=0.05, hold_velocity_weight=2.0)
     assert (still[0] > held[0]).all() and torch.equal(still[1], held[1])
+    calm = energies("min", hold_radius=0.05, hold_action_weight=3.0)  # + 3 x the actions squared, over the blocks
+    torch.testing.assert_close(calm[0], held[0] + 3.0 * candidates[0].square().mean(-1).mean(-1))
     assert torch.equal(energies("min", hold_radius=0.005), best_block)  # 0.01 rad away: not within the radius
 
 
 @pytest.mark.parametrize("hold, match", [(dict(hold_radius=-1.0), "hold_radius=-1.0"),
+                                         (dict(hold_action_weight=-2.0), "hold_action_weight=-2.0"),
                                          (dict(hold_radius=0.1, position_weight=0.0), "position_weight > 0"),
                                          (dict(hold_velocity_weight=1.0, proprio_dim=2), "positions only")])
 def test_bad_hold_settings_are_refused(tmp_path, hold, match):
