@@ -121,10 +121,12 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.reach_weight={reach_weight} needs a latent readout of an object's x, y, z; "
                              f"this one reads qpos {list(latent_readout.config.qpos_indices)}")
         self.reach_chain, self.reach_weight, self.reach_gate = reach_chain, float(reach_weight), float(reach_gate)
-        if min(hold_radius, hold_velocity_weight, hold_action_weight) < 0 or (hold_radius and not position_weight):
+        if (min(hold_radius, hold_velocity_weight, hold_action_weight) < 0 or (hold_radius and not position_weight)
+                or ((hold_velocity_weight or hold_action_weight) and not hold_radius)):
             raise ValueError(f"evaluate.energy.hold_radius={hold_radius}, hold_velocity_weight={hold_velocity_weight}, "
-                             f"hold_action_weight={hold_action_weight} are invalid; expected >= 0, and a hold radius "
-                             "only with the position readout term (position_weight > 0)")
+                             f"hold_action_weight={hold_action_weight} are invalid; expected >= 0, the weights only "
+                             "with a hold radius, and a hold radius only with the position readout term "
+                             "(position_weight > 0)")
         if hold_velocity_weight and predictor.config.proprio_dim <= position_readout.config.positions:
             raise ValueError(f"evaluate.energy.hold_velocity_weight={hold_velocity_weight} needs a predictor whose "
                              "proprio holds the joint velocities after the positions; this one predicts positions only")

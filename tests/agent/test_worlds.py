@@ -125,9 +125,11 @@ def test_an_env_at_the_goal_scores_plans_by_every_block_and_their_velocities(tmp
 
 
 @pytest.mark.parametrize("hold, match", [(dict(hold_radius=-1.0), "hold_radius=-1.0"),
-                                         (dict(hold_action_weight=-2.0), "hold_action_weight=-2.0"),
+                                         (dict(hold_radius=0.1, hold_action_weight=-2.0), "hold_action_weight=-2.0"),
+                                         (dict(hold_velocity_weight=1.0), "weights only with a hold radius"),
                                          (dict(hold_radius=0.1, position_weight=0.0), "position_weight > 0"),
-                                         (dict(hold_velocity_weight=1.0, proprio_dim=2), "positions only")])
+                                         (dict(hold_radius=0.1, hold_velocity_weight=1.0, proprio_dim=2),
+                                          "positions only")])
 def test_bad_hold_settings_are_refused(tmp_path, hold, match):
     from world_model.position_readout import PositionReadout, ReadoutConfig
 
