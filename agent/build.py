@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
 from agent.stages import AGENTS, AMORTIZED_AGENTS, LATENT_AGENTS
-from agent.worlds import LatentWorld, SimulatorWorld
+from agent.simulator_world import SimulatorWorld
+from agent.worlds import LatentWorld
 from planners import make_planner
 
 PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner, cfg.mpc, cfg.evaluate.energy
@@ -130,12 +131,14 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
                             latent_weight=float(energy.latent_weight),
                             reach_chain=reach_chain, reach_weight=reach_weight, reach_gate=task.success_threshold,
                             hold_radius=float(energy.hold_radius), hold_velocity_weight=float(energy.hold_velocity_weight),
-                            hold_action_weight=float(energy.hold_action_weight))
+                            hold_action_weight=float(energy.hold_action_weight),
+                            hold_position_weight=None if energy.hold_position_weight is None
+                            else float(energy.hold_position_weight))
     elif kind == "pixel":
         world, block = load_pixel_world(cfg, task, device)
     else:
         block = int(cfg.predictor.block)
-        world = SimulatorWorld(task, block, aggregate=energy.aggregate)
+        world = SimulatorWorld(task, block, aggregate=energy.aggregate, hold_radius=float(energy.hold_radius))
     proposer = load_proposer(cfg, world, device) if kind in AMORTIZED_AGENTS else None
     if kind == "amortized":
         from agent.amortized import AmortizedAgent

@@ -6,7 +6,8 @@ An episode succeeds ("reached") when the task's success predicate holds after an
 published record (final and closest distance, wrapped-angle success, the plans that chose its actions)
 stops at its first success. Every episode runs on to the budget all the same, so that the record also
 says whether the agent stayed: `held` when the goal is within the threshold at each of the last
-`hold_steps` task steps of the budget, and `final_distance_at_budget`.
+`hold_steps` task steps of the budget, `final_distance_at_budget`, and every step's distance
+(`distances_to_budget`: the start, then after each task step).
 """
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def run_batch(agent, tasks: list, pairs: list[dict], budget: int, seeds: list[in
             **wrapped_success(trace.task, trace.wrapped_errors),
             "held": bool(max(trace.budget_distances[-hold_steps:]) < trace.task.success_threshold),
             "final_distance_at_budget": float(trace.budget_distances[-1]),
+            "distances_to_budget": [float(distance) for distance in trace.budget_distances],  # start, then each step
             "plan_latencies_s": [plan.latency_s for plan in plans],
             "energies": [plan.energies[b] for plan in plans],
             "frames": trace.frames, "captions": trace.captions, "goal_image": pair["goal_image"],

@@ -55,7 +55,7 @@ class Agent(Protocol):
 
 @dataclass
 class MPCAgent:
-    world: World              # LatentWorld | SimulatorWorld (agent/worlds.py)
+    world: World              # LatentWorld (agent/worlds.py) | SimulatorWorld (agent/simulator_world.py)
     planner: Planner
     block: int                # task steps per action block
     action_dim: int           # A

@@ -14,8 +14,8 @@ closer than H blocks away; later blocks are not even predicted); None scores all
 `LatentWorld` is the JEPA world model: frozen encoder + action-conditioned predictor, energy =
 distance between predicted and goal latents (plus, with `position_weight`, the squared distance
 between the predicted qpos and the goal's qpos read from the goal image by
-`world_model.position_readout`). `SimulatorWorld` is the oracle: a copy of the true MuJoCo simulator
-set to the current state, energy = the task's true distance to the goal state.
+`world_model.position_readout`). `SimulatorWorld` (agent/simulator_world.py) is the oracle: a copy of the true
+MuJoCo simulator set to the current state, energy = the task's true distance to the goal state.
 
 `aggregate` says which planned blocks the energy looks at: `last` (the end of the window), `sum`
 (every block) or `min` (the best block: avoids the sliding-deadline trap of docs/protocol.md when
@@ -38,7 +38,7 @@ AGGREGATES = ("last", "sum", "min")
 
 
 class World(Protocol):
-    """What an MPC agent plans with (module docstring): `LatentWorld`, `SimulatorWorld`."""
+    """What an MPC agent plans with (module docstring): `LatentWorld`, `agent.simulator_world.SimulatorWorld`."""
 
     state_dim: int | None
 
@@ -78,7 +78,8 @@ class LatentWorld:
                  state_size: int | None = None, latent_readout=None, latent_readout_weight: float = 0.0,
                  image_size: int | None = None, reference=None, latent_weight: float = 1.0,
                  reach_chain=None, reach_weight: float = 0.0, reach_gate: float = 0.0,
-                 hold_radius: float = 0.0, hold_velocity_weight: float = 0.0, hold_action_weight: float = 0.0):
+                 hold_radius: float = 0.0, hold_velocity_weight: float = 0.0, hold_action_weight: float = 0.0,
+                 hold_position_weight: float | None = None):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
         `image_size`: the side of the frames the run was trained on; frames of another size are refused.
@@ -94,7 +95,9 @@ class LatentWorld:
         `hold_radius` > 0: an env whose observed joints all lie within it of the goal's read-out ones (task units) is
         holding: its plans are scored by the mean over their blocks (reaching early and staying scores best) plus
         `hold_velocity_weight` x the predicted joint velocities squared, in training stds (stopping there), plus
-        `hold_action_weight` x the actions squared (still, not twitching: the reacher's arm coasts to rest)."""
+        `hold_action_weight` x the actions squared (still, not twitching: the reacher's arm coasts to rest); and the
+        position term weighs `hold_position_weight` there (None: `position_weight`; 0: the latent distance alone,
+        which places the goal ten times more precisely than the readout, docs/experiments.md section 26)."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         latent_distance(torch.zeros(1, 1), torch.zeros(1, 1), norm)
         if position_weight < 0:
@@ -132,6 +135,10 @@ class LatentWorld:
                              "proprio holds the joint velocities after the positions; this one predicts positions only")
         self.hold_radius, self.hold_velocity_weight = float(hold_radius), float(hold_velocity_weight)
         self.hold_action_weight = float(hold_action_weight)
+        if hold_position_weight is not None and (hold_position_weight < 0 or not hold_radius):
+            raise ValueError(f"evaluate.energy.hold_position_weight={hold_position_weight} is invalid; expected null, or "
+                             ">= 0 with a hold radius (hold_radius > 0)")
+        self.hold_position_weight = float(position_weight if hold_position_weight is None else hold_position_weight)
         self.image_size = image_size
         self.reference, self.warned = reference, False
         self.encoder, self.predictor = encoder, predictor
@@ -277,7 +284,7 @@ class LatentWorld:
              actions) = (None if tensor is None else repeat_last_env(tensor, padded)
                          for tensor in (context, context_actions, context_proprio, goal, goal_positions, actions))
             flat_actions = actions.to(self.device).reshape(padded * samples, horizon, block_dim)
-            distances, velocities = [], []
+            distances, velocities, positions = [], [], []
             for start in range(0, padded, chunk_envs):
                 envs = slice(start, start + chunk_envs)
                 rows = slice(start * samples, (start + chunk_envs) * samples)
@@ -291,8 +298,10 @@ class LatentWorld:
                 distance = latent_distance(predicted.float(), flat_goal, self.norm)  # (chunk, H)
                 distance = self.latent_weight * distance
                 if self.position_weight:
-                    distance = distance + self.position_weight * self.position_distance(
+                    position = self.position_distance(
                         predicted_proprio, padded_goal_positions[envs].repeat_interleave(samples, dim=0)[:, None])
+                    distance = distance + self.position_weight * position
+                    positions.append(position)
                 if self.latent_readout_weight:
                     readout = self.latent_readout
                     predicted_objects = readout.standardised(predicted)  # (chunk, H, positions), in training stds
@@ -311,46 +320,9 @@ class LatentWorld:
                 return energies
             velocity = torch.cat(velocities).view(padded, samples, horizon)[:batch]  # (B, K, H)
             effort = actions[:batch].to(velocity).square().mean(-1)  # (B, K, H)
+            position = torch.cat(positions).view(padded, samples, horizon)[:batch]  # (B, K, H)
+            per_block = per_block + (self.hold_position_weight - self.position_weight) * position  # its weight there
             held = (per_block + self.hold_velocity_weight * velocity + self.hold_action_weight * effort).mean(-1)
             return torch.where(holding[:, None], held, energies)
-
-        return energy
-
-
-class SimulatorWorld:
-    """The oracle: the true simulator from the current state, scored by the true state distance."""
-
-    needs_goal_states = True
-
-    def __init__(self, task, block: int, aggregate: str = "last"):
-        aggregate_over_blocks(torch.zeros(1, 1), aggregate)
-        self.task, self.block, self.aggregate = task, block, aggregate
-        self.goal_states: np.ndarray | None = None
-        self.states: np.ndarray | None = None
-        self.state_dim = task.nq + task.nv  # S: (qpos, qvel)
-
-    def check_frames(self, images) -> None:
-        """The oracle reads no frames: any size."""
-
-    def set_goal(self, goal_images=None, goal_states: np.ndarray | None = None) -> None:
-        self.goal_states = np.asarray(goal_states, dtype=np.float64)  # (B, S)
-
-    def observe(self, pixels, states: np.ndarray, executed_block=None) -> None:
-        self.states = np.asarray(states, dtype=np.float64)  # (B, S)
-
-    def energy_fn(self, blocks: int | None = None):
-        states, goals = self.states, self.goal_states
-        action_dim = self.task.action_space.shape[0]
-        substeps = self.block * self.task.action_repeat  # control steps per block
-
-        def energy(actions: torch.Tensor) -> torch.Tensor:
-            actions = actions[:, :, :blocks]  # (B, K, H', block*A)
-            batch, samples, horizon, _ = actions.shape
-            step_actions = actions.detach().cpu().double().numpy().reshape(batch * samples, horizon * self.block, action_dim)
-            initial = np.repeat(states, samples, axis=0)  # (B*K, S)
-            trajectory = self.task.simulate(initial, step_actions)  # (B*K, H*block*repeat, S)
-            block_ends = trajectory[:, substeps - 1 :: substeps].reshape(batch, samples, horizon, -1)
-            distances = np.stack([self.task.distances(block_ends[b], goals[b]) for b in range(batch)])  # (B, K, H)
-            return aggregate_over_blocks(torch.from_numpy(distances).float(), self.aggregate)
 
         return energy

@@ -34,7 +34,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import envs
 from agent.config import compose_config
-from agent.worlds import LatentWorld, SimulatorWorld
+from agent.simulator_world import SimulatorWorld
+from agent.worlds import LatentWorld
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from bookkeeping.io import atomic_write_json

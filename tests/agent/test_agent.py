@@ -395,3 +395,7 @@ def test_held_asks_the_goal_at_the_end_of_the_budget():
     assert [record["success"] for record in records] == [True, True]
     assert [record["held"] for record in records] == [True, False]
     assert records[1]["final_distance_at_budget"] > tasks[1].success_threshold
+    for record in records:  # every step's distance: the start, then after each of the 20 steps
+        assert len(record["distances_to_budget"]) == 21
+        assert record["distances_to_budget"][-1] == record["final_distance_at_budget"]
+    assert max(records[0]["distances_to_budget"]) < 1e-6 < records[1]["distances_to_budget"][1]

@@ -122,11 +122,18 @@ def test_an_env_at_the_goal_scores_plans_by_every_block_and_their_velocities(tmp
     calm = energies("min", hold_radius=0.05, hold_action_weight=3.0)  # + 3 x the actions squared, over the blocks
     torch.testing.assert_close(calm[0], held[0] + 3.0 * candidates[0].square().mean(-1).mean(-1))
     assert torch.equal(energies("min", hold_radius=0.005), best_block)  # 0.01 rad away: not within the radius
+    latent_only = LatentWorld(encoder, predictor, aggregate="sum", state_size=4)  # no position term
+    latent_only.set_goal(frames)
+    latent_only.observe(frames, states=np.array([[0.31, -0.21, 0.5, 0.5], [1.0, 1.0, 0.0, 0.0]], dtype=np.float32))
+    by_latents = energies("min", hold_radius=0.05, hold_position_weight=0.0)  # holding scores the latent alone
+    torch.testing.assert_close(by_latents[0], latent_only.energy_fn()(candidates)[0] / 4)
+    assert torch.equal(by_latents[1], best_block[1])
 
 
 @pytest.mark.parametrize("hold, match", [(dict(hold_radius=-1.0), "hold_radius=-1.0"),
                                          (dict(hold_radius=0.1, hold_action_weight=-2.0), "hold_action_weight=-2.0"),
                                          (dict(hold_velocity_weight=1.0), "weights only with a hold radius"),
+                                         (dict(hold_position_weight=0.0), "hold_position_weight=0.0"),
                                          (dict(hold_radius=0.1, position_weight=0.0), "position_weight > 0"),
                                          (dict(hold_radius=0.1, hold_velocity_weight=1.0, proprio_dim=2),
                                           "positions only")])
@@ -139,3 +146,33 @@ def test_bad_hold_settings_are_refused(tmp_path, hold, match):
     settings = dict(position_readout=readout, position_weight=hold.pop("position_weight", 1.0))
     with pytest.raises(ValueError, match=match):
         LatentWorld(encoder, predictor, state_size=4, **settings, **hold)
+
+
+def test_the_oracle_holding_scores_every_control_step():
+    """The simulator world with a hold radius: an env at its goal scores a plan by its mean distance over every
+    control step it simulates (standing still beats pushing away); an env far from its goal scores by its best
+    block end as before."""
+    import envs
+    from agent.simulator_world import SimulatorWorld
+
+    task = envs.make("reacher", image_size=32)
+    try:
+        goal = np.array([0.3, -0.2, 0.0, 0.0])  # (S,) qpos then qvel
+        states = np.stack([goal, [1.5, 1.0, 0.0, 0.0]])  # (B, S): env 0 at its goal, at rest; env 1 far away
+        candidates = torch.zeros(2, 2, 2, 10)  # (B, K, H, block*A): plan 0 no torque, plan 1 full torque
+        candidates[:, 1] = 1.0
+
+        def energies(hold_radius: float) -> torch.Tensor:
+            world = SimulatorWorld(task, block=5, aggregate="min", hold_radius=hold_radius)
+            world.set_goal(None, np.stack([goal, goal]))
+            world.observe(None, states)
+            return world.energy_fn()(candidates)  # (B, K)
+
+        best_block, held = energies(0.0), energies(0.1)
+        steps = task.simulate(states[[0, 0]], candidates[0].double().numpy().reshape(2, 10, 2))  # (K, T, S)
+        torch.testing.assert_close(held[0], torch.tensor(task.distances(steps, goal).mean(-1)).float())
+        torch.testing.assert_close(held[1], best_block[1])
+        assert held[0, 0] < 1e-6 < held[0, 1]  # at rest at the goal with no torque, it stays
+        assert not torch.allclose(held[0], best_block[0])  # the switch is visible
+    finally:
+        task.close()

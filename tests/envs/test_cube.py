@@ -53,7 +53,7 @@ def test_the_oracle_planner_carries_the_cube_to_a_goal():
     from omegaconf import OmegaConf
 
     from agent.mpc import MPCAgent
-    from agent.worlds import SimulatorWorld
+    from agent.simulator_world import SimulatorWorld
     from envs.collect import collect_episode
     from planners.cem import CEMPlanner
 
