@@ -74,6 +74,28 @@ def effector_chain(task):
     return SerialChain(task._model, site)
 
 
+GOAL_POSITIONS = ("readout", "nearest_frames")
+
+
+def make_goal_position_reader(cfg: DictConfig, readout, encoder_fingerprint: str, device: str):
+    """None (the position readout reads the goal's positions), or the nearest training frames' positions
+    (`evaluate.energy.goal_positions=nearest_frames`, world_model/nearest_frames.py)."""
+    energy = cfg.evaluate.energy
+    if energy.goal_positions not in GOAL_POSITIONS:
+        raise ValueError(f"evaluate.energy.goal_positions={energy.goal_positions!r} is invalid; expected one of "
+                         f"{list(GOAL_POSITIONS)}")
+    if energy.goal_positions == "readout":
+        return None
+    if readout is None:
+        raise ValueError("evaluate.energy.goal_positions=nearest_frames reads the goal's positions for the position "
+                         "term; expected position_weight > 0")
+    from world_model.latent_cache import LatentCache
+    from world_model.nearest_frames import NearestFramePositions
+
+    cache = LatentCache(Path(cfg.paths.latents) / "train", encoder_fingerprint)
+    return NearestFramePositions.from_cache(cache, readout.angular.cpu(), energy.goal_neighbours).to(device)
+
+
 def check_agent_kind(kind: str) -> str:
     if kind not in AGENTS:
         raise ValueError(f"evaluate.agent={kind!r} is invalid; expected one of {list(AGENTS)}")
@@ -111,6 +133,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
             from world_model.position_readout import load_position_readout
 
             readout = load_position_readout(cfg.paths.predictor, device, encoder.fingerprint)
+        goal_position_reader = make_goal_position_reader(cfg, readout, encoder.fingerprint, device)
         from world_model.familiarity import load_reference
 
         latent_readout_weight = float(energy.latent_readout_weight)
@@ -133,7 +156,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
                             hold_radius=float(energy.hold_radius), hold_velocity_weight=float(energy.hold_velocity_weight),
                             hold_action_weight=float(energy.hold_action_weight),
                             hold_position_weight=None if energy.hold_position_weight is None
-                            else float(energy.hold_position_weight))
+                            else float(energy.hold_position_weight), goal_position_reader=goal_position_reader)
     elif kind == "pixel":
         world, block = load_pixel_world(cfg, task, device)
     else:

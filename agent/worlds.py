@@ -79,7 +79,7 @@ class LatentWorld:
                  image_size: int | None = None, reference=None, latent_weight: float = 1.0,
                  reach_chain=None, reach_weight: float = 0.0, reach_gate: float = 0.0,
                  hold_radius: float = 0.0, hold_velocity_weight: float = 0.0, hold_action_weight: float = 0.0,
-                 hold_position_weight: float | None = None):
+                 hold_position_weight: float | None = None, goal_position_reader=None):
         """`proprio_indices`: the entries of a state (qpos, qvel) of `state_size` values that make the proprio
         the predictor reads (the task's `proprio_indices` and nq + nv); None: the whole state is the proprio.
         `image_size`: the side of the frames the run was trained on; frames of another size are refused.
@@ -96,8 +96,10 @@ class LatentWorld:
         holding: its plans are scored by the mean over their blocks (reaching early and staying scores best) plus
         `hold_velocity_weight` x the predicted joint velocities squared, in training stds (stopping there), plus
         `hold_action_weight` x the actions squared (still, not twitching: the reacher's arm coasts to rest); and the
-        position term weighs `hold_position_weight` there (None: `position_weight`; 0: the latent distance alone,
-        which places the goal ten times more precisely than the readout, docs/experiments.md section 26)."""
+        position term weighs `hold_position_weight` there (None: `position_weight`; 0: the latent distance alone;
+        docs/experiments.md section 26 compares them).
+        `goal_position_reader` (world_model.nearest_frames), where given, reads the goal's positions for the position
+        term in place of the position readout."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         latent_distance(torch.zeros(1, 1), torch.zeros(1, 1), norm)
         if position_weight < 0:
@@ -143,6 +145,7 @@ class LatentWorld:
         self.reference, self.warned = reference, False
         self.encoder, self.predictor = encoder, predictor
         self.position_readout, self.position_weight = position_readout, float(position_weight)
+        self.goal_position_reader = position_readout if goal_position_reader is None else goal_position_reader
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
         self.compiled = bool(compile)
         if compile:
@@ -194,7 +197,7 @@ class LatentWorld:
         self.goal_tokens = tokens = self.encoder.encode_images(goal_images).to(self.device)  # (B, N_enc, D)
         self.goal_latents = self.predictor.prepare_latents(tokens)  # (B, N, D')
         if self.position_weight:
-            self.goal_positions = self.position_readout(tokens.float())  # (B, nq) in the task's units
+            self.goal_positions = self.goal_position_reader(tokens.float())  # (B, nq) in the task's units
         self.context_latents, self.context_actions, self.context_proprio = [], [], []
         self.warned = False  # once per episode
 
