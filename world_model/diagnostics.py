@@ -14,6 +14,10 @@ On held-out episodes of the latent cache (`diagnose.split`), with the planning d
                              reads from the rollouts lie from the true ones, against copying the last true
                              position and against reading the true latents, over all windows and over those
                              where the object moves (`object_readout.png`): does the predictor carry the object?
+  goal positions             with a position readout beside the predictor: how far from the true positions the
+                             readout and the nearest training frames (`evaluate.energy.goal_neighbours`,
+                             world_model/nearest_frames.py) place `diagnose.goal_frames` held-out frames, the largest
+                             error over the positions (`goal_positions.png`): can the energy's goal be trusted?
 Writes `diagnostics.json` and the PNGs to `diagnose.output_dir` (default `run_dir/diagnostics`).
 `run_dir=DIR` finds the predictor and cache of a pipeline run; `paths.predictor` / `paths.latents`
 may point elsewhere.
@@ -35,6 +39,8 @@ from world_model.encoder import resolve_device
 from world_model.energy import latent_distance
 from world_model.latent_cache import LatentCache
 from world_model.latent_readout import META_FILE as LATENT_READOUT_META, load_latent_readout
+from world_model.nearest_frames import NearestFramePositions
+from world_model.position_readout import META_FILE as POSITION_READOUT_META, load_position_readout, random_frames
 from world_model.predictor import Predictor, load_predictor
 from world_model.windows import WindowData
 
@@ -97,6 +103,23 @@ def object_readout_error(model: Predictor, readout, data: WindowData, qpos: np.n
             "all": {name: error.median(0).values.tolist() for name, error in errors.items()},
             "moving": {name: error[moving].median(0).values.tolist() if moving.any() else None
                        for name, error in errors.items()}}
+
+
+def goal_position_errors(readout, reader: NearestFramePositions, cache: LatentCache, frames: int, seed: int,
+                         device) -> dict:
+    """The largest position error (task units, angles wrapped) of `frames` random frames of `cache` as the position
+    readout and as the nearest training frames read them: median, 90th percentile, and the quantiles to plot."""
+    tokens, qpos = random_frames(cache, frames, np.random.default_rng(seed))  # (M, n, n, D), (M, nq)
+    truth = qpos[:, : readout.config.positions]
+    levels = np.linspace(0, 1, 21)
+    results = {"frames": frames, "neighbours": reader.neighbours, "quantile_levels": levels.tolist()}
+    with torch.no_grad():
+        for name, read in (("readout", readout), ("nearest_frames", reader)):
+            estimates = torch.cat([read(chunk.to(device)).float().cpu() for chunk in tokens.split(256)])  # (M, P)
+            errors = readout.position_error(estimates, truth).abs().amax(-1).numpy()  # (M,)
+            results[name] = {"median": float(np.median(errors)), "p90": float(np.quantile(errors, 0.9)),
+                             "quantiles": np.quantile(errors, levels).tolist()}
+    return results
 
 
 def context_proprio(proprio: torch.Tensor | None, context: int) -> torch.Tensor | None:
@@ -202,6 +225,17 @@ def plot_results(results: dict, output_dir: Path) -> None:
             axes.legend(fontsize=7)
         save_figure(figure, output_dir / "object_readout.png")
 
+    if "goal_positions" in results:
+        goal = results["goal_positions"]
+        figure = Figure(figsize=(5, 3.5))
+        axes = figure.subplots()
+        for name, label in (("readout", "position readout"), ("nearest_frames", f"{goal['neighbours']} nearest frames")):
+            axes.plot(goal[name]["quantiles"], goal["quantile_levels"], label=f"{label} (median {goal[name]['median']:.3g})")
+        axes.set(xscale="log", xlabel="largest position error (task units)", ylabel="fraction of frames",
+                 title=f"goal positions of {goal['frames']} held-out frames")
+        axes.legend(fontsize=8)
+        save_figure(figure, output_dir / "goal_positions.png")
+
     landscape = results["energy_landscape"]
     if "examples" in landscape:
         examples, extent = landscape["examples"], (landscape["offsets"][0], landscape["offsets"][-1]) * 2
@@ -220,7 +254,8 @@ def plot_results(results: dict, output_dir: Path) -> None:
 def main(cfg: DictConfig) -> None:
     """`jepa-agent diagnose`: write diagnostics.json and PNGs for the predictor in `cfg.paths.predictor`."""
     diagnose_cfg, device = cfg.diagnose, resolve_device(cfg.device)
-    check_ints(diagnose_cfg, "diagnose", ("horizon", "rollout_windows", "retrieval_transitions", "landscape_examples"))
+    check_ints(diagnose_cfg, "diagnose", ("horizon", "rollout_windows", "retrieval_transitions", "landscape_examples",
+                                          "goal_frames"))
     check_numbers(diagnose_cfg, "diagnose", ("landscape_radius",), positive=True)
     grid = diagnose_cfg.landscape_grid
     if not is_int(grid) or grid < 3 or grid % 2 == 0:
@@ -256,6 +291,13 @@ def main(cfg: DictConfig) -> None:
             results["object_readout"] = object_readout_error(
                 model, readout, rollout_data, cache.field("qpos"), sample_windows(
                     rollout_data, diagnose_cfg.rollout_windows, cfg.seed, stride=block), horizon, threshold, device)
+    readout_meta = Path(cfg.paths.predictor) / POSITION_READOUT_META
+    if readout_meta.exists() and read_json(readout_meta)["config"]["qpos_indices"] is None:  # the energy's readout
+        readout = load_position_readout(cfg.paths.predictor, device)
+        reader = NearestFramePositions.from_cache(LatentCache(Path(cfg.paths.latents) / "train"),
+                                                  readout.angular.cpu(), cfg.evaluate.energy.goal_neighbours)
+        results["goal_positions"] = goal_position_errors(readout, reader.to(device), cache, diagnose_cfg.goal_frames,
+                                                         cfg.seed, device)
     atomic_write_json(output_dir / "diagnostics.json", results)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     plot_results(results, output_dir)
@@ -263,3 +305,7 @@ def main(cfg: DictConfig) -> None:
     print(f"rollout error at horizon {horizon}: predictor {rollout['model'][-1]:.4f} vs copy-last "
           f"{rollout['copy_last'][-1]:.4f}; retrieval MRR true action {retrieval_result['true_action']:.3f}, "
           f"wrong action {retrieval_result['wrong_action']:.3f}; written to {output_dir}")
+    if "goal_positions" in results:
+        goal = results["goal_positions"]
+        print(f"goal positions, largest error, median: readout {goal['readout']['median']:.4f}, "
+              f"{goal['neighbours']} nearest training frames {goal['nearest_frames']['median']:.4f} (task units)")

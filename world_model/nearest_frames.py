@@ -56,13 +56,14 @@ class NearestFramePositions(nn.Module):
         """Encoder tokens (B, N_enc, D) or (B, h, w, D) -> positions (B, P) in the task's units (angles wrapped)."""
         queries = pool_token_grid(tokens.float(), self.grid).flatten(1).to(self.tokens.device)  # (B, F)
         best_distances, best_indices = [], []
-        for start in range(0, len(self.tokens), CHUNK_FRAMES):
-            chunk = self.tokens[start : start + CHUNK_FRAMES].float()  # (C, F)
-            # the squared l2 distance less the query's own norm, which does not change the order
-            distances = self.squared_norms[start : start + CHUNK_FRAMES] - 2 * queries @ chunk.T  # (B, C)
-            top = distances.topk(min(self.neighbours, len(chunk)), dim=-1, largest=False)
-            best_distances.append(top.values)
-            best_indices.append(top.indices + start)
+        with torch.autocast(queries.device.type, enabled=False):  # float32 products: bf16 would blur the nearest
+            for start in range(0, len(self.tokens), CHUNK_FRAMES):
+                chunk = self.tokens[start : start + CHUNK_FRAMES].float()  # (C, F)
+                # the squared l2 distance less the query's own norm, which does not change the order
+                distances = self.squared_norms[start : start + CHUNK_FRAMES] - 2 * queries @ chunk.T  # (B, C)
+                top = distances.topk(min(self.neighbours, len(chunk)), dim=-1, largest=False)
+                best_distances.append(top.values)
+                best_indices.append(top.indices + start)
         distances, indices = torch.cat(best_distances, -1), torch.cat(best_indices, -1)  # (B, chunks * k)
         order = distances.topk(self.neighbours, dim=-1, largest=False).indices  # (B, k), nearest first
         neighbours = self.positions[indices.gather(-1, order)]  # (B, k, P)

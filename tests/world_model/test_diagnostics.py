@@ -65,7 +65,7 @@ def test_diagnose_a_predictor_with_a_proprio_token(trained_run, tmp_path):
     assert results["model"]["proprio_dim"] == 4 and len(results["rollout_error"]["model"]) == 3
 
 
-@pytest.mark.parametrize("override", ["diagnose.rollout_windows=0", "diagnose.horizon=abc"])
+@pytest.mark.parametrize("override", ["diagnose.rollout_windows=0", "diagnose.horizon=abc", "diagnose.goal_frames=0"])
 def test_bad_settings_are_refused_naming_the_key(tmp_path, override):
     cfg = compose_config(tmp_path, [override])
     with pytest.raises(ValueError, match=rf"^{override.split('=')[0]}=.* is invalid; expected a positive int"):
@@ -88,3 +88,19 @@ def test_diagnose_reads_the_object_along_rollouts_with_a_latent_readout(trained_
     assert 0 <= tracking["moving_windows"] <= tracking["windows"] == 16
     assert (tracking["moving_windows"] == 0) == (tracking["moving"]["predictor"] is None)
     assert (tmp_path / "diagnostics" / "object_readout.png").stat().st_size > 0
+
+
+def test_diagnose_places_goals_with_the_readout_and_the_nearest_frames(trained_run, tmp_path):
+    """With the energy's position readout beside the predictor, diagnose says how far each way of reading a goal's
+    positions lands from the true ones; on training frames the nearest frame is the frame itself."""
+    overrides = ["device=cpu", *TINY_PREDICTOR, f"paths.predictor={tmp_path / 'p'}", "predictor.readout.steps=5",
+                 "predictor.readout.batch_size=16", "predictor.readout.val_frames=20"]
+    train_predictor.main(compose_config(trained_run, [*overrides, "predictor.train.epochs=1"]))
+    diagnostics.main(compose_config(trained_run, [*overrides, *TINY_DIAGNOSE, "diagnose.goal_frames=40",
+                                                  "diagnose.split=train", "evaluate.energy.goal_neighbours=1",
+                                                  f"diagnose.output_dir={tmp_path / 'diagnostics'}"]))
+    goal = json.loads((tmp_path / "diagnostics" / "diagnostics.json").read_text())["goal_positions"]
+    assert goal["frames"] == 40 and goal["neighbours"] == 1
+    assert goal["nearest_frames"]["p90"] < 1e-6 < goal["readout"]["median"]
+    assert len(goal["readout"]["quantiles"]) == len(goal["quantile_levels"]) == 21
+    assert (tmp_path / "diagnostics" / "goal_positions.png").stat().st_size > 0
