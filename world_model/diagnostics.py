@@ -229,8 +229,10 @@ def plot_results(results: dict, output_dir: Path) -> None:
         goal = results["goal_positions"]
         figure = Figure(figsize=(5, 3.5))
         axes = figure.subplots()
-        for name, label in (("readout", "position readout"), ("nearest_frames", f"{goal['neighbours']} nearest frames")):
-            axes.plot(goal[name]["quantiles"], goal["quantile_levels"], label=f"{label} (median {goal[name]['median']:.3g})")
+        for name, label in (("readout", "position readout"),
+                            ("nearest_frames", f"{goal['neighbours']} nearest frames")):
+            axes.plot(goal[name]["quantiles"], goal["quantile_levels"],
+                      label=f"{label} (median {goal[name]['median']:.3g})")
         axes.set(xscale="log", xlabel="largest position error (task units)", ylabel="fraction of frames",
                  title=f"goal positions of {goal['frames']} held-out frames")
         axes.legend(fontsize=8)
