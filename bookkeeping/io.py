@@ -77,6 +77,20 @@ def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> Path:
     return _atomic_write(path, save)
 
 
+def save_module(module, directory: str | os.PathLike, weights_file: str, meta_file: str, meta: dict) -> Path:
+    """A torch module's weights as safetensors (loading them runs no code) and `meta` plus its dataclass config
+    (under "config") as JSON, both crash-safe, in `directory` -> the weights' path."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+    atomic_save(directory / weights_file, lambda temp: save_file(weights, str(temp)))
+    atomic_write_json(directory / meta_file, {**meta, "config": dataclasses.asdict(module.config)})
+    return directory / weights_file
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON in `path`; a file that is not valid JSON (truncated, garbage) is a one-line ValueError naming it."""
     path = Path(path)

@@ -26,16 +26,15 @@ start (`evaluate.agent=amortized_cem`).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from bookkeeping.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.io import read_json, save_module
 from world_model.predictor import pool_token_grid
 
 WEIGHTS_FILE = "goal_policy.safetensors"
@@ -126,10 +125,7 @@ def frame_readouts(position_readout, latent_readout, tokens: torch.Tensor, laten
 
 def save_goal_policy(policy: GoalPolicy, directory: str | Path, meta: dict) -> None:
     """`goal_policy.safetensors` and `goal_policy.json` (its config under "config", plus `meta`), crash-safe."""
-    directory = Path(directory)
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in policy.state_dict().items()}
-    atomic_save(directory / WEIGHTS_FILE, lambda temp: save_file(weights, str(temp)))
-    atomic_write_json(directory / META_FILE, {**meta, "config": dataclasses.asdict(policy.config)})
+    save_module(policy, directory, WEIGHTS_FILE, META_FILE, meta)
 
 
 def load_goal_policy(directory: str | Path, device: str | torch.device | None = None,

@@ -17,18 +17,17 @@ Trained on the latent cache after the predictor (`jepa-agent train` when `predic
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from bookkeeping.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.io import read_json, save_module
 from world_model.schedules import learning_rate, set_learning_rate
 
 SETTINGS = ("steps", "qpos_indices", "batch_size", "lr", "hidden", "val_frames")  # predictor.latent_readout's keys
@@ -119,10 +118,7 @@ def train_latent_readout(settings: DictConfig, predictor, train_cache, val_cache
 
 
 def save_latent_readout(readout: LatentReadout, directory: str | Path, metrics: dict) -> None:
-    directory = Path(directory)
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in readout.state_dict().items()}
-    atomic_save(directory / WEIGHTS_FILE, lambda temp: save_file(weights, str(temp)))
-    atomic_write_json(directory / META_FILE, {**metrics, "config": dataclasses.asdict(readout.config)})
+    save_module(readout, directory, WEIGHTS_FILE, META_FILE, metrics)
 
 
 def load_latent_readout(directory: str | Path, device: str | torch.device | None = None) -> LatentReadout:

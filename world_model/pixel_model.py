@@ -20,16 +20,15 @@ Frames are float (..., 3, S, S) in [-0.5, 0.5] (`to_model_frames` from uint8 (..
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from bookkeeping.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.io import read_json, save_module
 from world_model.frame_attention import KeyValues, TransformerBlock
 
 WEIGHTS_FILE = "pixel_model.safetensors"
@@ -161,11 +160,7 @@ def parameter_count(model: nn.Module) -> int:
 
 def save_pixel_model(model: PixelWorldModel, directory: str | Path, meta: dict) -> Path:
     """Write `pixel_model.safetensors` and `meta.json` (the model config under "config", plus `meta`)."""
-    directory = Path(directory)
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    atomic_save(directory / WEIGHTS_FILE, lambda temp: save_file(weights, str(temp)))
-    atomic_write_json(directory / META_FILE, {**meta, "config": dataclasses.asdict(model.config)})
-    return directory / WEIGHTS_FILE
+    return save_module(model, directory, WEIGHTS_FILE, META_FILE, meta)
 
 
 def load_pixel_model(path: str | Path, device: str | torch.device | None = None) -> tuple[PixelWorldModel, dict]:

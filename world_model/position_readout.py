@@ -27,7 +27,6 @@ goal policy's view of the cube; such a readout is not the energy's position term
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from bookkeeping.checks import angular_position_mask
-from bookkeeping.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.io import read_json, save_module
 from world_model.predictor import pool_token_grid
 from world_model.schedules import learning_rate, set_learning_rate
 
@@ -210,10 +209,7 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
 
 
 def save_position_readout(readout: PositionReadout, directory: str | Path, metrics: dict) -> None:
-    directory = Path(directory)
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in readout.state_dict().items()}
-    atomic_save(directory / WEIGHTS_FILE, lambda temp: save_file(weights, str(temp)))
-    atomic_write_json(directory / META_FILE, {**metrics, "config": dataclasses.asdict(readout.config)})
+    save_module(readout, directory, WEIGHTS_FILE, META_FILE, metrics)
 
 
 def load_position_readout(directory: str | Path, device: str | torch.device | None = None,

@@ -22,7 +22,6 @@ The latent-token outputs of frame t predict frame t + 1's latent tokens as a res
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from bookkeeping.io import atomic_save, atomic_write_json, read_json
+from bookkeeping.io import read_json, save_module
 from world_model.frame_attention import KeyValues, TransformerBlock
 
 WEIGHTS_FILE = "predictor.safetensors"
@@ -290,11 +289,7 @@ class Predictor(nn.Module):
 
 def save_predictor(model: Predictor, directory: str | Path, meta: dict) -> Path:
     """Write `predictor.safetensors` and `meta.json` (the model config under "config", plus `meta`)."""
-    directory = Path(directory)
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    atomic_save(directory / WEIGHTS_FILE, lambda temp: save_file(weights, str(temp)))
-    atomic_write_json(directory / META_FILE, {**meta, "config": dataclasses.asdict(model.config)})
-    return directory / WEIGHTS_FILE
+    return save_module(model, directory, WEIGHTS_FILE, META_FILE, meta)
 
 
 def load_predictor(path: str | Path, device: str | torch.device | None = None) -> tuple[Predictor, dict]:
