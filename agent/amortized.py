@@ -9,6 +9,11 @@ maps it and the goal image to an action chunk, and the agent executes the chunk'
 call per block instead of CEM's samples x iterations predictor rollouts). Each call is recorded as a
 plan (its latency; no energy), so that the evaluation reports it as it reports a planner's.
 
+With an `EffectorHold` (`evaluate.effector_hold.radius` > 0: the cube), the agent stops following the policy at
+the first block boundary where the position readout reads the frame within `hold_radius` of the goal image's
+positions, and holds the effector where it is for the rest of the episode: the policy carries the cube through its
+goal, and OGBench's arm sinks under a zero action (agent/effector_hold.py).
+
 `PolicyProposer` is also CEM's warm start (`evaluate.agent=amortized_cem`): `MPCAgent(warm_start=...)`
 starts every plan from the policy's chunk instead of the shifted last plan.
 """
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from agent.effector_hold import EffectorHold
 from agent.mpc import PlanRecord, check_batch, check_observation
 from agent.worlds import LatentWorld
 from world_model.goal_policy import GoalPolicy, frame_readouts
@@ -38,6 +44,8 @@ class PolicyProposer:
         self.position_readout, self.latent_readout = position_readout, latent_readout
         self.goal_tokens: torch.Tensor | None = None     # the goal whose readout features are kept
         self.goal_readout: torch.Tensor | None = None    # (B, R + O)
+        self.goal_positions_of: torch.Tensor | None = None  # the goal whose read-out positions are kept
+        self.goal_positions: torch.Tensor | None = None  # (B, R) in task units
 
     @torch.no_grad()
     def __call__(self, horizon: int | None = None) -> torch.Tensor:
@@ -57,6 +65,15 @@ class PolicyProposer:
         padding = chunk[:, -1:].expand(-1, max(0, horizon - chunk.shape[1]), -1)
         return torch.cat([chunk[:, :horizon], padding], dim=1)  # (B, horizon, block*A)
 
+    @torch.no_grad()
+    def goal_distance(self) -> np.ndarray:
+        """(B,) how far the position readout reads the latest frame's positions from the goal image's (task units)."""
+        readout, world = self.position_readout, self.world
+        if self.goal_positions_of is not world.goal_tokens:  # a new goal (reset): read it once
+            self.goal_positions_of, self.goal_positions = world.goal_tokens, readout(world.goal_tokens)  # (B, R)
+        error = readout.position_error(readout(world.frame_tokens), self.goal_positions)  # (B, R)
+        return error.float().norm(dim=-1).cpu().numpy()
+
 
 @dataclass
 class AmortizedAgent:
@@ -64,8 +81,15 @@ class AmortizedAgent:
     propose: PolicyProposer
     block: int                   # task steps per action block
     action_dim: int              # A
+    hold: EffectorHold | None = None  # with hold_radius > 0: holds the effector at a reached goal (module docstring)
+    hold_radius: float = 0.0     # task units of the position readout
     plans: list[PlanRecord] = field(default_factory=list)
     batch: int | None = field(default=None, init=False)  # B, set by reset
+
+    def __post_init__(self):
+        if self.hold_radius < 0 or (self.hold_radius > 0 and (self.hold is None or self.propose.position_readout is None)):
+            raise ValueError(f"an effector hold radius of {self.hold_radius} is invalid here; expected 0, or > 0 with a "
+                             "task that has an effector and a goal policy that reads the position readout")
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int]) -> None:
         """Goal states are not read (the goal is its image); seeds neither: the policy is deterministic."""
@@ -75,6 +99,8 @@ class AmortizedAgent:
         self.current_block: list[np.ndarray] = []  # actions executed since the last block boundary
         self.step = 0
         self.plans = []
+        if self.hold is not None:
+            self.hold.reset(self.batch)
 
     def act(self, pixels: np.ndarray, states: np.ndarray) -> np.ndarray:
         check_observation(self.batch, pixels, states, self.world.state_dim)
@@ -85,10 +111,14 @@ class AmortizedAgent:
             self.current_block = []
             started = time.perf_counter()
             first_block = self.propose()[:, 0].cpu().numpy()  # (B, block*A)
+            if self.hold_radius:
+                self.hold.latch(self.propose.goal_distance() < self.hold_radius, states)
             self.plans.append(PlanRecord(self.step, time.perf_counter() - started, [None] * self.batch))
             self.queue = first_block.reshape(self.batch, self.block, self.action_dim).astype(np.float32)
         action = self.queue[:, 0]  # (B, A)
         self.queue = self.queue[:, 1:]
+        if self.hold_radius and self.hold.holding.any():
+            action = np.where(self.hold.holding[:, None], self.hold.actions(states), action)  # (B, A)
         self.current_block.append(action)
         self.step += 1
         return action

@@ -63,13 +63,13 @@ def load_pixel_world(cfg: DictConfig, task, device: str):
     return world, model.config.block
 
 
-def effector_chain(task):
-    """The kinematic chain from the world to the task's effector site (the reach term of the energy)."""
+def effector_chain(task, setting: str = "evaluate.energy.reach_weight"):
+    """The kinematic chain from the world to the task's effector site (the energy's reach term, the effector hold)."""
     from agent.kinematics import SerialChain
 
     site = getattr(task, "effector_site", None)
     if site is None:
-        raise ValueError(f"evaluate.energy.reach_weight needs a task with an effector; {type(task).__name__} has none "
+        raise ValueError(f"{setting} needs a task with an effector; {type(task).__name__} has none "
                          "(expected a manipulation task: the cube)")
     return SerialChain(task._model, site)
 
@@ -166,7 +166,13 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
     if kind == "amortized":
         from agent.amortized import AmortizedAgent
 
-        return AmortizedAgent(world, proposer, block, action_dim)
+        hold_settings, hold = cfg.evaluate.effector_hold, None
+        if hold_settings.radius:
+            from agent.effector_hold import EffectorHold
+
+            hold = EffectorHold(effector_chain(task, "evaluate.effector_hold.radius"), task.effector_action_scale,
+                                action_dim, float(hold_settings.integral_gain))
+        return AmortizedAgent(world, proposer, block, action_dim, hold, float(hold_settings.radius))
     planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
     execute_blocks, shrink_horizon = mpc_settings(cfg.mpc, planner.horizon)
     return MPCAgent(world, planner, block, action_dim, execute_blocks, shrink_horizon=shrink_horizon,

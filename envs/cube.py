@@ -80,6 +80,7 @@ class Cube(PixelTask):
     hidden_geoms = ()         # OGBench's target cube is made transparent by OGBench itself (visualize_info off)
     action_dim = 5            # OGBench's end-effector action (the model's 7 actuators are set by its IK)
     effector_site = "ur5e/robotiq/pinch"  # between the fingers: where OGBench's actions move (the energy's reach term)
+    effector_action_scale = 0.05  # metres of effector target per unit of the action's x, y, z (OGBench's action range)
     ogbench_task_count = OGBENCH_TASK_COUNT  # its evaluation goals (`ogbench_task`)
 
     def __init__(self, image_size: int = 64, camera_id: int = 1, camera_fovy: float | None = None,

@@ -109,6 +109,24 @@ def test_the_amortized_agent_runs_episodes_through_the_evaluation(policy_run, tm
     assert len(records) == cfg.evaluate.pairs and '"energies": [null' in records[0]
 
 
+def test_bad_effector_hold_settings_are_named(policy_run, tmp_path):
+    import envs
+    from agent.evaluate import main as evaluate
+
+    cfg = policy_run.copy()
+    cfg.paths.evaluation = str(tmp_path / "eval")
+    cfg.evaluate.effector_hold.radius = -1
+    with pytest.raises(ValueError, match=r"evaluate.effector_hold.radius=-1 is invalid; expected a non-negative"):
+        evaluate(cfg, "amortized")
+    cfg.evaluate.effector_hold.radius = 0.03
+    task = envs.make_from_config(cfg.env)
+    try:
+        with pytest.raises(ValueError, match="evaluate.effector_hold.radius needs a task with an effector; Reacher"):
+            build_agent(cfg, task, "amortized")
+    finally:
+        task.close()
+
+
 def test_amortized_cem_starts_its_plan_from_the_policys_chunk(policy_run):
     """With one candidate and one iteration the plan is the planner's initial mean itself (candidate 0):
     the policy's chunk with the warm start, the bounds' midpoint (zeros) without it."""

@@ -171,7 +171,7 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     """`jepa-agent run` on the cube at micro scale: scripted data, pretraining, embedding, training (with the latent
     readout of the cube, and the cube's position readout from the token grid), the goal policy (reading both
     readouts and the proprio, with hold samples), and the latent (with the reach term), random, oracle, expert and
-    amortized agents evaluated with videos."""
+    amortized agents evaluated with videos; the amortized agent's effector hold latches where the readout says so."""
     import json
 
     from tests.conftest import cli
@@ -183,7 +183,7 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
                  "predictor.readout.steps=20",
                  "predictor.readout.qpos_indices=[14,15,16]", "predictor.readout.grid_channels=4",
                  "predictor.latent_readout.qpos_indices=[14,15,16]", "evaluate.energy.latent_readout_weight=1",
-                 "evaluate.energy.reach_weight=10", f"hydra.run.dir={run_dir}")
+                 "evaluate.energy.reach_weight=10", "evaluate.effector_hold.radius=0.03", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "cube" and set(summary["agents"]) == {"latent", "random", "oracle", "expert", "amortized"}
@@ -195,3 +195,32 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     policy = json.loads((run_dir / "policy" / "goal_policy.json").read_text())["config"]
     assert policy["readout_dim"] == 3 and policy["object_dim"] == 3  # the cube's x, y, z from either readout
     assert policy["proprio_dim"] == 14  # the arm's joints
+    check_the_effector_hold_takes_over(run_dir)
+
+
+def check_the_effector_hold_takes_over(run_dir):
+    """A radius no frame is outside of: every action from the first step is the hold's (yaw and gripper 0, x, y, z
+    pulling the pinch back); radius 0: the policy's own chunk."""
+    from agent.build import build_agent, load_run_config
+
+    cfg = load_run_config(run_dir)
+    task = envs.make_from_config(cfg.env)
+    try:
+        actions = {}
+        for radius in (0.0, 100.0):
+            cfg.evaluate.effector_hold.radius = radius
+            agent = build_agent(cfg, task, "amortized")
+            observation, info = task.reset(seed=3)
+            agent.reset(observation["pixels"][None], None, seeds=[0])
+            actions[radius] = [agent.act(observation["pixels"][None], info["state"][None])[0]]
+            for _ in range(3):
+                observation, _, _, _, info = task.step(actions[radius][-1])
+                actions[radius].append(agent.act(observation["pixels"][None], info["state"][None])[0])
+            assert agent.hold.holding.all() if radius else agent.hold is None
+    finally:
+        task.close()
+    held, followed = np.stack(actions[100.0]), np.stack(actions[0.0])  # (4, A)
+    np.testing.assert_array_equal(held[:, 3:], 0)
+    np.testing.assert_array_equal(held[0], 0)  # latched where it stands
+    assert np.abs(held[1:, :3]).max() > 0  # then pulling the sinking pinch back
+    assert not np.allclose(followed, held)
