@@ -88,8 +88,8 @@ class AmortizedAgent:
 
     def __post_init__(self):
         if self.hold_radius < 0 or (self.hold_radius > 0 and (self.hold is None or self.propose.position_readout is None)):
-            raise ValueError(f"an effector hold radius of {self.hold_radius} is invalid here; expected 0, or > 0 with a "
-                             "task that has an effector and a goal policy that reads the position readout")
+            raise ValueError(f"evaluate.effector_hold.radius={self.hold_radius} is invalid here; expected 0, or > 0 "
+                             "with a task that has an effector and a goal policy that reads the position readout")
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int]) -> None:
         """Goal states are not read (the goal is its image); seeds neither: the policy is deterministic."""

@@ -6,8 +6,9 @@ sits below any target under gravity: a zero action is not a hold. The pinch sink
 
 `EffectorHold` keeps the pinch where it was when the hold began instead: a PI controller in end-effector space on
 the pinch position that the arm's joint angles (its proprio) give through the robot's kinematics
-(`agent/kinematics.py`). On the simulator, it stays within a millimetre of the latched position where zero actions
-drift 4-6 cm (tests/agent/test_effector_hold.py).
+(`agent/kinematics.py`). On the simulator, with the arm lifted, it keeps the pinch within a millimetre of the
+latched position over 30 steps where zero actions let it sink 4-6 cm (docs/experiments.md section 29; the test:
+tests/agent/test_effector_hold.py).
 
     hold = EffectorHold(chain, action_scale=task.effector_action_scale, action_dim=5)
     hold.reset(batch)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from agent.amortized import AmortizedAgent
 from agent.build import build_agent, load_run_config
 from world_model.goal_policy import GoalPolicy, PolicyConfig, load_goal_policy
 from world_model.latent_cache import LatentCache
@@ -123,6 +124,11 @@ def test_bad_effector_hold_settings_are_named(policy_run, tmp_path):
     try:
         with pytest.raises(ValueError, match="evaluate.effector_hold.radius needs a task with an effector; Reacher"):
             build_agent(cfg, task, "amortized")
+        cfg.evaluate.effector_hold.radius = 0
+        agent = build_agent(cfg, task, "amortized")  # its policy reads no position readout (micro has none)
+        with pytest.raises(ValueError, match="evaluate.effector_hold.radius=0.03 is invalid here; expected 0, or > 0 "
+                                             "with a task that has an effector and a goal policy that reads the position"):
+            AmortizedAgent(agent.world, agent.propose, agent.block, agent.action_dim, agent.hold, hold_radius=0.03)
     finally:
         task.close()
 
