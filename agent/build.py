@@ -171,8 +171,10 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
             from agent.effector_hold import EffectorHold
 
             hold = EffectorHold(effector_chain(task, "evaluate.effector_hold.radius"), task.effector_action_scale,
-                                action_dim, float(hold_settings.integral_gain))
-        return AmortizedAgent(world, proposer, block, action_dim, hold, float(hold_settings.radius))
+                                action_dim, float(hold_settings.integral_gain),
+                                getattr(task, "gripper_action_index", None), getattr(task, "grasping", None))
+        return AmortizedAgent(world, proposer, block, action_dim, hold, float(hold_settings.radius),
+                              float(hold_settings.carried_radius) if hold is not None else 0.0)
     planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
     execute_blocks, shrink_horizon = mpc_settings(cfg.mpc, planner.horizon)
     return MPCAgent(world, planner, block, action_dim, execute_blocks, shrink_horizon=shrink_horizon,

@@ -144,7 +144,7 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"evaluate.hold_steps={hold_steps!r} is invalid; expected an int in [1, evaluate.budget="
                          f"{cfg.evaluate.budget}]")
     check_numbers(cfg.evaluate, "evaluate", ("exclude_within",))
-    check_numbers(cfg.evaluate.effector_hold, "evaluate.effector_hold", ("radius", "integral_gain"))
+    check_numbers(cfg.evaluate.effector_hold, "evaluate.effector_hold", ("radius", "carried_radius", "integral_gain"))
     check_int_list(cfg.evaluate, "evaluate", "seeds")
     goals = cfg.evaluate.goals
     if goals not in GOAL_SOURCES:

@@ -185,10 +185,14 @@ class LatentWorld:
             raise ValueError(f"frames of {size[0]} x {size[1]} px are invalid for this run; expected "
                              f"{self.image_size} x {self.image_size} (env.image_size={self.image_size})")
 
+    def encode(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> encoder tokens (B, N_enc, D); the world's context stays as it is."""
+        self.check_frames(images)
+        return self.encoder.encode_images(images).to(self.device)
+
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> prepared predictor latents (B, N, D')."""
-        self.check_frames(images)
-        self.frame_tokens = self.encoder.encode_images(images).to(self.device)  # (B, N_enc, D)
+        self.frame_tokens = self.encode(images)  # (B, N_enc, D)
         return self.predictor.prepare_latents(self.frame_tokens)
 
     def set_goal(self, goal_images: np.ndarray, goal_states: np.ndarray | None = None) -> None:

@@ -28,6 +28,7 @@ import mujoco  # noqa: E402,I001  (envs.base has set MUJOCO_GL)
 
 SUPPORTED_ENVS = {"visual-cube-single-v0": "single"}  # OGBench id -> CubeEnv env_type
 ARM_JOINTS, GRIPPER_DRIVER, CUBE_JOINT = tuple(range(6)), 6, 14  # joint ids in OGBench's cube model
+GRASP_RANGE = (0.40, 0.50)  # rad of the gripper's driver joint where the cube stops the fingers (open 0, shut 0.8)
 OGBENCH_TASK_COUNT = 5         # visual-cube-single's evaluation goals, task_id 1-5
 
 
@@ -81,6 +82,7 @@ class Cube(PixelTask):
     action_dim = 5            # OGBench's end-effector action (the model's 7 actuators are set by its IK)
     effector_site = "ur5e/robotiq/pinch"  # between the fingers: where OGBench's actions move (the energy's reach term)
     effector_action_scale = 0.05  # metres of effector target per unit of the action's x, y, z (OGBench's action range)
+    gripper_action_index = 4  # the action's gripper entry: a change of the *measured* opening (0 stops squeezing)
     ogbench_task_count = OGBENCH_TASK_COUNT  # its evaluation goals (`ogbench_task`)
 
     def __init__(self, image_size: int = 64, camera_id: int = 1, camera_fovy: float | None = None,
@@ -107,6 +109,7 @@ class Cube(PixelTask):
         model.vis.quality.offsamples = 0
         cube_qpos = model.jnt_qposadr[CUBE_JOINT]
         self.cube_position = slice(cube_qpos, cube_qpos + 3)  # the cube's xyz within qpos
+        self.gripper_driver_position = int(model.jnt_qposadr[GRIPPER_DRIVER])  # within qpos
         arm = [*ARM_JOINTS, GRIPPER_DRIVER]
         self.proprio_indices = tuple(int(i) for i in (*model.jnt_qposadr[arm], *(model.nq + model.jnt_dofadr[arm])))
         self.angular_positions = tuple(bool(index < cube_qpos) for index in range(model.nq))  # hinges; the free joint not
@@ -167,6 +170,13 @@ class Cube(PixelTask):
         """Euclidean distance (m) between the cube positions: (...,)."""
         states, goal_state = np.asarray(states), np.asarray(goal_state)
         return np.linalg.norm(states[..., self.cube_position] - goal_state[self.cube_position], axis=-1)
+
+    def grasping(self, states: np.ndarray) -> np.ndarray:
+        """states (B, S) -> (B,) bool: the gripper's driver joint (the proprio's) stopped in `GRASP_RANGE`, where
+        something of the cube's 4 cm is between the fingers. On the held-out episodes of the scripted oracle the cube
+        then lies within 1.9 cm of the pinch (1.2 cm at the 90th percentile; docs/experiments.md section 32)."""
+        driver = np.asarray(states)[:, self.gripper_driver_position]  # (B,)
+        return (driver > GRASP_RANGE[0]) & (driver < GRASP_RANGE[1])
 
     def scripted_policy(self, rng: np.random.Generator, noise: float = 0.1, noise_smoothing: float = 0.5,
                         random_fraction: float = 0.0):

@@ -1,4 +1,5 @@
-"""The effector hold on OGBench's cube arm: zero actions let the lifted pinch sink, the PI hold keeps it still."""
+"""The effector hold on OGBench's cube arm: zero actions let the lifted pinch sink, the PI hold keeps it still, and
+a gripper that holds the cube keeps squeezing where a zero gripper command lets a loosened grasp drop the cube."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,6 +42,52 @@ def test_the_hold_keeps_the_lifted_pinch_still_where_zero_actions_let_it_sink(cu
         assert pinch_drift(cube, hold, seed) < 0.002       # the PI hold: within 2 mm after 20 steps
 
 
+def lifted_grasp(cube, seed: int) -> np.ndarray:
+    """The first state of the scripted oracle's episode with the cube grasped and lifted above 12 cm."""
+    cube.reset(seed=seed)
+    policy = cube.scripted_policy(np.random.default_rng(seed), noise=0.0)
+    policy.reset()
+    for _ in range(80):
+        cube.step(policy())
+        state = cube.get_state()
+        if state[cube.cube_position][2] > 0.12 and cube.grasping(state[None])[0]:
+            return state
+    raise AssertionError("the scripted oracle did not lift the cube in 80 steps")
+
+
+def gripping_hold(cube) -> EffectorHold:
+    return EffectorHold(SerialChain(cube._model, cube.effector_site), cube.effector_action_scale, cube.action_dim,
+                        gripper_index=cube.gripper_action_index, grasping=cube.grasping)
+
+
+def test_a_closed_gripper_keeps_squeezing_a_loosened_grasp(cube):
+    state = lifted_grasp(cube, seed=0)
+    plain = EffectorHold(SerialChain(cube._model, cube.effector_site), cube.effector_action_scale, cube.action_dim)
+    heights = []
+    for hold in (plain, gripping_hold(cube)):
+        cube.set_state(state)
+        cube.step(np.array([0.0, 0.0, 0.0, 0.0, -0.1], np.float32))  # the fingers loosen, as a policy's action may
+        hold.reset(1)
+        hold.latch(np.array([True]), cube.get_state()[None])
+        for _ in range(20):
+            cube.step(hold.actions(cube.get_state()[None])[0])
+        heights.append(cube.get_state()[cube.cube_position][2])
+    lifted = state[cube.cube_position][2]
+    assert heights[0] < 0.05                # a zero gripper command: the cube slides out and lies on the table
+    assert heights[1] > lifted - 0.015      # squeezing: it stays in the fingers
+
+
+def test_only_grippers_that_hold_the_cube_squeeze(cube):
+    closed = lifted_grasp(cube, seed=1)
+    cube.reset(seed=1)
+    states = np.stack([cube.get_state(), closed])  # (2, S): the gripper open at reset, on the lifted cube
+    np.testing.assert_array_equal(cube.grasping(states), [False, True])
+    hold = gripping_hold(cube)
+    hold.reset(2)
+    hold.latch(np.array([True, True]), states)
+    np.testing.assert_array_equal(hold.actions(states)[:, cube.gripper_action_index], [0.0, 1.0])
+
+
 def test_only_latched_rows_move_and_a_latched_target_stays(cube):
     hold = EffectorHold(SerialChain(cube._model, cube.effector_site), cube.effector_action_scale, cube.action_dim)
     hold.reset(2)
@@ -63,6 +110,10 @@ def test_bad_hold_settings_are_named(cube):
         EffectorHold(chain, 0.0, 5)
     with pytest.raises(ValueError, match="integral_gain=-1"):
         EffectorHold(chain, 0.05, 5, integral_gain=-1)
+    with pytest.raises(ValueError, match="gripper_index=5 is invalid; expected None, or an index in \\[3, 5\\)"):
+        EffectorHold(chain, 0.05, 5, gripper_index=5, grasping=cube.grasping)
+    with pytest.raises(ValueError, match="gripper_index=4 is invalid"):
+        EffectorHold(chain, 0.05, 5, gripper_index=4)  # without the task's grasping
 
 
 def test_the_action_scale_is_ogbenchs(cube):

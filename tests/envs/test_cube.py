@@ -196,11 +196,45 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
     assert policy["readout_dim"] == 3 and policy["object_dim"] == 3  # the cube's x, y, z from either readout
     assert policy["proprio_dim"] == 14  # the arm's joints
     check_the_effector_hold_takes_over(run_dir)
+    check_the_hold_looks_at_every_step_and_a_carried_cube_is_where_the_pinch_is(run_dir)
+
+
+def check_the_hold_looks_at_every_step_and_a_carried_cube_is_where_the_pinch_is(run_dir):
+    from agent.build import build_agent, load_run_config
+    from tests.agent.test_effector_hold import lifted_grasp
+
+    cfg = load_run_config(run_dir)
+    cfg.evaluate.effector_hold.radius = 1e-9  # nothing is that close: no latch at the first step
+    task = envs.make_from_config(cfg.env)
+    try:
+        agent = build_agent(cfg, task, "amortized")
+        assert agent.block > 1 and agent.carried_radius == 0.04  # the default
+        goal = task.reset(seed=4)[0]["pixels"]  # another cube: read elsewhere
+        observation, info = task.reset(seed=3)
+        agent.reset(goal[None], None, seeds=[0])
+        action = agent.act(observation["pixels"][None], info["state"][None])  # a block boundary
+        assert not agent.hold.holding.any()
+        agent.hold_radius = 100.0  # every frame from now on
+        observation, _, _, _, info = task.step(action[0])
+        agent.act(observation["pixels"][None], info["state"][None])  # inside the block: the hold still looks
+        assert agent.hold.holding.all()
+
+        grasp, free = lifted_grasp(task, seed=0), task.reset(seed=0)[1]["state"]
+        states = np.stack([grasp, free])  # (2, S): the cube in the gripper, the cube on the table
+        tokens = agent.world.encode(np.stack([task.render_goal(state) for state in states]))
+        read = agent.propose.read_positions(tokens)  # (2, 3)
+        pinch = agent.hold.effector_positions(states)
+        agent.carried_radius = 100.0  # the micro readout is rough: any reading counts as near the pinch
+        np.testing.assert_allclose(agent.cube_positions(tokens, states), [pinch[0], read[1]])
+        agent.carried_radius = 0.0
+        np.testing.assert_allclose(agent.cube_positions(tokens, states), read)
+    finally:
+        task.close()
 
 
 def check_the_effector_hold_takes_over(run_dir):
-    """A radius no frame is outside of: every action from the first step is the hold's (yaw and gripper 0, x, y, z
-    pulling the pinch back); radius 0: the policy's own chunk."""
+    """A radius no frame is outside of: every action from the first step is the hold's (yaw 0, the open gripper left
+    as it is, x, y, z pulling the pinch back); radius 0: the policy's own chunk."""
     from agent.build import build_agent, load_run_config
 
     cfg = load_run_config(run_dir)
