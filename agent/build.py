@@ -120,7 +120,7 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
         except ValueError:
             expert_task.close()
             raise
-    from world_model.encoder import resolve_device
+    from world_model.device import resolve_device
 
     device = resolve_device(cfg.device)
     energy = cfg.evaluate.energy

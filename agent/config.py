@@ -13,7 +13,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 def native_bf16(device: str) -> bool:
     """`${native_bf16:${device}}` in the configs: bf16 autocast where `device` computes bf16 natively.
     A bad or unavailable device is not this key's error: it answers False, and the device check names it."""
-    from world_model.encoder import native_bf16 as answer
+    from world_model.device import native_bf16 as answer
 
     try:
         return answer(device)

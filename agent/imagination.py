@@ -102,7 +102,7 @@ def rollout_error(model, store: EpisodeStore, horizon: int, windows: int, seed: 
 
 
 def main(cfg: DictConfig) -> dict:
-    from world_model.encoder import resolve_device
+    from world_model.device import resolve_device
 
     if cfg.get("pixel") is None:
         raise ValueError("imagine shows the pixel world model; pass world_model=pixel")

@@ -20,7 +20,8 @@ from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from bookkeeping.io import atomic_write_json
-from world_model.encoder import native_bf16, random_encoder
+from world_model.device import native_bf16
+from world_model.encoder import random_encoder
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.trainer import Pretrainer, PretrainSettings, build_config
 

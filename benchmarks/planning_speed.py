@@ -3,7 +3,8 @@
 The default predictor (configs/predictor/default.yaml; random weights: speed does not depend on them) on
 latents of the default encoder's width, horizon 5 blocks. Each planner is a `planner` config group option
 (`cem`: 300 x 30, top 30; `icem`: configs/planner/icem.yaml); for B envs planned at once (default 1 and 16),
-fp32 and bf16 autocast (and both with torch.compile, `+c`, under --compile), it reports seconds per plan,
+fp32 and bf16 autocast (bf16 by default only where the CPU computes it natively, as the configs pick; with
+torch.compile too, `+c`, under --compile), it reports seconds per plan,
 per env, and three ratios measured in the same run: per env against the same planner and precision at
 B = 1 (target at B = 16: <= 1/8), against CEM in fp32 at B = 1 (the baseline), and against the simulator
 oracle's plan (CEM with the true MuJoCo simulator, as `evaluate.agent=oracle` plans) at B = 1. Also
@@ -15,6 +16,7 @@ average at start and end goes into the JSON. Prints a table, writes benchmarks/r
     python -m benchmarks.planning_speed                          # cem and icem, B = 1 and 16, fp32 and bf16
     python -m benchmarks.planning_speed --planners cem icem mppi --batches 1 4 16 --repeats 5
     python -m benchmarks.planning_speed --compile                # also rows with torch.compile (evaluate.compile)
+    python -m benchmarks.planning_speed --dtypes fp32 bf16       # bf16 also where it is emulated (AVX2: 4-8x slower)
     python -m benchmarks.planning_speed predictor.pool_grid=2    # Hydra overrides, applied to every planner
     python -m benchmarks.planning_speed --smoke
 """
@@ -41,6 +43,7 @@ from benchmarks.timing import median_seconds
 from bookkeeping.io import atomic_write_json
 from planners import make_planner
 from world_model.compiled_step import compile_advance
+from world_model.device import native_bf16
 from world_model.predictor import Predictor
 from world_model.train_predictor import model_config
 
@@ -143,8 +146,9 @@ def add_ratios(rows: list[dict], peaks: dict) -> None:
 def print_table(rows: list[dict], cfg, peaks: dict) -> None:
     print(f"horizon {cfg.planner.horizon}; predictor width {cfg.predictor.width}, depth {cfg.predictor.depth}, "
           f"{1 if cfg.predictor.flatten_grid else cfg.predictor.pool_grid ** 2} token(s)/frame; "
-          f"{torch.get_num_threads()} threads; matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; ratios: s/env over B = 1, CEM fp32 B = 1, oracle B = 1")
+          f"{torch.get_num_threads()} threads; matmul peak "
+          + ", ".join(f"{dtype} {flops / 1e9:.3g} GFLOP/s" for dtype, flops in peaks.items())
+          + "; ratios: s/env over B = 1, CEM fp32 B = 1, oracle B = 1")
     print(f"{'planner':>10} {'S x I':>8} {'dtype':6} {'B':>3} {'s/plan':>8} {'s/env':>8} {'/B=1':>6} "
           f"{'/CEM':>6} {'/oracle':>7} {'rollouts/s':>10} {'of peak':>7}")
     for row in rows:
@@ -165,6 +169,8 @@ def main() -> None:
     parser.add_argument("--planners", nargs="+", default=["cem", "icem"], help="planner config group options")
     parser.add_argument("--batches", type=positive_int, nargs="+", default=[1, 16], help="envs planned at once")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed rounds (medians over them)")
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=None,
+                        help="precisions timed (default: fp32, and bf16 where this CPU computes it natively)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the root config")
     args = parser.parse_args()
     overrides = list(args.overrides)
@@ -175,10 +181,11 @@ def main() -> None:
     load_at_start = os.getloadavg()
     configs = {name: compose_config(tempfile.gettempdir(), [f"planner={name}", *overrides])
                for name in dict.fromkeys(["cem", *args.planners])}
-    peaks = {"fp32": matmul_peak_flops(torch.float32, 256 if args.smoke else 2048),
-             "bf16": matmul_peak_flops(torch.bfloat16, 256 if args.smoke else 2048)}
-    # (bf16, compile) pairs
-    settings = [(False, False), (True, False)] + ([(False, True), (True, True)] if args.compile else [])
+    dtypes = args.dtypes or ["fp32"] + (["bf16"] if native_bf16("cpu") else [])
+    peaks = {dtype: matmul_peak_flops(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]),
+                                      256 if args.smoke else 2048) for dtype in dict.fromkeys(dtypes)}
+    settings = [(dtype == "bf16", compile) for compile in ([False, True] if args.compile else [False])
+                for dtype in peaks]  # (bf16, compile) pairs
     cases = [latent_case(configs[name], args.latent_dim, batch, bf16, compile)
              for name in dict.fromkeys(["cem", *args.planners]) for bf16, compile in settings for batch in args.batches]
     cases += [oracle_case(configs["cem"], batch) for batch in args.batches]
@@ -187,7 +194,7 @@ def main() -> None:
     print_table(rows, configs["cem"], peaks)
     atomic_write_json(RESULTS if not args.smoke else RESULTS.with_name("planning_speed_smoke.json"), {
         "rows": rows, "matmul_peak_flops": peaks, "overrides": overrides, "repeats": args.repeats,
-        "torch_threads": torch.get_num_threads(), "load_average_start": load_at_start,
+        "native_bf16": native_bf16("cpu"), "torch_threads": torch.get_num_threads(), "load_average_start": load_at_start,
         "load_average_end": os.getloadavg(), "machine": platform.platform(), "cpus": os.cpu_count(),
         "cuda": torch.cuda.is_available()})
 

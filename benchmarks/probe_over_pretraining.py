@@ -29,7 +29,8 @@ from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, run_main
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir
 from envs.dataset import recorded_angular_positions
-from world_model.encoder import load_encoder, resolve_device
+from world_model.device import resolve_device
+from world_model.encoder import load_encoder
 from world_model.probe import check_settings, evaluate_encoder, probe_samples
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.pretrain import open_split

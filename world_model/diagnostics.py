@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bookkeeping.checks import check_ints, check_numbers, is_int
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
-from world_model.encoder import resolve_device
+from world_model.device import resolve_device
 from world_model.energy import latent_distance
 from world_model.latent_cache import LatentCache
 from world_model.latent_readout import META_FILE as LATENT_READOUT_META, load_latent_readout

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from world_model.encoder import resolve_device
+from world_model.device import resolve_device
 
 
 @dataclass(frozen=True)

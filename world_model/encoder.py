@@ -24,37 +24,12 @@ import torch.nn.functional as F
 from transformers import VJEPA2Config
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Encoder
 
+from world_model.device import resolve_device
 from world_model.vjepa.weights import load_vjepa2_encoder, random_vjepa2_encoder, resolve_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING_ID = "resize-bilinear-antialias/imagenet-mean-std/v1"  # part of the fingerprint
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """`auto`/None -> cuda when available else cpu; `cpu`/`cuda` as given."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use auto or cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device={str(device)!r} is invalid; expected auto, cpu, cuda or cuda:N") from None
-
-
-def native_bf16(device: str | torch.device | None = "auto") -> bool:
-    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16
-    or AMX. There bf16 autocast runs the small ViTs and predictors 1.7-3x faster than fp32; a CPU without
-    them (AVX2 only) emulates bf16, 6-9x slower than fp32 (`python -m benchmarks.encoder_speed`). The
-    configs' default for every `autocast_bf16`/`bf16` key is this answer (`${native_bf16:${device}}`)."""
-    device = resolve_device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return any(getattr(torch.cpu, probe, lambda: False)()
-                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return False
 
 
 def as_frames(frames: np.ndarray | torch.Tensor, rank: int = 5) -> torch.Tensor:

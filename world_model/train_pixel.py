@@ -159,7 +159,7 @@ def validate(model, data: FrameWindows, windows: torch.Tensor, train_cfg: DictCo
 
 def main(cfg: DictConfig) -> None:
     """Train the pixel model on `cfg.paths.dataset`, write it to `cfg.paths.pixel_model`."""
-    from world_model.encoder import resolve_device
+    from world_model.device import resolve_device
 
     check_settings(cfg)
     train_cfg, device = cfg.pixel.train, torch.device(resolve_device(cfg.device))

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bookkeeping.io import atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_json
-from world_model.encoder import resolve_device
+from world_model.device import resolve_device
 from world_model.event_log import EventLog
 from world_model.vjepa.clips import ClipSampler
 from world_model.vjepa.statistics import MetricsLog
