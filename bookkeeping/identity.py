@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 NEVER_COUNT = frozenset({
-    "run_dir", "paths", "run", "device", "threads",                   # where and how a run goes
+    "run_dir", "paths", "run", "device", "threads", "workers",        # where and how a run goes
     "checkpoint_every", "log_every", "val_every", "val_clips", "val_windows", "resume",  # how often, whether
     "agent", "videos", "batch_envs", "bootstrap_samples",             # an evaluation's: which, what it shows, how fast
 })

@@ -5,7 +5,8 @@
 
 Every episode's reset seed and policy noise derive from (seed, split, episode index), so a rerun
 with the same config resumes after the last committed episode and reproduces the same data;
-raising `collect.episodes` appends. A split collected with other settings (`split_meta`), or holding
+raising `collect.episodes` appends. With `collect.workers` > 1, worker processes (one task each) roll the
+episodes and the writer commits them in index order, so the dataset is the same as one process writes. A split collected with other settings (`split_meta`), or holding
 more episodes than asked for, is refused, naming them, unless `run.overwrite=true`, which deletes it
 and collects afresh. The evaluation split uses its own seed stream, so its episodes
 never coincide with training ones, and may use its own behaviour policy (`collect.eval_policy`): the
@@ -13,8 +14,11 @@ evaluation protocol's goals are then as far from their starts as that policy mov
 """
 from __future__ import annotations
 
+import multiprocessing
 import shutil
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +70,7 @@ def validate(cfg: DictConfig) -> None:
     collect = cfg.collect
     task_class(cfg.env.name)  # unknown task -> error listing the registered ones
     check_image_size(cfg.env.image_size)
-    check_ints(collect, "collect", ("episodes", "eval_episodes", "episode_length", "episodes_per_shard"))
+    check_ints(collect, "collect", ("episodes", "eval_episodes", "episode_length", "episodes_per_shard", "workers"))
     if not 0.0 <= collect.val_fraction < 1.0:
         raise ValueError(f"collect.val_fraction={collect.val_fraction!r} is invalid; expected a float in [0, 1)")
     for split in ("train", "eval"):  # bad kinds or keys fail before anything is written
@@ -130,34 +134,67 @@ def main(cfg: DictConfig) -> None:
     writers = {split: open_writer(dataset_dir / split, split_meta(cfg, task, split), sizes[split],
                                   bool(cfg.run.overwrite)) for split in sizes}
     atomic_write_text(dataset_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    todo = {split: max(0, sizes[split] - writers[split].num_committed) for split in sizes}
+    jobs = [(split, index) for split, writer in writers.items() for index in range(writer.num_committed, sizes[split])]
     frames_per_episode = cfg.collect.episode_length + 1
-    progress = tqdm(total=sum(todo.values()), unit="episode", desc=f"collect {cfg.env.name}", dynamic_ncols=True,
-                    disable=not any(todo.values()))  # nothing to collect: no empty bar
+    progress = tqdm(total=len(jobs), unit="episode", desc=f"collect {cfg.env.name}", dynamic_ncols=True,
+                    disable=not jobs)  # nothing to collect: no empty bar
     started = time.perf_counter()
+    last_flush = {split: started for split in writers}
+    episodes = rolled_episodes(task, cfg, jobs)
     try:
-        for split, writer in writers.items():
-            last_flush = time.perf_counter()
-            for index in range(writer.num_committed, sizes[split]):
-                reset_seed, policy_seed = episode_seeds(cfg.seed, split, index)
-                policy = split_policy(cfg.collect, split)
-                writer.add(collect_episode(task, policy, cfg.collect.episode_length, reset_seed, policy_seed))
-                progress.update(1)
-                rate = progress.n * frames_per_episode / (time.perf_counter() - started)
-                progress.set_postfix(split=split, frames_per_s=f"{rate:.0f}")
-                full = len(writer.buffer) >= cfg.collect.episodes_per_shard
-                if full or time.perf_counter() - last_flush >= cfg.collect.flush_seconds:
-                    writer.flush()
-                    last_flush = time.perf_counter()
+        for (split, index), episode in zip(jobs, episodes):
+            writer = writers[split]
+            writer.add(episode)
+            progress.update(1)
+            rate = progress.n * frames_per_episode / (time.perf_counter() - started)
+            progress.set_postfix(split=split, frames_per_s=f"{rate:.0f}")
+            full = len(writer.buffer) >= cfg.collect.episodes_per_shard
+            if full or time.perf_counter() - last_flush[split] >= cfg.collect.flush_seconds:
+                writer.flush()
+                last_flush[split] = time.perf_counter()
+            if index == sizes[split] - 1:  # the split's last episode: commit before the next split's
+                writer.flush()
+        for writer in writers.values():
             writer.flush()
     finally:
+        episodes.close()  # stops the worker processes, on an error or Ctrl-C too
         progress.close()
         task.close()
-    done_before = "" if any(todo.values()) else ", all collected before"
+    done_before = "" if jobs else ", all collected before"
     print(f"dataset: {dataset_dir} ({', '.join(f'{split} {count}' for split, count in sizes.items())} episodes"
           f"{done_before})")
     if cfg.collect.preview_episodes > 0:
         write_preview(dataset_dir, cfg.collect.preview_episodes)
+
+
+def rolled_episodes(task, cfg: DictConfig, jobs: list[tuple[str, int]]) -> Iterator[dict[str, np.ndarray]]:
+    """The episodes of `jobs` ((split, index) pairs), in their order: rolled in this process on `task`, or by
+    `collect.workers` processes (spawned, each with its own task; episodes depend on (seed, split, index) only)."""
+    if cfg.collect.workers == 1 or len(jobs) < 2:
+        for split, index in jobs:
+            yield collect_episode(task, split_policy(cfg.collect, split), cfg.collect.episode_length,
+                                  *episode_seeds(cfg.seed, split, index))
+        return
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    with multiprocessing.get_context("spawn").Pool(min(cfg.collect.workers, len(jobs)), initializer=start_worker,
+                                                   initargs=(settings,)) as pool:
+        yield from pool.imap(worker_episode, jobs)  # leaving the block (done, error, Ctrl-C) terminates the workers
+
+
+WORKER: dict = {}  # a worker process's config and task
+
+
+def start_worker(settings: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
+    WORKER["cfg"] = cfg = OmegaConf.create(settings)
+    WORKER["task"] = make_from_config(cfg.env)
+
+
+def worker_episode(job: tuple[str, int]) -> dict[str, np.ndarray]:
+    split, index = job
+    cfg = WORKER["cfg"]
+    return collect_episode(WORKER["task"], split_policy(cfg.collect, split), cfg.collect.episode_length,
+                           *episode_seeds(cfg.seed, split, index))
 
 
 def write_preview(dataset_dir: Path, episodes: int) -> Path:

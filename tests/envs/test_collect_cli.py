@@ -45,6 +45,7 @@ def test_tasks_lists_registered_tasks():
         ("env.name=cheetah", "unknown task 'cheetah'; registered tasks: reacher, point_mass, cube"),
         ("collect.episodes=0", "collect.episodes=0 is invalid; expected a positive int"),
         ("collect.episodes=-3", "collect.episodes=-3 is invalid; expected a positive int"),
+        ("collect.workers=0", "collect.workers=0 is invalid; expected a positive int"),
         ("env.image_size=8", "image_size=8 is invalid; expected an int >= 16"),
         ("env.image_size=big", "image_size='big' is invalid; expected an int >= 16"),
         ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected one of 'uniform', 'correlated', 'scripted'"),
@@ -112,7 +113,7 @@ def test_kill_and_resume(tmp_path):
     assert 4 <= killed_at < 12, "the kill should land mid-collection"
     assert len(EpisodeStore(train_dir)) == killed_at  # everything committed is readable
 
-    result = cli("collect", *args[1:])
+    result = cli("collect", *args[1:], "collect.workers=2")  # resumed by two worker processes
     assert result.returncode == 0, result.stderr
     store = EpisodeStore(train_dir)
     assert len(store) == 12 and store.verify() == []
@@ -120,7 +121,7 @@ def test_kill_and_resume(tmp_path):
     assert store.array("seed").tolist() == expected_seeds  # resumed, not restarted nor duplicated
     assert len(EpisodeStore(tmp_path / "dataset" / "val")) == 4
 
-    # the resumed episodes are exactly what an uninterrupted run produces
+    # the resumed episodes are exactly what an uninterrupted run in one process produces
     config = OmegaConf.load(tmp_path / "dataset" / "config.yaml")
     task = envs.make_from_config(config.env)
     try:
