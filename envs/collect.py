@@ -171,14 +171,19 @@ def rolled_episodes(task, cfg: DictConfig, jobs: list[tuple[str, int]]) -> Itera
     """The episodes of `jobs` ((split, index) pairs), in their order: rolled in this process on `task`, or by
     `collect.workers` processes (spawned, each with its own task; episodes depend on (seed, split, index) only)."""
     if cfg.collect.workers == 1 or len(jobs) < 2:
-        for split, index in jobs:
-            yield collect_episode(task, split_policy(cfg.collect, split), cfg.collect.episode_length,
-                                  *episode_seeds(cfg.seed, split, index))
+        for job in jobs:
+            yield roll_episode(task, cfg, job)
         return
     settings = OmegaConf.to_container(cfg, resolve=True)
     with multiprocessing.get_context("spawn").Pool(min(cfg.collect.workers, len(jobs)), initializer=start_worker,
                                                    initargs=(settings,)) as pool:
         yield from pool.imap(worker_episode, jobs)  # leaving the block (done, error, Ctrl-C) terminates the workers
+
+
+def roll_episode(task, cfg: DictConfig, job: tuple[str, int]) -> dict[str, np.ndarray]:
+    split, index = job
+    return collect_episode(task, split_policy(cfg.collect, split), cfg.collect.episode_length,
+                           *episode_seeds(cfg.seed, split, index))
 
 
 WORKER: dict = {}  # a worker process's config and task
@@ -191,10 +196,7 @@ def start_worker(settings: dict) -> None:
 
 
 def worker_episode(job: tuple[str, int]) -> dict[str, np.ndarray]:
-    split, index = job
-    cfg = WORKER["cfg"]
-    return collect_episode(WORKER["task"], split_policy(cfg.collect, split), cfg.collect.episode_length,
-                           *episode_seeds(cfg.seed, split, index))
+    return roll_episode(WORKER["task"], WORKER["cfg"], job)
 
 
 def write_preview(dataset_dir: Path, episodes: int) -> Path:
