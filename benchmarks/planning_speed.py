@@ -1,19 +1,19 @@
 """Planning speed: seconds per plan with the latent world model, CEM against faster planners, B envs at once.
 
-The default predictor (configs/predictor/default.yaml; random weights: speed does not depend on them) on
-latents of the default encoder's width, horizon 5 blocks. Each planner is a `planner` config group option
-(`cem`: 300 x 30, top 30; `icem`: configs/planner/icem.yaml); for B envs planned at once (default 1 and 16),
-fp32 and bf16 autocast (bf16 by default only where the CPU computes it natively, as the configs pick; with
-torch.compile too, `+c`, under --compile), it reports seconds per plan,
-per env, and three ratios measured in the same run: per env against the same planner and precision at
-B = 1 (target at B = 16: <= 1/8), against CEM in fp32 at B = 1 (the baseline), and against the simulator
-oracle's plan (CEM with the true MuJoCo simulator, as `evaluate.agent=oracle` plans) at B = 1. Also
-rollouts/s and the fraction of this machine's matrix-multiply peak (measured in the same run; FLOPs counted
-with torch.utils.flop_counter on one energy call). Every case is timed once per round, rounds repeated
-(--repeats), so a load that changes during the run falls on all of them; medians over the rounds. The load
-average at start and end goes into the JSON. Prints a table, writes benchmarks/results/planning_speed.json.
+The default predictor (configs/predictor/default.yaml; random weights: speed does not depend on them) on latents
+of the default encoder's width, horizon 5 blocks. Each planner is a `planner` config group option (`cem`: 300 x
+30, top 30; `icem`: configs/planner/icem.yaml); for B envs planned at once (default 1 and 16), fp32 and bf16
+autocast (bf16 by default only where the CPU computes it natively, as the configs pick) and with torch.compile
+(`+c`, under --compile), it reports seconds per plan, per env, and three ratios measured in the same run: per
+env against the same planner and precision at B = 1 (target at B = 16: <= 1/8), against CEM in fp32 at B = 1
+(the baseline), and against the simulator oracle's plan (CEM with the true MuJoCo simulator, as
+`evaluate.agent=oracle` plans) at B = 1. Also rollouts/s and the fraction of this machine's matrix-multiply peak
+(measured in the same run; FLOPs counted with torch.utils.flop_counter on one energy call). Every case is timed
+once per round, rounds repeated (--repeats), so a load that changes during the run falls on all of them; medians
+over the rounds. The load average at start and end goes into the JSON. Prints a table, writes
+benchmarks/results/planning_speed.json.
 
-    python -m benchmarks.planning_speed                          # cem and icem, B = 1 and 16, fp32 and bf16
+    python -m benchmarks.planning_speed                          # cem and icem, B = 1 and 16, fp32 (+ bf16 if native)
     python -m benchmarks.planning_speed --planners cem icem mppi --batches 1 4 16 --repeats 5
     python -m benchmarks.planning_speed --compile                # also rows with torch.compile (evaluate.compile)
     python -m benchmarks.planning_speed --dtypes fp32 bf16       # bf16 also where it is emulated (AVX2: 4-8x slower)
@@ -194,9 +194,9 @@ def main() -> None:
     print_table(rows, configs["cem"], peaks)
     atomic_write_json(RESULTS if not args.smoke else RESULTS.with_name("planning_speed_smoke.json"), {
         "rows": rows, "matmul_peak_flops": peaks, "overrides": overrides, "repeats": args.repeats,
-        "native_bf16": native_bf16("cpu"), "torch_threads": torch.get_num_threads(), "load_average_start": load_at_start,
-        "load_average_end": os.getloadavg(), "machine": platform.platform(), "cpus": os.cpu_count(),
-        "cuda": torch.cuda.is_available()})
+        "native_bf16": native_bf16("cpu"), "torch_threads": torch.get_num_threads(),
+        "load_average_start": load_at_start, "load_average_end": os.getloadavg(), "machine": platform.platform(),
+        "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()})
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@
     jepa-agent collect env=reacher collect.episodes=200 hydra.run.dir=runs/reacher
     jepa-agent collect env=point_mass collect.policy.persistence=0.97 hydra.run.dir=runs/pm
 
-Every episode's reset seed and policy noise derive from (seed, split, episode index), so a rerun
-with the same config resumes after the last committed episode and reproduces the same data;
-raising `collect.episodes` appends. With `collect.workers` > 1, worker processes (one task each) roll the
-episodes and the writer commits them in index order, so the dataset is the same as one process writes. A split collected with other settings (`split_meta`), or holding
-more episodes than asked for, is refused, naming them, unless `run.overwrite=true`, which deletes it
-and collects afresh. The evaluation split uses its own seed stream, so its episodes
-never coincide with training ones, and may use its own behaviour policy (`collect.eval_policy`): the
-evaluation protocol's goals are then as far from their starts as that policy moves in 25 steps.
+Every episode's reset seed and policy noise derive from (seed, split, episode index), so a rerun with the same
+config resumes after the last committed episode and reproduces the same data; raising `collect.episodes`
+appends. With `collect.workers` > 1, worker processes (one task each) roll the episodes and the writer commits
+them in index order, so the dataset is the same as one process writes. A split collected with other settings
+(`split_meta`), or holding more episodes than asked for, is refused, naming them, unless `run.overwrite=true`,
+which deletes it and collects afresh. The evaluation split uses its own seed stream, so its episodes never
+coincide with training ones, and may use its own behaviour policy (`collect.eval_policy`): the evaluation
+protocol's goals are then as far from their starts as that policy moves in 25 steps.
 """
 from __future__ import annotations
 
