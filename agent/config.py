@@ -40,10 +40,12 @@ def one_line_config_errors():
 
             new_task = ""
             if group == "env" and option in TASKS:  # a new task without its env config yet
-                new_task = f" (task {option!r} is registered: add configs/env/{option}.yaml, README: Adding a task)"
+                new_task = (f" (task {option!r} is registered: add configs/env/{option}.yaml, "
+                            "docs/architecture.md: Adding a task)")
             raise ValueError(f"{group}={option} is invalid; expected one of: {', '.join(error.options)}"
                              + new_task) from None
-        plugin_hint = "; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?" if group.startswith("hydra/") else ""
+        plugin_hint = ("; is its Hydra plugin installed (e.g. hydra-submitit-launcher)?"
+                       if group.startswith("hydra/") else "")
         raise ValueError(str(error).splitlines()[0].rstrip(".") + plugin_hint) from None
     except (HydraException, OmegaConfBaseException) as error:
         lines = [line.strip().rstrip(".") for line in str(error).splitlines()

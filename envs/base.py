@@ -1,7 +1,7 @@
 """`PixelTask`: a goal-conditioned dm_control task with pixel observations behind the Gymnasium API.
 
 A task file subclasses it, names the dm_control domain, hides the target, and defines a vectorised
-`distances(states, goal_state)` and `success_threshold` (README, "Adding a task"); everything else is
+`distances(states, goal_state)` and `success_threshold` (docs/architecture.md, "Adding a task"); everything else is
 shared here.
 
     obs = {"pixels": uint8 (H, W, 3), "proprio": float32 (P,)}      # P = nq + nv

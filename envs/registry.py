@@ -1,4 +1,4 @@
-"""Task registry. Adding a task (README, "Adding a task"): a `PixelTask` subclass in its own file, one
+"""Task registry. Adding a task (docs/architecture.md, "Adding a task"): a `PixelTask` subclass in its own file, one
 entry in `TASKS`, and `configs/env/<name>.yaml`."""
 from __future__ import annotations
 
