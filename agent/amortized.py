@@ -97,12 +97,14 @@ class AmortizedAgent:
     batch: int | None = field(default=None, init=False)  # B, set by reset
 
     def __post_init__(self):
-        if self.hold_radius < 0 or (self.hold_radius > 0 and (self.hold is None or self.propose.position_readout is None)):
+        hold_unreadable = self.hold is None or self.propose.position_readout is None
+        if self.hold_radius < 0 or (self.hold_radius > 0 and hold_unreadable):
             raise ValueError(f"evaluate.effector_hold.radius={self.hold_radius} is invalid here; expected 0, or > 0 "
                              "with a task that has an effector and a goal policy that reads the position readout")
-        if self.carried_radius < 0 or (self.carried_radius > 0 and (not self.hold_radius or self.hold.grasping is None)):
-            raise ValueError(f"evaluate.effector_hold.carried_radius={self.carried_radius} is invalid here; expected 0, "
-                             "or > 0 with a hold radius > 0 and a task that senses what its gripper holds")
+        carry_unsensed = not self.hold_radius or self.hold.grasping is None
+        if self.carried_radius < 0 or (self.carried_radius > 0 and carry_unsensed):
+            raise ValueError(f"evaluate.effector_hold.carried_radius={self.carried_radius} is invalid here; "
+                             "expected 0, or > 0 with a hold radius > 0 and a task that senses what its gripper holds")
 
     def reset(self, goal_images: np.ndarray, goal_states: np.ndarray | None, seeds: Sequence[int]) -> None:
         """Goal states are not read (the goal is its image); seeds neither: the policy is deterministic."""

@@ -16,7 +16,8 @@ from agent.worlds import LatentWorld
 from planners import make_planner
 
 PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner, cfg.mpc, cfg.evaluate.energy
-RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model", "policy")  # a run directory's `paths`
+# a run directory's `paths`
+RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model", "policy")
 
 
 def load_world_model(cfg: DictConfig, task, device: str):
@@ -153,7 +154,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
                             image_size=int(cfg.env.image_size), reference=load_reference(cfg.paths.predictor, device),
                             latent_weight=float(energy.latent_weight),
                             reach_chain=reach_chain, reach_weight=reach_weight, reach_gate=task.success_threshold,
-                            hold_radius=float(energy.hold_radius), hold_velocity_weight=float(energy.hold_velocity_weight),
+                            hold_radius=float(energy.hold_radius),
+                            hold_velocity_weight=float(energy.hold_velocity_weight),
                             hold_action_weight=float(energy.hold_action_weight),
                             hold_position_weight=None if energy.hold_position_weight is None
                             else float(energy.hold_position_weight), goal_position_reader=goal_position_reader)

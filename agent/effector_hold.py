@@ -42,11 +42,12 @@ class EffectorHold:
                  gripper_index: int | None = None, grasping: Callable[[np.ndarray], np.ndarray] | None = None):
         if not action_scale > 0 or not integral_gain >= 0 or action_dim < 3:
             raise ValueError(f"an effector hold of action_scale={action_scale}, integral_gain={integral_gain}, "
-                             f"action_dim={action_dim} is invalid; expected a scale > 0, a gain >= 0 and x, y, z actions")
+                             f"action_dim={action_dim} is invalid; "
+                             "expected a scale > 0, a gain >= 0 and x, y, z actions")
         no_gripper = gripper_index is None
         if no_gripper != (grasping is None) or not (no_gripper or 3 <= gripper_index < action_dim):
-            raise ValueError(f"an effector hold of gripper_index={gripper_index} is invalid; expected None, or an index "
-                             f"in [3, {action_dim}) of the action with the task's grasping")
+            raise ValueError(f"an effector hold of gripper_index={gripper_index} is invalid; "
+                             f"expected None, or an index in [3, {action_dim}) of the action with the task's grasping")
         self.chain, self.action_scale, self.action_dim = chain, float(action_scale), int(action_dim)
         self.integral_gain = float(integral_gain)
         self.gripper_index, self.grasping = gripper_index, grasping

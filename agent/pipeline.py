@@ -188,7 +188,9 @@ def damaged_latent_splits(latents_dir: Path) -> list[tuple[Path, str]]:
     non-finite values: changed values passed as "embed: up to date" and silently changed the results."""
     from world_model.latent_cache import MANIFEST, LatentCache
 
-    splits = sorted(path for path in latents_dir.iterdir() if (path / MANIFEST).is_file()) if latents_dir.is_dir() else []
+    if not latents_dir.is_dir():
+        return []
+    splits = sorted(path for path in latents_dir.iterdir() if (path / MANIFEST).is_file())
     problems = [(split, LatentCache(split).verify()) for split in splits]
     return [(split, problem) for split, problem in problems if problem]
 

@@ -45,7 +45,8 @@ class SimulatorWorld:
         def energy(actions: torch.Tensor) -> torch.Tensor:
             actions = actions[:, :, :blocks]  # (B, K, H', block*A)
             batch, samples, horizon, _ = actions.shape
-            step_actions = actions.detach().cpu().double().numpy().reshape(batch * samples, horizon * self.block, action_dim)
+            step_actions = actions.detach().cpu().double().numpy()
+            step_actions = step_actions.reshape(batch * samples, horizon * self.block, action_dim)  # (B*K, T, A)
             initial = np.repeat(states, samples, axis=0)  # (B*K, S)
             trajectory = self.task.simulate(initial, step_actions)  # (B*K, H*block*repeat, S)
             trajectory = trajectory.reshape(batch, samples, horizon * substeps, -1)

@@ -106,7 +106,8 @@ class LatentWorld:
             raise ValueError(f"evaluate.energy.position_weight={position_weight} is invalid; expected >= 0")
         if position_weight and (position_readout is None or not predictor.config.proprio_dim):
             raise ValueError(f"evaluate.energy.position_weight={position_weight} needs a predictor that predicts the "
-                             "proprio (predictor.use_proprio=true) and its position readout (predictor.readout.steps > 0)")
+                             "proprio (predictor.use_proprio=true) and its position readout "
+                             "(predictor.readout.steps > 0)")
         if position_weight and position_readout.config.qpos_indices is not None:
             raise ValueError(f"evaluate.energy.position_weight={position_weight} needs a position readout of the "
                              f"proprio's positions; this one reads qpos {list(position_readout.config.qpos_indices)} "
@@ -120,11 +121,11 @@ class LatentWorld:
                              "readout term (position_weight or latent_readout_weight > 0)")
         self.latent_weight = float(latent_weight)
         if reach_weight < 0 or (reach_weight and (reach_chain is None or not latent_readout_weight)):
-            raise ValueError(f"evaluate.energy.reach_weight={reach_weight} is invalid; expected 0, or > 0 with a latent "
-                             "readout term (latent_readout_weight > 0) on a task with an effector (the cube)")
+            raise ValueError(f"evaluate.energy.reach_weight={reach_weight} is invalid; expected 0, or > 0 with a "
+                             "latent readout term (latent_readout_weight > 0) on a task with an effector (the cube)")
         if reach_weight and len(latent_readout.config.qpos_indices) != 3:
-            raise ValueError(f"evaluate.energy.reach_weight={reach_weight} needs a latent readout of an object's x, y, z; "
-                             f"this one reads qpos {list(latent_readout.config.qpos_indices)}")
+            raise ValueError(f"evaluate.energy.reach_weight={reach_weight} needs a latent readout of an object's "
+                             f"x, y, z; this one reads qpos {list(latent_readout.config.qpos_indices)}")
         self.reach_chain, self.reach_weight, self.reach_gate = reach_chain, float(reach_weight), float(reach_gate)
         if (min(hold_radius, hold_velocity_weight, hold_action_weight) < 0 or (hold_radius and not position_weight)
                 or ((hold_velocity_weight or hold_action_weight) and not hold_radius)):
@@ -138,8 +139,8 @@ class LatentWorld:
         self.hold_radius, self.hold_velocity_weight = float(hold_radius), float(hold_velocity_weight)
         self.hold_action_weight = float(hold_action_weight)
         if hold_position_weight is not None and (hold_position_weight < 0 or not hold_radius):
-            raise ValueError(f"evaluate.energy.hold_position_weight={hold_position_weight} is invalid; expected null, or "
-                             ">= 0 with a hold radius (hold_radius > 0)")
+            raise ValueError(f"evaluate.energy.hold_position_weight={hold_position_weight} is invalid; "
+                             "expected null, or >= 0 with a hold radius (hold_radius > 0)")
         self.hold_position_weight = float(position_weight if hold_position_weight is None else hold_position_weight)
         self.image_size = image_size
         self.reference, self.warned = reference, False
@@ -169,8 +170,8 @@ class LatentWorld:
         if self.reach_weight:  # the chain's joints among the proprio's entries
             missing = [address for address in reach_chain.qpos_addresses if address not in self.proprio_indices]
             if missing:
-                raise ValueError(f"the effector's joints at qpos {missing} are not in the proprio; expected a predictor "
-                                 "that predicts the arm's joints (predictor.use_proprio=true)")
+                raise ValueError(f"the effector's joints at qpos {missing} are not in the proprio; "
+                                 "expected a predictor that predicts the arm's joints (predictor.use_proprio=true)")
             self.reach_columns = [self.proprio_indices.index(address) for address in reach_chain.qpos_addresses]
 
     @property
@@ -215,7 +216,8 @@ class LatentWorld:
         if self.predictor.config.proprio_dim:  # the proprio, as the task observes it
             proprio = np.asarray(states, dtype=np.float32)[:, self.proprio_indices]  # (B, P), a copy
             proprio = torch.tensor(proprio, device=self.device)
-            self.context_proprio = [*self.context_proprio, self.predictor.prepare_proprio(proprio)][-self.context_frames :]
+            self.context_proprio.append(self.predictor.prepare_proprio(proprio))
+            self.context_proprio = self.context_proprio[-self.context_frames :]
         # the blocks executed between the kept frames: one fewer than the frames
         self.context_actions = self.context_actions[len(self.context_actions) - (len(self.context_latents) - 1) :]
 
@@ -296,7 +298,8 @@ class LatentWorld:
                 envs = slice(start, start + chunk_envs)
                 rows = slice(start * samples, (start + chunk_envs) * samples)
                 with self._autocast():
-                    predicted, predicted_proprio = self.predictor.rollout(  # an env's context runs once for its K candidates
+                    # an env's context runs once for its K candidates
+                    predicted, predicted_proprio = self.predictor.rollout(
                         padded_context[envs], flat_actions[rows],
                         None if padded_context_actions is None else padded_context_actions[envs],
                         None if padded_context_proprio is None else padded_context_proprio[envs], return_proprio=True,
@@ -313,7 +316,8 @@ class LatentWorld:
                     readout = self.latent_readout
                     predicted_objects = readout.standardised(predicted)  # (chunk, H, positions), in training stds
                     goal_objects = readout.standardised(flat_goal)  # (chunk, 1, positions)
-                    distance = distance + self.latent_readout_weight * (predicted_objects - goal_objects).square().mean(-1)
+                    object_distance = (predicted_objects - goal_objects).square().mean(-1)  # (chunk, H)
+                    distance = distance + self.latent_readout_weight * object_distance
                 if self.reach_weight:
                     active = repeat_last_env(reaching, padded)[envs].repeat_interleave(samples)[:, None]  # (chunk, 1)
                     distance = distance + self.reach_weight * active * self.reach_distance(predicted_proprio, predicted)

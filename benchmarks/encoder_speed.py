@@ -40,7 +40,8 @@ def main() -> None:
 
     group = compose_config(".", [f"encoder={args.encoder}"]).encoder
     if group.get("pretrain") is None:
-        raise ValueError(f"encoder={args.encoder} loads released weights; expected an in-domain option such as vjepa_tiny")
+        raise ValueError(f"encoder={args.encoder} loads released weights; "
+                         "expected an in-domain option such as vjepa_tiny")
     architecture = OmegaConf.to_container(group.architecture)
     pretrain_values = OmegaConf.to_container(group.pretrain)
     config = build_config(architecture, pretrain_values["clip_frames"])

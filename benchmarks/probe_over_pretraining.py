@@ -11,7 +11,8 @@ keeps the rows done), probe_over_pretraining.png (R^2 against steps), config.yam
 in snapshots/step_NNNNN/ (read by `world_model.load_encoder`). A rerun starts afresh.
 
     python -m benchmarks.probe_over_pretraining runs/r8 experiment=reacher threads=2
-    python -m benchmarks.probe_over_pretraining runs/r8 experiment=reacher --steps 0,100,1500 encoder.pretrain.variance_weight=1
+    python -m benchmarks.probe_over_pretraining runs/r8 experiment=reacher --steps 0,100,1500 \
+        encoder.pretrain.variance_weight=1
     python -m benchmarks.probe_over_pretraining runs/pm2 experiment=point_mass --steps 0,500,1500
 """
 from __future__ import annotations

@@ -86,8 +86,8 @@ def seconds_per_action(metrics: dict, cfg, kind: str) -> float | None:
 
 def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> float:
     """The median of `repeats` decisions (planner or policy calls; at least 100 of the policy's) for one env,
-    timed back to back in this process (eager: evaluate.compile off), per task step each decides. Goal: the start frame itself (the
-    energy's landscape does not change its cost)."""
+    timed back to back in this process (eager: evaluate.compile off), per task step each decides. Goal: the start
+    frame itself (the energy's landscape does not change its cost)."""
     import envs
     from agent.build import build_agent
 

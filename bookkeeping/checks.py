@@ -75,5 +75,6 @@ def angular_position_mask(angular_positions, positions: int) -> tuple[bool, ...]
         return (bool(angular_positions),) * positions
     mask = tuple(bool(flag) for flag in angular_positions)
     if len(mask) != positions:
-        raise ValueError(f"angular_positions={list(mask)} has {len(mask)} flags; expected one per position ({positions})")
+        raise ValueError(f"angular_positions={list(mask)} has {len(mask)} flags; "
+                         f"expected one per position ({positions})")
     return mask

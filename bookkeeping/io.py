@@ -134,7 +134,8 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def differing_keys(saved: dict, current: dict) -> list[str]:
     """Sorted dotted keys whose values differ between two nested dicts (missing on one side counts)."""
     saved, current = flatten(saved), flatten(current)
-    return sorted(key for key in set(saved) | set(current) if saved.get(key, "<missing>") != current.get(key, "<missing>"))
+    missing = "<missing>"
+    return sorted(key for key in set(saved) | set(current) if saved.get(key, missing) != current.get(key, missing))
 
 
 def describe_differences(saved: dict, current: dict, limit: int = 4) -> str:
@@ -176,7 +177,8 @@ def may_resume(what: str, path: str | os.PathLike, saved: dict, current: dict, o
         return True
     differences = describe_differences(saved, current) if saved else "no identity recorded"
     if overwrite:
-        print(f"{what} {str(path)!r} was made with other settings ({differences}); starting afresh (run.overwrite=true)")
+        print(f"{what} {str(path)!r} was made with other settings ({differences}); "
+              "starting afresh (run.overwrite=true)")
         return False
     raise ValueError(f"{what} {str(path)!r} was made with other settings ({differences}); pass "
                      f"run.overwrite=true to start afresh, or {elsewhere}")

@@ -112,7 +112,8 @@ class Cube(PixelTask):
         self.gripper_driver_position = int(model.jnt_qposadr[GRIPPER_DRIVER])  # within qpos
         arm = [*ARM_JOINTS, GRIPPER_DRIVER]
         self.proprio_indices = tuple(int(i) for i in (*model.jnt_qposadr[arm], *(model.nq + model.jnt_dofadr[arm])))
-        self.angular_positions = tuple(bool(index < cube_qpos) for index in range(model.nq))  # hinges; the free joint not
+        # the arm's hinges are angular; the cube's free joint is not
+        self.angular_positions = tuple(bool(index < cube_qpos) for index in range(model.nq))
         self._setup_rendering(model, image_size, camera_id, camera_fovy, action_repeat, shadows, reflections,
                               render_mode)
         close_at_exit(self)
@@ -152,8 +153,8 @@ class Cube(PixelTask):
 
     def simulate(self, initial_states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """The true simulator for the oracle: initial_states (B, S), actions (B, T, A) -> states after every
-        control step (B, T * action_repeat, S). OGBench solves IK in Python at every step, so this steps this task's own physics
-        (about 700 steps/s) and restores its state afterwards."""
+        control step (B, T * action_repeat, S). OGBench solves IK in Python at every step, so this steps this
+        task's own physics (about 700 steps/s) and restores its state afterwards."""
         saved = self.get_state()
         batch, steps, _ = actions.shape
         trajectories = np.empty((batch, steps * self.action_repeat, self.nq + self.nv))  # (B, T*repeat, S)
@@ -225,7 +226,8 @@ class PickAndPlacePolicy:
 
         if noise < 0 or not 0 <= noise_smoothing < 1 or not 0 <= random_fraction <= 1:
             raise ValueError(f"collect.policy noise={noise}, noise_smoothing={noise_smoothing}, random_fraction="
-                             f"{random_fraction} is invalid; expected noise >= 0, smoothing in [0, 1), fraction in [0, 1]")
+                             f"{random_fraction} is invalid; "
+                             "expected noise >= 0, smoothing in [0, 1), fraction in [0, 1]")
         self.task, self.rng = task, rng
         self.noise, self.smoothing, self.random_fraction = float(noise), float(noise_smoothing), float(random_fraction)
         self.oracle = CubeMarkovOracle(env=task._ogbench, min_norm=0.4)
@@ -276,7 +278,8 @@ class GoalExpert:
         mujoco.mj_forward(env._model, env._data)
         mujoco.mj_rnePostConstraint(env._model, env._data)
         target = env._cube_target_mocap_ids[env._target_block]
-        cube_qpos = self.goal_state[self.task.cube_position.start : self.task.cube_position.start + 7]  # xyz, quaternion
+        cube_start = self.task.cube_position.start
+        cube_qpos = self.goal_state[cube_start : cube_start + 7]  # xyz, quaternion
         env._data.mocap_pos[target], env._data.mocap_quat[target] = cube_qpos[:3], cube_qpos[3:]
         self.previous_action = np.clip(self.oracle.select_action(None, env.compute_ob_info()), -1.0, 1.0)
         return self.previous_action.astype(np.float32)

@@ -78,7 +78,9 @@ class ICEMPlanner(CEMPlanner):
         batch_size: int = 1,
         init_std: float | None = None,
     ) -> PlanResult:
-        """Minimise energy_fn over (B, H, D) action sequences inside [low, high]; arguments as `SamplingPlanner.plan`."""
+        """Minimise energy_fn over (B, H, D) action sequences inside [low, high].
+
+        Arguments as `SamplingPlanner.plan`."""
         mean = self._initial_mean(init_mean, batch_size)  # (B, H, D)
         batch = mean.shape[0]
         generators = self._generators(generator, batch)

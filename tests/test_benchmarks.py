@@ -89,8 +89,9 @@ def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_pat
     from world_model.encoder import load_encoder, random_encoder
 
     shutil.copytree(micro_run_dir / "dataset", tmp_path / "run" / "dataset")
-    result = run_module("benchmarks.probe_over_pretraining", str(tmp_path / "run"), "experiment=micro", "--steps", "2,0",
-                        "probe.attentive.steps=5", "probe.attentive.seeds=[0,1]", "probe.max_frames=40")
+    result = run_module("benchmarks.probe_over_pretraining", str(tmp_path / "run"), "experiment=micro",
+                        "--steps", "2,0", "probe.attentive.steps=5", "probe.attentive.seeds=[0,1]",
+                        "probe.max_frames=40")
     assert result.returncode == 0, result.stderr[-2000:]
     output = tmp_path / "run" / "probe_over_pretraining"
     rows = json.loads((output / "probe_over_pretraining.json").read_text())["rows"]
@@ -109,7 +110,8 @@ def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_pat
 
 
 @pytest.mark.parametrize("args, expected", [
-    (("benchmarks.planner_synthetic", "--action-dim", "0"), "argument --action-dim: '0' is invalid; expected a positive int"),
+    (("benchmarks.planner_synthetic", "--action-dim", "0"),
+     "argument --action-dim: '0' is invalid; expected a positive int"),
     (("benchmarks.predictor_inputs", "RUN", "--seed", "-1"), "argument --seed: '-1' is invalid; expected an int >= 0"),
     (("benchmarks.stage_times", "RUN"), "stages.json is missing; run `jepa-agent run hydra.run.dir="),
     (("benchmarks.encoder_ceiling", "RUN"), "is not a run directory"),

@@ -27,7 +27,8 @@ def test_shared_holders_admit_each_other_and_refuse_an_exclusive_one(tmp_path):
     process = holder(tmp_path, shared=True)
     try:
         with directory_lock(tmp_path, "run directory", shared=True):
-            with pytest.raises(ValueError, match=rf"^run directory '{tmp_path}' is in use by .*; wait for it") as refused:
+            in_use = rf"^run directory '{tmp_path}' is in use by .*; wait for it"
+            with pytest.raises(ValueError, match=in_use) as refused:
                 with directory_lock(tmp_path, "run directory", command="second"):
                     pass
             assert f"pid {process.pid} (holder cmd)" in str(refused.value)

@@ -156,7 +156,8 @@ def embed_split(store: EpisodeStore, encoder, split_dir: str | Path, embed_cfg: 
                 overwrite: bool = False) -> LatentCache:
     """Embed one split into `split_dir` (resumable); returns the complete cache."""
     split_dir = Path(split_dir)
-    identity = cache_identity(store, encoder, int(embed_cfg.pool_grid))  # "grid": embed.pool_grid, capped by the encoder's
+    # "grid": embed.pool_grid, capped by the encoder's
+    identity = cache_identity(store, encoder, int(embed_cfg.pool_grid))
     episodes_done = prepare_split_dir(split_dir, identity, overwrite)
     if episodes_done == -1:
         print(f"latent cache {split_dir} is complete; nothing to do")

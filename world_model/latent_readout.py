@@ -113,7 +113,8 @@ def train_latent_readout(settings: DictConfig, predictor, train_cache, val_cache
     metrics = {"val_frames": len(errors), "val_median_error_per_position": errors.median(0).values.tolist(),
                "val_median_error": float(errors.norm(dim=-1).median()), "steps": steps}
     save_latent_readout(readout, output_dir, metrics)
-    print(f"latent readout of qpos {indices}: held-out median error {metrics['val_median_error']:.4f} (norm, task units)")
+    print(f"latent readout of qpos {indices}: held-out median error {metrics['val_median_error']:.4f} "
+          "(norm, task units)")
     return metrics
 
 

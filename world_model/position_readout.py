@@ -130,7 +130,8 @@ class PositionReadout(nn.Module):
         linear_count = self.config.positions - angle_count
         standardised, sines, cosines = outputs.split([linear_count, angle_count, angle_count], dim=-1)
         positions = outputs.new_empty(outputs.shape[0], self.config.positions)  # (B, positions)
-        positions[:, ~self.angular] = standardised * self.position_std[~self.angular] + self.position_mean[~self.angular]
+        linear = ~self.angular
+        positions[:, linear] = standardised * self.position_std[linear] + self.position_mean[linear]
         positions[:, self.angular] = torch.atan2(sines, cosines)
         return positions
 

@@ -12,8 +12,9 @@ its R^2 is the mean over the probe seeds `probe.attentive.seeds`, each seed's ke
 The encoder clearly beats random on a probe when it reads the state (R^2 > 0) and its R^2 exceeds
 the best random seed's by `probe.clear_margin`. Random seed s is the initialisation that `pretrain`
 with `seed=s` starts from, so the seed equal to the run's seed isolates what pretraining changed
-(after a few steps, as in the `micro` preset, that encoder and its random twin score alike). Writes `cfg.run_dir/probe/probe.json`, `probe.png`
-(bar chart, encoder vs the random seeds' mean and range) and `config.yaml`.
+(after a few steps, as in the `micro` preset, that encoder and its random twin score alike). Writes
+`cfg.run_dir/probe/probe.json`, `probe.png` (bar chart, encoder vs the random seeds' mean and range) and
+`config.yaml`.
 """
 from __future__ import annotations
 
@@ -204,7 +205,8 @@ def main(cfg: DictConfig) -> None:
               "attentive_probe_seeds": [int(seed) for seed in settings.attentive.seeds],
               "attentive_r2_by_probe_seed": {"encoder": encoder_attentive_by_seed,
                                              "random_by_seed": random_attentive_by_seed},
-              **{key: value for key, value in comparison.items() if key != "random_mean"}, "seconds": round(time.perf_counter() - started, 1)}
+              **{key: value for key, value in comparison.items() if key != "random_mean"},
+              "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_json(output / "probe.json", report)
     plot(encoder_r2, encoder_attentive_by_seed, comparison, output / "probe.png")
     atomic_write_text(output / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the settings of these results
@@ -213,8 +215,12 @@ def main(cfg: DictConfig) -> None:
           f"{report['attentive_probe_seeds']}):")
     for probe_kind, groups in encoder_r2.items():
         for group, value in groups.items():
-            verdict = "clearly better" if comparison["clearly_beats_random"][probe_kind][group] else "not clearly better"
-            print(f"  {probe_kind:<9} {group:<10} encoder {value:6.3f}   random {report['r2']['random'][probe_kind][group]:6.3f} "
-                  f"[{comparison['random_min'][probe_kind][group]:.3f}, {comparison['random_max'][probe_kind][group]:.3f}]"
-                  f"   {verdict} (margin {comparison['margin_over_best_random'][probe_kind][group]:+.3f})")
+            clearly = comparison["clearly_beats_random"][probe_kind][group]
+            verdict = "clearly better" if clearly else "not clearly better"
+            random_mean = report["r2"]["random"][probe_kind][group]
+            random_min = comparison["random_min"][probe_kind][group]
+            random_max = comparison["random_max"][probe_kind][group]
+            margin = comparison["margin_over_best_random"][probe_kind][group]
+            print(f"  {probe_kind:<9} {group:<10} encoder {value:6.3f}   random {random_mean:6.3f} "
+                  f"[{random_min:.3f}, {random_max:.3f}]   {verdict} (margin {margin:+.3f})")
     print(f"probe: wrote {output / 'probe.json'} and probe.png ({report['seconds']} s)")

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers
 from bookkeeping.identity import config_identity
-from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume, read_checkpoint
+from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
+                            read_checkpoint)
 from envs.dataset import recorded_angular_positions
 from world_model.energy import latent_distance
 from world_model.event_log import EventLog
@@ -208,8 +209,9 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
     train_cache = LatentCache(Path(cfg.paths.latents) / "train", fingerprint)
     val_cache = LatentCache(Path(cfg.paths.latents) / "val", fingerprint)
     if train_cache.manifest["task"] != cfg.env.name:
-        raise ValueError(f"the latent cache {str(train_cache.split_dir)!r} holds task {train_cache.manifest['task']!r}, "
-                         f"but env.name={cfg.env.name!r}; pass the matching env= or another paths.latents")
+        raise ValueError(f"the latent cache {str(train_cache.split_dir)!r} holds task "
+                         f"{train_cache.manifest['task']!r}, but env.name={cfg.env.name!r}; "
+                         "pass the matching env= or another paths.latents")
     if int(cfg.predictor.readout.steps) > 0:  # the readout reads hinge joints as (sin, cos): known before training
         angles = recorded_angular_positions(train_cache.manifest["dataset_meta"],
                                             f"the dataset of latent cache {str(train_cache.split_dir)!r}")
@@ -258,7 +260,8 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
                     disable=not processes.is_main)
     while step < total_steps:
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(train_data.windows), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        epoch_generator = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        order = torch.randperm(len(train_data.windows), generator=epoch_generator)
         if step_in_epoch == 0:
             epoch_loss, epoch_steps = 0.0, 0  # this process's training loss summed over the epoch's steps
         for index in range(step_in_epoch, steps_per_epoch):

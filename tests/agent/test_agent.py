@@ -281,7 +281,8 @@ def test_act_before_reset_or_with_another_batch_is_refused(micro_run_dir):
 def test_load_agent_refuses_unknown_keys_and_another_task(micro_run_dir):
     with pytest.raises(ValueError, match=r"unknown config keys \['planner.sampels'\]"):
         load_agent(micro_run_dir, planner={"sampels": 100})
-    mppi = load_agent(micro_run_dir, planner={"name": "mppi", "temperature": 0.5, "samples": 8})  # another planner's keys
+    # another planner's keys
+    mppi = load_agent(micro_run_dir, planner={"name": "mppi", "temperature": 0.5, "samples": 8})
     assert type(mppi.planner).__name__ == "MPPIPlanner" and mppi.planner.temperature == 0.5
     task = envs.make("point_mass", image_size=32)
     try:  # the task given, not the run's config, is what the agent will act in

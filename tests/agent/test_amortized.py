@@ -130,8 +130,9 @@ def test_bad_effector_hold_settings_are_named(policy_run, tmp_path):
             build_agent(cfg, task, "amortized")
         cfg.evaluate.effector_hold.radius = 0
         agent = build_agent(cfg, task, "amortized")  # its policy reads no position readout (micro has none)
-        with pytest.raises(ValueError, match="evaluate.effector_hold.radius=0.03 is invalid here; expected 0, or > 0 "
-                                             "with a task that has an effector and a goal policy that reads the position"):
+        with pytest.raises(ValueError, match="evaluate.effector_hold.radius=0.03 is invalid here; expected 0, "
+                                             "or > 0 with a task that has an effector and a goal policy that reads "
+                                             "the position"):
             AmortizedAgent(agent.world, agent.propose, agent.block, agent.action_dim, agent.hold, hold_radius=0.03)
         assert agent.carried_radius == 0  # without a hold the default 0.04 does not apply
         with pytest.raises(ValueError, match="evaluate.effector_hold.carried_radius=0.04 is invalid here; expected 0, "

@@ -34,7 +34,8 @@ def test_run_writes_every_stage_and_a_summary(micro_run_dir):
         low, high = metrics["success_rate_ci95"]
         assert low <= metrics["success_rate"] <= high
         assert metrics["config"]["evaluate"]["budget"] == 10
-        records = [json.loads(line) for line in (micro_run_dir / "eval" / agent / "episodes.jsonl").read_text().splitlines()]
+        episodes_file = micro_run_dir / "eval" / agent / "episodes.jsonl"
+        records = [json.loads(line) for line in episodes_file.read_text().splitlines()]
         assert len(records) == 2 and {"success", "steps_to_success", "min_distance"} <= set(records[0])
         assert metrics["success_rate"] == sum(record["success"] for record in records) / 2
         threshold = task_class(metrics["task"]).success_threshold
@@ -66,8 +67,8 @@ def test_a_moved_run_directory_is_still_up_to_date(micro_run_dir, tmp_path):
 
 def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir, tmp_path):
     """`run` trusts stages.json only while each stage's outputs are there and its config.yaml still
-    matches: a damaged dataset shard, a deleted encoder file or evaluation is made again, an evaluation a lone `evaluate` grew
-    is summarised again at the run's size, and more eval seeds through `run` itself grow every
+    matches: a damaged dataset shard, a deleted encoder file or evaluation is made again, an evaluation a lone
+    `evaluate` grew is summarised again at the run's size, and more eval seeds through `run` itself grow every
     evaluation without run.overwrite."""
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
@@ -153,7 +154,8 @@ def test_a_different_config_is_refused_naming_the_keys(micro_run_dir):
 def test_unknown_preset_lists_the_presets(tmp_path):
     result = cli("run", "experiment=nope", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: experiment=nope is invalid; expected one of: cube, micro, point_mass, quick, reacher"
+    assert result.stderr.strip() == ("error: experiment=nope is invalid; "
+                                     "expected one of: cube, micro, point_mass, quick, reacher")
 
 
 def test_a_config_yaml_edited_into_garbage_is_refused_or_remade(tmp_path):
@@ -227,7 +229,8 @@ def test_a_run_directory_that_cannot_be_one_is_refused_in_one_line(tmp_path, run
     result = subprocess.run([sys.executable, "-m", "agent.cli", "collect", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                             timeout=120)
-    assert result.returncode == 2 and result.stderr.strip().startswith("error: ") and message in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and sorted(path.name for path in tmp_path.iterdir()) == ["FILE"]
 
 
@@ -252,7 +255,8 @@ def test_a_rerun_repairs_a_lost_manifest_and_removes_what_killed_writes_left(mic
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] collect: a dataset split lost its manifest" in result.stdout
     assert json.loads(manifest.read_text())["shards"] == original["shards"]  # the same episodes, checksums and all
-    assert not any(path.exists() for path in leftovers) and not (run_dir / "dataset" / "train" / ".shard_00009.tmp").exists()
+    assert not any(path.exists() for path in leftovers)
+    assert not (run_dir / "dataset" / "train" / ".shard_00009.tmp").exists()
     assert kept.read_text() == "mine"
 
 

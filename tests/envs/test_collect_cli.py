@@ -48,9 +48,11 @@ def test_tasks_lists_registered_tasks():
         ("collect.workers=0", "collect.workers=0 is invalid; expected a positive int"),
         ("env.image_size=8", "image_size=8 is invalid; expected an int >= 16"),
         ("env.image_size=big", "image_size='big' is invalid; expected an int >= 16"),
-        ("collect.policy.kind=brownian", "collect.policy.kind='brownian' is invalid; expected one of 'uniform', 'correlated', 'scripted'"),
+        ("collect.policy.kind=brownian",
+         "collect.policy.kind='brownian' is invalid; expected one of 'uniform', 'correlated', 'scripted'"),
         ("+collect.policy.speed=2", "collect.policy has unknown keys ['speed']; expected kind, persistence, scale"),
-        ("+collect.episdoes=3", "+collect.episdoes=3 adds a key no stage reads; did you mean collect.episodes? (set existing keys without +)"),
+        ("+collect.episdoes=3", "+collect.episdoes=3 adds a key no stage reads; "
+                                "did you mean collect.episodes? (set existing keys without +)"),
         ("+planner.gripper_hold=2", "+planner.gripper_hold=2 adds a key no stage reads; expected one of planner's "
                                     "keys: name, horizon, samples, iterations, top_k, init_std, min_std, low, high, "
                                     "seed, warm_start_std"),
@@ -82,7 +84,8 @@ def test_unwritable_output_directory(tmp_path):
     blocker.write_text("not a directory")
     result = cli("collect", *SMALL, f"paths.dataset={blocker}/dataset", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: dataset directory '{blocker}/dataset' is not writable")
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: dataset directory '{blocker}/dataset' is not writable")
 
 
 def test_unknown_subcommand():
@@ -181,7 +184,8 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):
     refused = cli(*args, "collect.episode_length=6")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith(
-        f"error: dataset split '{tmp_path / 'dataset' / 'train'}' was made with other settings (episode_length: 10 -> 6")
+        f"error: dataset split '{tmp_path / 'dataset' / 'train'}' was made with other settings "
+        "(episode_length: 10 -> 6")
     assert (tmp_path / "dataset" / "config.yaml").read_text() == config_before  # nothing changed on disk
     assert EpisodeStore(tmp_path / "dataset" / "train").episode_length == 10
 

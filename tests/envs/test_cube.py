@@ -141,7 +141,8 @@ def test_bad_input_is_one_line():
     from envs.policies import check_policy
     from envs.reacher import Reacher
 
-    with pytest.raises(ValueError, match=r"collect.policy.kind='scripted' is invalid for Reacher, which has no scripted"):
+    with pytest.raises(ValueError,
+                       match=r"collect.policy.kind='scripted' is invalid for Reacher, which has no scripted"):
         check_policy({"kind": "scripted"}, Reacher)
     from agent.pairs import ogbench_task_pairs
     from agent.mpc import ExpertAgent
@@ -160,8 +161,8 @@ def test_a_missing_ogbench_is_one_line(tmp_path):
     """A broken or absent OGBench (here a package that fails to import) ends `collect env=cube` with one line."""
     (tmp_path / "ogbench").mkdir()
     (tmp_path / "ogbench" / "__init__.py").write_text("raise ImportError('No module named ogbench')\n")
-    finished = subprocess.run([sys.executable, "-m", "agent.cli", "collect", "env=cube", f"hydra.run.dir={tmp_path / 'run'}"],
-                              cwd=REPO, env={**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"},
+    command = [sys.executable, "-m", "agent.cli", "collect", "env=cube", f"hydra.run.dir={tmp_path / 'run'}"]
+    finished = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"},
                               capture_output=True, text=True, timeout=120)
     assert finished.returncode != 0 and "Traceback" not in finished.stderr, finished.stderr
     assert finished.stderr.strip() == "error: the cube task needs OGBench: pip install ogbench==1.2.2", finished.stderr

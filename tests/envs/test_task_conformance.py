@@ -1,9 +1,9 @@
 """The same conformance checks over every registered task (dm_control suite style).
 
-What they ask of a task: proprio = the state entries `proprio_indices` names, as float32; `distances` vectorised over leading
-dimensions and 0 at the goal; `success_threshold` > 0, in the units of the positions, so that moving any
-one position by half the threshold keeps the goal reached and moving some position by three times it
-does not."""
+What they ask of a task: proprio = the state entries `proprio_indices` names, as float32; `distances`
+vectorised over leading dimensions and 0 at the goal; `success_threshold` > 0, in the units of the positions,
+so that moving any one position by half the threshold keeps the goal reached and moving some position by
+three times it does not."""
 from __future__ import annotations
 
 import numpy as np
@@ -120,7 +120,8 @@ def test_set_state_round_trip(task):
 
 def test_success_and_distance_agree(task):
     threshold = task.success_threshold
-    assert threshold > 0, f"{type(task).__name__}.success_threshold={threshold}: set the distance under which a goal is reached"
+    assert threshold > 0, (f"{type(task).__name__}.success_threshold={threshold}: "
+                           "set the distance under which a goal is reached")
     task.reset(seed=5)
     goal = task.get_state()
     assert task.distance(goal, goal) == 0.0 and task.success(goal, goal)
@@ -176,6 +177,7 @@ def test_every_task_is_a_gymnasium_id_with_its_goal_image_in_info(name):
         np.testing.assert_array_equal(info["goal_image"], env.unwrapped.render_goal(goal_state))
         assert info["goal_image"].shape == observation["pixels"].shape
         _, _, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
-        assert "distance" in info and info["distance"] == pytest.approx(env.unwrapped.distance(info["state"], goal_state))
+        assert "distance" in info
+        assert info["distance"] == pytest.approx(env.unwrapped.distance(info["state"], goal_state))
     finally:
         env.close()

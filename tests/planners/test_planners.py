@@ -86,7 +86,8 @@ def test_plans_are_reproducible_and_depend_on_the_seed(planner_class):
 
 
 def test_the_sampling_planners_are_what_an_agent_plans_with():
-    assert all(isinstance(planner_class(action_dim=2), Planner) for planner_class in (CEMPlanner, MPPIPlanner, ICEMPlanner))
+    for planner_class in (CEMPlanner, MPPIPlanner, ICEMPlanner):
+        assert isinstance(planner_class(action_dim=2), Planner), planner_class
     assert not isinstance(object(), Planner)  # no horizon, seed, make_generators nor plan
 
 

@@ -36,7 +36,8 @@ def save_tiny_model(directory, seed: int = 0, **fields) -> VJEPA2Model:
 
 def reference_pixels(frames: np.ndarray) -> torch.Tensor:
     """ImageNet normalisation written out independently: uint8 (B, T, H, W, 3) -> (B, T, 3, H, W)."""
-    scaled = (frames.astype(np.float32) / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    scaled = (frames.astype(np.float32) / 255.0 - mean) / std
     return torch.from_numpy(scaled).permute(0, 1, 4, 2, 3)
 
 

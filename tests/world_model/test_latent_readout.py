@@ -45,12 +45,14 @@ def test_train_stage_writes_the_latent_readout_and_the_energy_adds_its_term(tmp_
     world = LatentWorld(encoder, predictor, latent_readout=readout, latent_readout_weight=1.0, latent_weight=0.0)
     world.set_goal(frames[-1:])
     world.observe(frames[:1], states[:1])
-    torch.testing.assert_close(world.energy_fn()(actions), energies[1] - energies[0], rtol=1e-4, atol=1e-5)  # readout alone
+    # the readout's term alone
+    torch.testing.assert_close(world.energy_fn()(actions), energies[1] - energies[0], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_latent_readout_settings_are_refused(tmp_path, embedded_run):  # noqa: F811
     cfg = train_config(embedded_run, tmp_path / "predictor", *READOUT, "predictor.latent_readout.qpos_indices=[7]")
-    with pytest.raises(ValueError, match=r"predictor.latent_readout.qpos_indices=\[7\] is invalid; expected indices in \[0, 2\)"):
+    expected = r"predictor.latent_readout.qpos_indices=\[7\] is invalid; expected indices in \[0, 2\)"
+    with pytest.raises(ValueError, match=expected):
         train_predictor.main(cfg)
     with pytest.raises(FileNotFoundError, match="predictor.latent_readout.steps"):
         load_latent_readout(tmp_path / "nowhere")

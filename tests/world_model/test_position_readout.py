@@ -40,7 +40,8 @@ class MarkedGridCache:
             qpos = point = generator.uniform(-0.3, 0.3, (episodes, 10, 2)).astype(np.float32)
         cells = np.clip(((point + 0.3) / 0.6 * self.grid).astype(int), 0, self.grid - 1)  # (E, T, 2) column, row
         within = (point + 0.3) / 0.6 * self.grid - cells  # (E, T, 2) in [0, 1)
-        self.latents = 0.1 * generator.standard_normal((episodes, 10, self.grid, self.grid, self.dim)).astype(np.float32)
+        noise = generator.standard_normal((episodes, 10, self.grid, self.grid, self.dim))  # (E, T, g, g, D)
+        self.latents = 0.1 * noise.astype(np.float32)
         episode_index, step_index = np.meshgrid(np.arange(episodes), np.arange(10), indexing="ij")
         marked = self.latents[episode_index, step_index, cells[..., 1], cells[..., 0]]  # (E, T, D)
         marked[..., 0] += 1.0
@@ -105,11 +106,13 @@ def test_readout_reads_an_angle_modulo_full_turns(tmp_path):
     torch.testing.assert_close(turned, torch.tensor([[6.2 - 2 * np.pi]]))
 
 
-def test_train_stage_writes_the_readout_and_the_energy_adds_its_term(tmp_path, embedded_run, tiny_dataset_dir):  # noqa: F811
+def test_train_stage_writes_the_readout_and_the_energy_adds_its_term(  # noqa: F811
+        tmp_path, embedded_run, tiny_dataset_dir):
     cfg = train_config(embedded_run, tmp_path / "predictor", "predictor.readout.steps=5",
                        "predictor.readout.batch_size=16", "predictor.readout.val_frames=20")
     train_predictor.main(cfg)
-    assert {"position_readout.safetensors", "position_readout.json"} <= {p.name for p in (tmp_path / "predictor").iterdir()}
+    written = {path.name for path in (tmp_path / "predictor").iterdir()}
+    assert {"position_readout.safetensors", "position_readout.json"} <= written
     predictor, _ = load_predictor(tmp_path / "predictor")
     encoder = load_stage_encoder(cfg)
     readout = load_position_readout(tmp_path / "predictor", encoder_fingerprint=encoder.fingerprint)

@@ -89,8 +89,9 @@ def test_cached_rollout_equals_recomputing_every_frame(conditioning, proprio_dim
     latents, all_actions, proprio = context, torch.cat([context_actions, actions[:, :1]], dim=1), context_proprio
     for step in range(actions.shape[1]):
         next_latents, next_proprio = model(latents, all_actions, proprio)
-        torch.testing.assert_close(predicted[0][:, step], next_latents[:, -1], atol=1e-4, rtol=1e-4)  # fp32 sums
-        if proprio_dim:                                                                                   # in other orders
+        # fp32 sums in other orders
+        torch.testing.assert_close(predicted[0][:, step], next_latents[:, -1], atol=1e-4, rtol=1e-4)
+        if proprio_dim:
             torch.testing.assert_close(predicted[1][:, step], next_proprio[:, -1], atol=1e-4, rtol=1e-4)
             proprio = torch.cat([proprio, next_proprio[:, -1:]], dim=1)
         latents = torch.cat([latents, next_latents[:, -1:]], dim=1)

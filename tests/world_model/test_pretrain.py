@@ -175,7 +175,8 @@ def test_context_encoder_sees_only_visible_tokens():
 
 def test_real_pretraining_steps_lower_the_validation_loss(tiny_dataset_dir):
     frames = train_frames(tiny_dataset_dir)
-    trainer = Pretrainer(TINY_ARCHITECTURE, tiny_settings(batch_size=4), ClipSampler(frames, 4), torch.device("cpu"), seed=0)
+    trainer = Pretrainer(TINY_ARCHITECTURE, tiny_settings(batch_size=4), ClipSampler(frames, 4), torch.device("cpu"),
+                         seed=0)
     val_clips = ClipSampler(EpisodeStore(tiny_dataset_dir / "val").array("frames"), 4).fixed(16, seed=0)
 
     before = trainer.evaluate(val_clips)["val_loss"]
@@ -198,7 +199,8 @@ def test_resuming_from_a_checkpoint_continues_exactly(tiny_dataset_dir, tmp_path
     for _ in range(2):
         interrupted.train_step()
     interrupted.save_checkpoint(tmp_path / "last.pt")
-    resumed = Pretrainer(TINY_ARCHITECTURE, settings, clips, torch.device("cpu"), seed=3)  # fresh weights, generator at step 0
+    # fresh weights, the generator at step 0
+    resumed = Pretrainer(TINY_ARCHITECTURE, settings, clips, torch.device("cpu"), seed=3)
     resumed.load_checkpoint(tmp_path / "last.pt")
     assert resumed.step == 2
     for _ in range(2):

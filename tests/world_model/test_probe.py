@@ -61,13 +61,16 @@ def test_state_targets_encode_angles_as_sin_cos():
 
 def test_clear_win_needs_the_margin_over_the_best_random_seed():
     encoder = {"linear": {"angles": 0.80, "velocities": 0.30}, "attentive": {"angles": -0.5, "velocities": 0.9}}
-    random_by_seed = [{"linear": {"angles": 0.70, "velocities": 0.20}, "attentive": {"angles": -1.0, "velocities": 0.5}},
-                      {"linear": {"angles": 0.78, "velocities": 0.10}, "attentive": {"angles": -0.9, "velocities": 0.6}}]
+    random_by_seed = [
+        {"linear": {"angles": 0.70, "velocities": 0.20}, "attentive": {"angles": -1.0, "velocities": 0.5}},
+        {"linear": {"angles": 0.78, "velocities": 0.10}, "attentive": {"angles": -0.9, "velocities": 0.6}},
+    ]
     comparison = probe.compare_with_random(encoder, random_by_seed, clear_margin=0.05)
     assert comparison["random_mean"]["linear"]["angles"] == pytest.approx(0.74)
     assert comparison["margin_over_best_random"]["linear"]["angles"] == pytest.approx(0.02)
     assert comparison["clearly_beats_random"]["linear"] == {"angles": False, "velocities": True}
-    assert comparison["clearly_beats_random"]["attentive"] == {"angles": False, "velocities": True}  # R^2 < 0 reads nothing
+    # R^2 < 0 reads nothing
+    assert comparison["clearly_beats_random"]["attentive"] == {"angles": False, "velocities": True}
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -142,6 +145,7 @@ def test_a_dataset_without_its_hinge_joints_is_refused_before_writing(tiny_datas
     manifest = json.loads((old / "train" / "manifest.json").read_text())
     del manifest["meta"]["angular_positions"]
     (old / "train" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=rf"^dataset '{old / 'train'}' records no angular_positions .* collect it again$"):
+    unrecorded = rf"^dataset '{old / 'train'}' records no angular_positions .* collect it again$"
+    with pytest.raises(ValueError, match=unrecorded):
         probe.main(compose_config(tmp_path / "run", [f"paths.dataset={old}"]))
     assert not (tmp_path / "run" / "probe").exists()

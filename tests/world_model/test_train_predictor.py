@@ -143,8 +143,9 @@ def test_a_rerun_with_other_settings_is_refused_or_starts_afresh(tmp_path, embed
     with pytest.raises(ValueError, match=refusal):
         train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed))
     # not resuming deletes too
+    cfg = train_config(embedded_run, tmp_path / "predictor", *changed, "predictor.train.resume=false")
     with pytest.raises(ValueError, match=r"other settings \(predictor.train.loss: 'l1' -> 'l2'\)"):
-        train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed, "predictor.train.resume=false"))
+        train_predictor.main(cfg)
     assert (tmp_path / "predictor" / "predictor.safetensors").exists()
     train_predictor.main(train_config(embedded_run, tmp_path / "predictor", *changed, "run.overwrite=true"))
     train_predictor.main(train_config(embedded_run, tmp_path / "fresh", *changed))

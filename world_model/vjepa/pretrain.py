@@ -59,7 +59,8 @@ def finished_summary(output: Path, identity: dict, overwrite: bool) -> dict | No
     if not all((output / name).is_file() for name in (SUMMARY_FILE, "config.json", WEIGHTS_FILE)):
         return None  # not finished, or its export is gone (made again from the last checkpoint)
     summary = read_json(summary_path)
-    return summary if may_resume("pretrained encoder", output, summary.get("identity", {}), identity, overwrite) else None
+    resumable = may_resume("pretrained encoder", output, summary.get("identity", {}), identity, overwrite)
+    return summary if resumable else None
 
 
 def main(cfg: DictConfig) -> None:

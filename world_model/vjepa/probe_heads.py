@@ -82,7 +82,8 @@ def fit_ridge(features: torch.Tensor, targets: torch.Tensor, episode_ids: torch.
     if held_out.all() or not held_out.any():
         raise ValueError(f"the ridge probe needs at least 2 training episodes, got {len(episodes)}")
     fit_features, fit_targets = Standardiser.fit(features[~held_out]), Standardiser.fit(targets[~held_out])
-    candidates = ridge_weights(fit_features.forward(features[~held_out]), fit_targets.forward(targets[~held_out]), alphas)
+    train_features, train_targets = fit_features.forward(features[~held_out]), fit_targets.forward(targets[~held_out])
+    candidates = ridge_weights(train_features, train_targets, alphas)
     scores = [r2_scores(fit_targets.inverse(fit_features.forward(features[held_out]) @ weights),
                         targets[held_out]).mean().item() for weights in candidates]
     alpha = alphas[max(range(len(alphas)), key=scores.__getitem__)]
