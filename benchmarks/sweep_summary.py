@@ -2,7 +2,7 @@
 (a multirun over seeds, say), the pooled rate over all their episodes, and each run's seed and command.
 Reads each run's `summary.json`, `config.yaml` and `command.txt`; prints a table and writes JSON.
 
-    python -m benchmarks.sweep_summary multirun/2026-11-22/15-00-00/*       # the jobs of one sweep
+    python -m benchmarks.sweep_summary multirun/2026-11-22/15-00-00/*/      # the jobs of one sweep (not multirun.yaml)
     python -m benchmarks.sweep_summary runs/quick runs/quick_seed1 --output runs/quick_sweep.json
 """
 from __future__ import annotations
