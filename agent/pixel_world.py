@@ -8,13 +8,12 @@ It reads no states: frames and actions only.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from agent.worlds import aggregate_over_blocks, repeat_last_env
 from world_model.compiled_step import compile_advance
+from world_model.device import bf16_autocast
 from world_model.energy import frame_distance
 from world_model.train_pixel import downsample, model_frames
 
@@ -64,9 +63,7 @@ class PixelWorld:
         self.context_actions = self.context_actions[len(self.context_actions) - (len(self.context) - 1) :]
 
     def _autocast(self):
-        if self.autocast_bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(self.device, self.autocast_bf16)
 
     @torch.no_grad()
     def energy_fn(self, blocks: int | None = None):

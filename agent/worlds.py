@@ -23,7 +23,6 @@ replanning more often than the window is long).
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Protocol
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from world_model.compiled_step import compile_advance
+from world_model.device import bf16_autocast
 from world_model.energy import latent_distance
 
 AGGREGATES = ("last", "sum", "min")
@@ -232,9 +232,7 @@ class LatentWorld:
                           RuntimeWarning, stacklevel=3)
 
     def _autocast(self):
-        if self.autocast_bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return bf16_autocast(self.device, self.autocast_bf16)
 
     def position_distance(self, predicted_proprio: torch.Tensor, goal_positions: torch.Tensor) -> torch.Tensor:
         """Mean squared joint error (chunk, H) between predicted proprio (chunk, H, P), standardised, and the

@@ -10,7 +10,6 @@ do not change the cost, so untrained models are timed). Medians over repeats; pr
 from __future__ import annotations
 
 import platform
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from agent.config import compose_config
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from bookkeeping.io import atomic_write_json
+from world_model.device import bf16_autocast
 from world_model.pixel_model import PixelWorldModel, parameter_count
 from world_model.predictor import Predictor
 from world_model.train_pixel import model_config as pixel_model_config
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     actions = torch.rand(args.samples, args.horizon, config.block * config.action_dim) * 2 - 1
     rows = []
     for bf16 in (False, True):
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        autocast = bf16_autocast("cpu", bf16)
 
         def latent_rollout():
             with torch.inference_mode(), autocast:

@@ -11,7 +11,6 @@ repeats; prints a table and writes JSON.
 from __future__ import annotations
 
 import platform
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from omegaconf import OmegaConf
 from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from bookkeeping.io import atomic_write_json
+from world_model.device import bf16_autocast
 from world_model.predictor import Predictor, PredictorConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         actions = torch.rand(args.samples, args.horizon, config.block * config.action_dim) * 2 - 1
         context_proprio = torch.randn(1, config.context_frames, config.proprio_dim) if config.proprio_dim else None
         for bf16 in (False, True):
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+            autocast = bf16_autocast("cpu", bf16)
 
             def rollout():
                 with torch.inference_mode(), autocast:

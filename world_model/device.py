@@ -2,6 +2,8 @@
 composing a config (the `${native_bf16:${device}}` resolver) stays cheap for every command, a refused one too."""
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 
 
@@ -29,3 +31,10 @@ def native_bf16(device: str | torch.device | None = "auto") -> bool:
         return any(getattr(torch.cpu, probe, lambda: False)()
                    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return False
+
+
+def bf16_autocast(device: str | torch.device, enabled: bool) -> AbstractContextManager:
+    """bf16 autocast on `device` where `enabled` (the configs' `autocast_bf16`/`bf16` keys), else a context that
+    changes nothing: the one way every model of the project runs in bf16."""
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else nullcontext()

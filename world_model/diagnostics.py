@@ -25,7 +25,6 @@ may point elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bookkeeping.checks import check_ints, check_numbers, is_int
 from bookkeeping.io import atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, read_json
-from world_model.device import resolve_device
+from world_model.device import bf16_autocast, resolve_device
 from world_model.energy import latent_distance
 from world_model.latent_cache import LatentCache
 from world_model.latent_readout import META_FILE as LATENT_READOUT_META, load_latent_readout
@@ -272,8 +271,7 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"episodes of {cache.episode_length} steps are too short for {context} context frames "
                          f"of block {block} plus one predicted frame")
     output_dir = ensure_writable_dir(diagnose_cfg.output_dir, "diagnostics directory")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if diagnose_cfg.bf16 else nullcontext()
-    with autocast:
+    with bf16_autocast(device, diagnose_cfg.bf16):
         rollout_data = WindowData(cache, model, context + horizon)
         step_data = WindowData(cache, model, context + 1)
         results = {

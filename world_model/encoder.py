@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from transformers import VJEPA2Config
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Encoder
 
-from world_model.device import resolve_device
+from world_model.device import bf16_autocast, resolve_device
 from world_model.vjepa.weights import load_vjepa2_encoder, random_vjepa2_encoder, resolve_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -128,9 +127,7 @@ class FrozenEncoder:
         return self._fingerprint
 
     def _autocast(self):
-        if not self.autocast_bf16:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.device, self.autocast_bf16)
 
     @torch.inference_mode()
     def encode(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:

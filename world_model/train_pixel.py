@@ -17,7 +17,6 @@ manifest) is the same, and refuses another unless run.overwrite=true. Outputs in
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -34,6 +33,7 @@ from bookkeeping.identity import config_identity
 from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
                             read_checkpoint)
 from envs.dataset import EpisodeStore, read_manifest
+from world_model.device import bf16_autocast
 from world_model.energy import FRAME_NORMS
 from world_model.pixel_model import (PixelModelConfig, PixelWorldModel, parameter_count, save_pixel_model,
                                      to_model_frames)
@@ -139,17 +139,13 @@ def check_settings(cfg: DictConfig) -> None:
                          f"pixel.heads={cfg.pixel.heads}")
 
 
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
 @torch.no_grad()
 def validate(model, data: FrameWindows, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
     model.eval()
     totals: dict[str, float] = {}
     for start in range(0, len(windows), train_cfg.batch_size):
         chunk = windows[start : start + train_cfg.batch_size]
-        with autocast(device, train_cfg.bf16):
+        with bf16_autocast(device, train_cfg.bf16):
             losses = window_losses(model, *data.batch(chunk, device), train_cfg.rollout_steps, train_cfg.loss)
         for name, value in losses.items():
             totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
@@ -219,7 +215,7 @@ def main(cfg: DictConfig) -> None:
             fraction = max(step / total_steps, elapsed / budget if budget else 0.0)
             set_learning_rate(optimizer, learning_rate(step, total_steps, train_cfg.lr, train_cfg.min_lr,
                                                        train_cfg.warmup_steps, progress=fraction))
-            with autocast(device, train_cfg.bf16):
+            with bf16_autocast(device, train_cfg.bf16):
                 losses = window_losses(model, *train_data.batch(windows, device), train_cfg.rollout_steps,
                                        train_cfg.loss)
             if not math.isfinite(losses["loss"].item()):

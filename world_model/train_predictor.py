@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from bookkeeping.identity import config_identity
 from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, ensure_writable_dir, may_resume,
                             read_checkpoint)
 from envs.dataset import recorded_angular_positions
+from world_model.device import bf16_autocast
 from world_model.energy import latent_distance
 from world_model.event_log import EventLog
 from world_model import distributed
@@ -115,17 +115,13 @@ class WindowObjective(nn.Module):
         return window_losses(self.model, latents, actions, proprio, self.rollout_steps, self.norm)
 
 
-def autocast_context(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
 @torch.no_grad()
 def validate(model: Predictor, data: WindowData, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
     model.eval()  # in a torchrun job only rank 0 validates, on the unwrapped model
     totals: dict[str, float] = {}
     for start in range(0, len(windows), train_cfg.batch_size):
         chunk = windows[start : start + train_cfg.batch_size]
-        with autocast_context(device, train_cfg.bf16):
+        with bf16_autocast(device, train_cfg.bf16):
             losses = window_losses(model, *data.batch(chunk, device), train_cfg.rollout_steps, train_cfg.loss)
         for name, value in losses.items():
             totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
@@ -269,7 +265,7 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
             windows = processes.shard(windows)  # (batch_size / processes, 2)
             set_learning_rate(optimizer, learning_rate(step, total_steps, train_cfg.lr, train_cfg.min_lr,
                                                        train_cfg.warmup_steps))
-            with autocast_context(device, train_cfg.bf16):
+            with bf16_autocast(device, train_cfg.bf16):
                 losses = objective(*train_data.batch(windows, device))
             loss_value = losses["loss"].item()
             if not math.isfinite(loss_value):

@@ -106,6 +106,16 @@ def test_bf16_autocast_stays_close_to_fp32_and_returns_float32(tmp_path):
     assert (half - full).abs().mean() < 0.05 * full.abs().mean()
 
 
+def test_bf16_autocast_is_the_one_switch_every_model_runs_under():
+    from world_model.device import bf16_autocast
+
+    weights, inputs = torch.randn(8, 8), torch.randn(4, 8)
+    with bf16_autocast("cpu", True):
+        assert (inputs @ weights).dtype == torch.bfloat16
+    with bf16_autocast(torch.device("cpu"), False):
+        assert (inputs @ weights).dtype == torch.float32
+
+
 PRECISION_KEYS = ("encoder.pretrain.autocast_bf16", "encoder.encode.autocast_bf16", "predictor.train.bf16",
                   "evaluate.autocast_bf16", "diagnose.bf16")
 

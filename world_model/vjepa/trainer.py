@@ -9,7 +9,6 @@ identity (`run_identity`); a checkpoint of another identity is not resumed. It i
 from __future__ import annotations
 
 import dataclasses
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from transformers import VJEPA2Config
 
 from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_save, may_resume, read_checkpoint
+from world_model.device import bf16_autocast
 from world_model.encoder import preprocess_frames
 from world_model.vjepa.clips import ClipSampler, random_resized_crop
 from world_model.vjepa.masking import BlockMaskSpec, MultiBlockMasker
@@ -138,9 +138,7 @@ class Pretrainer:
         self.train_seconds = 0.0
 
     def _autocast(self):
-        if not self.settings.autocast_bf16:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.device, self.settings.autocast_bf16)
 
     def _masks(self, batch_size: int, generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [tuple(ids.to(self.device) for ids in masker(batch_size, generator)) for masker in self.maskers]
