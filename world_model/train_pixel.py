@@ -38,6 +38,7 @@ from world_model.energy import FRAME_NORMS
 from world_model.pixel_model import (PixelModelConfig, PixelWorldModel, parameter_count, save_pixel_model,
                                      to_model_frames)
 from world_model.schedules import learning_rate, set_learning_rate
+from world_model.validation import held_out_losses
 
 LOSSES = ("l2", "l1")
 OUTPUTS = ("checkpoints/last.pt", "pixel_model.safetensors", "meta.json", "history.json")
@@ -139,20 +140,6 @@ def check_settings(cfg: DictConfig) -> None:
                          f"pixel.heads={cfg.pixel.heads}")
 
 
-@torch.no_grad()
-def validate(model, data: FrameWindows, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
-    model.eval()
-    totals: dict[str, float] = {}
-    for start in range(0, len(windows), train_cfg.batch_size):
-        chunk = windows[start : start + train_cfg.batch_size]
-        with bf16_autocast(device, train_cfg.bf16):
-            losses = window_losses(model, *data.batch(chunk, device), train_cfg.rollout_steps, train_cfg.loss)
-        for name, value in losses.items():
-            totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
-    model.train()
-    return {name: total / len(windows) for name, total in totals.items()}
-
-
 def main(cfg: DictConfig) -> None:
     """Train the pixel model on `cfg.paths.dataset`, write it to `cfg.paths.pixel_model`."""
     from world_model.device import resolve_device
@@ -232,7 +219,7 @@ def main(cfg: DictConfig) -> None:
                 save_checkpoint()
             if out_of_time():
                 break
-        val = validate(model, val_data, val_windows, train_cfg, device)
+        val = held_out_losses(window_losses, model, val_data, val_windows, train_cfg, device)
         history.append({"epoch": epoch + 1, "step": step, "elapsed_s": elapsed,
                         **{f"val_{k}": v for k, v in val.items()}})
         progress.write(f"epoch {epoch + 1} (step {step}, {elapsed:.0f} s): val teacher forcing "

@@ -45,6 +45,7 @@ from world_model.latent_readout import train_latent_readout
 from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
 from world_model.schedules import learning_rate, set_learning_rate
+from world_model.validation import held_out_losses
 from world_model.windows import WindowData
 
 
@@ -113,20 +114,6 @@ class WindowObjective(nn.Module):
 
     def forward(self, latents, actions, proprio) -> dict:
         return window_losses(self.model, latents, actions, proprio, self.rollout_steps, self.norm)
-
-
-@torch.no_grad()
-def validate(model: Predictor, data: WindowData, windows: torch.Tensor, train_cfg: DictConfig, device) -> dict:
-    model.eval()  # in a torchrun job only rank 0 validates, on the unwrapped model
-    totals: dict[str, float] = {}
-    for start in range(0, len(windows), train_cfg.batch_size):
-        chunk = windows[start : start + train_cfg.batch_size]
-        with bf16_autocast(device, train_cfg.bf16):
-            losses = window_losses(model, *data.batch(chunk, device), train_cfg.rollout_steps, train_cfg.loss)
-        for name, value in losses.items():
-            totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
-    model.train()
-    return {name: total / len(windows) for name, total in totals.items()}
 
 
 def fit_normalisation(model: Predictor, cache: LatentCache, seed: int, samples: int = 20000) -> None:
@@ -292,8 +279,8 @@ def train(cfg: DictConfig, processes: distributed.Processes) -> None:
                     save_checkpoint(checkpoint_path, model, optimizer, step, history, identity,
                                     (partial_loss, epoch_steps))
         train_loss = processes.mean(epoch_loss / max(epoch_steps, 1))  # the epoch's mean over every process
-        if processes.is_main:
-            val = validate(model, val_data, val_windows, train_cfg, device)
+        if processes.is_main:  # in a torchrun job only rank 0 validates, on the unwrapped model
+            val = held_out_losses(window_losses, model, val_data, val_windows, train_cfg, device)
             history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss,
                             **{f"val_{name}": value for name, value in val.items()}})
             progress.write(f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}: latent teacher "
