@@ -25,10 +25,9 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 from torch import nn
-from tqdm import tqdm
 
 from bookkeeping.io import read_json, save_module
-from world_model.schedules import learning_rate, set_learning_rate
+from world_model.fitting import fit_steps
 
 SETTINGS = ("steps", "qpos_indices", "batch_size", "lr", "hidden", "val_frames")  # predictor.latent_readout's keys
 WEIGHTS_FILE = "latent_readout.safetensors"
@@ -98,15 +97,12 @@ def train_latent_readout(settings: DictConfig, predictor, train_cache, val_cache
     val_latents, val_positions = prepared_frames(predictor, val_cache, int(settings.val_frames), generator)
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(settings.lr), weight_decay=1e-4)
     steps = int(settings.steps)
-    progress = tqdm(range(steps), unit="step", desc="train latent readout", dynamic_ncols=True)
-    for step in progress:
-        set_learning_rate(optimizer, learning_rate(step, steps, float(settings.lr)))
+
+    def batch_loss() -> torch.Tensor:
         batch = torch.from_numpy(generator.integers(0, len(latents), int(settings.batch_size)))
-        loss = (readout.standardised(latents[batch]) - (targets[batch] - readout.mean) / readout.std).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        return (readout.standardised(latents[batch]) - (targets[batch] - readout.mean) / readout.std).square().mean()
+
+    fit_steps(optimizer, steps, float(settings.lr), batch_loss, "train latent readout")
     readout.eval()
     with torch.no_grad():
         errors = (readout(val_latents) - val_positions[:, indices]).abs()  # (M, positions)

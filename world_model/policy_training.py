@@ -23,17 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from bookkeeping.checks import check_ints, check_numbers, is_number
 from bookkeeping.identity import config_identity
 from bookkeeping.io import atomic_write_text, ensure_writable_dir, may_resume, read_json, sha256_file
+from world_model.fitting import fit_steps
 from world_model.goal_policy import META_FILE, WEIGHTS_FILE, GoalPolicy, PolicyConfig, frame_readouts, save_goal_policy
 from world_model.latent_cache import LatentCache, load_stage_encoder
 from world_model.latent_readout import WEIGHTS_FILE as LATENT_READOUT_FILE, load_latent_readout
 from world_model.position_readout import WEIGHTS_FILE as READOUT_FILE, load_position_readout
 from world_model.predictor import WEIGHTS_FILE as PREDICTOR_FILE, load_predictor
-from world_model.schedules import learning_rate, set_learning_rate
 
 SETTINGS = ("steps", "batch_size", "lr", "weight_decay", "hidden", "depth", "blocks", "goal_steps", "latents",
             "proprio", "object_readout", "hold_fraction", "hold_action",
@@ -221,16 +220,13 @@ def train_policy(settings: dict, train_data: HindsightData, val_data: HindsightD
                                               torch.Generator().manual_seed(seed + 1), **hold)
     val_features, val_targets = policy.features(*val_inputs), val_targets.reshape(len(val_targets), blocks, -1)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
-    progress = tqdm(range(settings["steps"]), unit="step", desc="train goal policy", dynamic_ncols=True)
-    for step in progress:
-        set_learning_rate(optimizer, learning_rate(step, settings["steps"], settings["lr"]))
+
+    def batch_loss() -> torch.Tensor:
         inputs, targets = train_data.sample(settings["batch_size"], chunk_steps, goal_steps, generator, **hold)
         chunk = policy(*inputs)  # (batch, blocks, block*A)
-        loss = (chunk - targets.reshape(chunk.shape)).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        return (chunk - targets.reshape(chunk.shape)).square().mean()
+
+    fit_steps(optimizer, settings["steps"], settings["lr"], batch_loss, "train goal policy")
     policy.eval()
     with torch.no_grad():
         val_chunk = policy.act_on_features(val_features)

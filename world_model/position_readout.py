@@ -37,12 +37,11 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from bookkeeping.checks import angular_position_mask
 from bookkeeping.io import read_json, save_module
+from world_model.fitting import fit_steps
 from world_model.predictor import pool_token_grid
-from world_model.schedules import learning_rate, set_learning_rate
 
 WEIGHTS_FILE = "position_readout.safetensors"
 META_FILE = "position_readout.json"
@@ -184,15 +183,12 @@ def train_position_readout(readout_cfg: DictConfig, train_cache, val_cache, outp
     val_tokens, val_positions = frames(val_cache, int(readout_cfg.val_frames))
     optimizer = torch.optim.AdamW(readout.parameters(), lr=float(readout_cfg.lr), weight_decay=1e-4)
     steps = int(readout_cfg.steps)
-    progress = tqdm(range(steps), unit="step", desc="train position readout", dynamic_ncols=True)
-    for step in progress:
-        set_learning_rate(optimizer, learning_rate(step, steps, float(readout_cfg.lr)))
+
+    def batch_loss() -> torch.Tensor:
         tokens, targets = frames(train_cache, int(readout_cfg.batch_size))
-        loss = (readout.outputs(tokens) - readout.targets(targets)).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        return (readout.outputs(tokens) - readout.targets(targets)).square().mean()
+
+    fit_steps(optimizer, steps, float(readout_cfg.lr), batch_loss, "train position readout")
     readout.eval()
     with torch.no_grad():
         position_errors = readout.position_error(readout(val_tokens), val_positions)  # (M, nq)

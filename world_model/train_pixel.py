@@ -35,10 +35,10 @@ from bookkeeping.io import (atomic_save, atomic_write_json, atomic_write_text, e
 from envs.dataset import EpisodeStore, read_manifest
 from world_model.device import bf16_autocast
 from world_model.energy import FRAME_NORMS
+from world_model.fitting import held_out_losses
 from world_model.pixel_model import (PixelModelConfig, PixelWorldModel, parameter_count, save_pixel_model,
                                      to_model_frames)
 from world_model.schedules import learning_rate, set_learning_rate
-from world_model.validation import held_out_losses
 
 LOSSES = ("l2", "l1")
 OUTPUTS = ("checkpoints/last.pt", "pixel_model.safetensors", "meta.json", "history.json")

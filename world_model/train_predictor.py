@@ -39,13 +39,13 @@ from world_model.device import bf16_autocast
 from world_model.energy import latent_distance
 from world_model.event_log import EventLog
 from world_model import distributed
+from world_model.fitting import held_out_losses
 from world_model.latent_cache import LatentCache, load_stage_encoder
 from world_model.familiarity import fit_reference
 from world_model.latent_readout import train_latent_readout
 from world_model.position_readout import train_position_readout
 from world_model.predictor import Predictor, PredictorConfig, save_predictor
 from world_model.schedules import learning_rate, set_learning_rate
-from world_model.validation import held_out_losses
 from world_model.windows import WindowData
 
 
