@@ -91,6 +91,45 @@ def save_module(module, directory: str | os.PathLike, weights_file: str, meta_fi
     return directory / weights_file
 
 
+def load_module(directory: str | os.PathLike, weights_file: str, meta_file: str, build: Callable[[dict], Any],
+                what: str, train_hint: str, retrain_hint: str, device=None,
+                check_meta: Callable[[dict], None] | None = None) -> tuple[Any, dict]:
+    """A module saved by `save_module` -> (module on `device` (default cpu) in eval mode, meta). `build(config)`
+    makes the untrained module from the meta's "config"; `check_meta(meta)` may refuse it first (e.g. trained on
+    another encoder's tokens). Safetensors only: loading runs no code from the file.
+
+    Missing files are a FileNotFoundError ending in `train_hint`; a meta that does not describe the module,
+    weights that cannot be read (truncated, garbage) or of other shapes a one-line ValueError naming the file and
+    ending in `retrain_hint`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    weights_path, meta_path = directory / weights_file, directory / meta_file
+    if not weights_path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"no trained {what} in {str(directory)!r} (expected {weights_file} and {meta_file}); "
+                                f"{train_hint}")
+    meta = read_json(meta_path)
+    if check_meta is not None:
+        check_meta(meta)
+    try:
+        module = build(meta["config"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{str(meta_path)!r} does not describe a {what} ({type(error).__name__}: {error}); "
+                         f"{retrain_hint}") from None
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{str(weights_path)!r} cannot be read ({str(error).splitlines()[0]}); "
+                         f"{retrain_hint}") from None
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ValueError(f"{str(weights_path)!r} does not match the shapes in {meta_file} "
+                         f"({str(error).splitlines()[-1].strip()}); {retrain_hint}") from None
+    return module.to(device or "cpu").eval(), meta
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON in `path`; a file that is not valid JSON (truncated, garbage) is a one-line ValueError naming it."""
     path = Path(path)

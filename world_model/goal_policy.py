@@ -30,11 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from bookkeeping.io import read_json, save_module
+from bookkeeping.io import load_module, save_module
 from world_model.predictor import pool_token_grid
 
 WEIGHTS_FILE = "goal_policy.safetensors"
@@ -132,19 +130,14 @@ def load_goal_policy(directory: str | Path, device: str | torch.device | None = 
                      predictor_sha256: str | None = None) -> tuple[GoalPolicy, dict]:
     """The policy saved in `directory` (safetensors: loading runs no code) -> (policy in eval mode, meta).
     With `predictor_sha256`, a policy trained on another predictor's latents is refused."""
-    directory = Path(directory)
-    if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
-        raise FileNotFoundError(f"no goal policy in {str(directory)!r} (expected {WEIGHTS_FILE}); train one with "
-                                "`jepa-agent policy` (same preset and overrides as the run)")
-    meta = read_json(directory / META_FILE)
-    trained_on = meta.get("predictor_sha256")
-    if predictor_sha256 and trained_on and trained_on != predictor_sha256:
-        raise ValueError(f"goal policy in {str(directory)!r} was trained on the latents of another predictor "
-                         f"({trained_on[:16]}, not {predictor_sha256[:16]}); train it again with `jepa-agent policy`")
-    try:
-        policy = GoalPolicy(PolicyConfig(**meta["config"]))
-        policy.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-    except (KeyError, TypeError, RuntimeError, SafetensorError, OSError) as error:
-        raise ValueError(f"goal policy in {str(directory)!r} cannot be read ({str(error).splitlines()[0]}); train it "
-                         "again with `jepa-agent policy run.overwrite=true`") from None
-    return policy.to(device or "cpu").eval(), meta
+
+    def same_predictor(meta: dict) -> None:
+        trained_on = meta.get("predictor_sha256")
+        if predictor_sha256 and trained_on and trained_on != predictor_sha256:
+            raise ValueError(f"goal policy in {str(directory)!r} was trained on the latents of another predictor "
+                             f"({trained_on[:16]}, not {predictor_sha256[:16]}); train it again with "
+                             "`jepa-agent policy`")
+
+    return load_module(directory, WEIGHTS_FILE, META_FILE, lambda config: GoalPolicy(PolicyConfig(**config)),
+                       "goal policy", "train one with `jepa-agent policy` (same preset and overrides as the run)",
+                       "train it again with `jepa-agent policy run.overwrite=true`", device, same_predictor)

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 from torch import nn
 
-from bookkeeping.io import read_json, save_module
+from bookkeeping.io import load_module, save_module
 from world_model.fitting import fit_steps
 
 SETTINGS = ("steps", "qpos_indices", "batch_size", "lr", "hidden", "val_frames")  # predictor.latent_readout's keys
@@ -120,16 +119,9 @@ def save_latent_readout(readout: LatentReadout, directory: str | Path, metrics: 
 
 def load_latent_readout(directory: str | Path, device: str | torch.device | None = None) -> LatentReadout:
     """The latent readout saved next to a predictor (safetensors: loading runs no code from the file)."""
-    directory = Path(directory)
-    if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
-        raise FileNotFoundError(f"no latent readout in {str(directory)!r} (expected {WEIGHTS_FILE}); train one with "
-                                "`jepa-agent train predictor.latent_readout.steps=2000`, or set "
-                                "evaluate.energy.latent_readout_weight=0")
-    meta = read_json(directory / META_FILE)
-    readout = LatentReadout(LatentReadoutConfig(**meta["config"]))
-    try:
-        readout.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-    except RuntimeError as error:
-        raise ValueError(f"latent readout in {str(directory)!r} does not match its config {meta['config']}: "
-                         f"{str(error).splitlines()[0]}; retrain it with `jepa-agent train`") from None
-    return readout.to(device or "cpu").eval()
+    readout, _ = load_module(directory, WEIGHTS_FILE, META_FILE,
+                             lambda config: LatentReadout(LatentReadoutConfig(**config)), "latent readout",
+                             "train one with `jepa-agent train predictor.latent_readout.steps=2000`, or set "
+                             "evaluate.energy.latent_readout_weight=0",
+                             "retrain it with `jepa-agent train run.overwrite=true`", device)
+    return readout

@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from bookkeeping.io import read_json, save_module
+from bookkeeping.io import load_module, save_module
 from world_model.frame_attention import KeyValues, TransformerBlock
 
 WEIGHTS_FILE = "pixel_model.safetensors"
@@ -166,25 +164,6 @@ def save_pixel_model(model: PixelWorldModel, directory: str | Path, meta: dict) 
 def load_pixel_model(path: str | Path, device: str | torch.device | None = None) -> tuple[PixelWorldModel, dict]:
     """A trained pixel model from its directory -> (model in eval mode, meta). Safetensors only: nothing
     in the file runs; a damaged or mismatched file is a one-line ValueError."""
-    directory = Path(path)
-    retrain = "train it again with `jepa-agent run world_model=pixel run.overwrite=true`"
-    if not (directory / WEIGHTS_FILE).is_file() or not (directory / META_FILE).is_file():
-        raise FileNotFoundError(f"no trained pixel model at {str(directory)!r} (expected {WEIGHTS_FILE} and "
-                                f"{META_FILE}); train one with `jepa-agent run world_model=pixel`")
-    meta = read_json(directory / META_FILE)
-    try:
-        model = PixelWorldModel(PixelModelConfig(**meta["config"]))
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{str(directory / META_FILE)!r} does not describe a pixel model ({error}); "
-                         f"{retrain}") from None
-    try:
-        weights = load_file(str(directory / WEIGHTS_FILE))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{str(directory / WEIGHTS_FILE)!r} cannot be read ({str(error).splitlines()[0]}); "
-                         f"{retrain}") from None
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        raise ValueError(f"{str(directory / WEIGHTS_FILE)!r} does not match the shapes in {META_FILE} "
-                         f"({str(error).splitlines()[-1].strip()}); {retrain}") from None
-    return model.to(device or "cpu").eval(), meta
+    return load_module(path, WEIGHTS_FILE, META_FILE, lambda config: PixelWorldModel(PixelModelConfig(**config)),
+                       "pixel model", "train one with `jepa-agent run world_model=pixel`",
+                       "train it again with `jepa-agent run world_model=pixel run.overwrite=true`", device)

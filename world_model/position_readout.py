@@ -34,12 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
 from bookkeeping.checks import angular_position_mask
-from bookkeeping.io import read_json, save_module
+from bookkeeping.io import load_module, save_module
 from world_model.fitting import fit_steps
 from world_model.predictor import pool_token_grid
 
@@ -213,21 +212,16 @@ def load_position_readout(directory: str | Path, device: str | torch.device | No
                           encoder_fingerprint: str | None = None) -> PositionReadout:
     """The readout saved next to a predictor (safetensors: loading runs no code from the file); with
     `encoder_fingerprint`, one trained on another encoder's tokens is refused."""
-    directory = Path(directory)
-    if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
-        raise FileNotFoundError(f"no position readout in {str(directory)!r} (expected {WEIGHTS_FILE}); train "
-                                "one with `jepa-agent train predictor.readout.steps=4000`, or set "
-                                "evaluate.energy.position_weight=0")
-    meta = read_json(directory / META_FILE)
-    trained_on = meta.get("encoder_fingerprint")
-    if encoder_fingerprint and trained_on and trained_on != encoder_fingerprint:
-        raise ValueError(f"position readout in {str(directory)!r} reads tokens of encoder {trained_on[:16]}, not of "
-                         f"the current encoder {encoder_fingerprint[:16]}; retrain it with `jepa-agent train`")
-    config = ReadoutConfig(**meta["config"])
-    readout = PositionReadout(config)
-    try:
-        readout.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-    except RuntimeError as error:  # weights of another layout than its config's (files mixed up)
-        raise ValueError(f"position readout in {str(directory)!r} does not match its config {meta['config']}: "
-                         f"{str(error).splitlines()[0]}; retrain it with `jepa-agent train`") from None
-    return readout.to(device or "cpu").eval()
+
+    def same_encoder(meta: dict) -> None:
+        trained_on = meta.get("encoder_fingerprint")
+        if encoder_fingerprint and trained_on and trained_on != encoder_fingerprint:
+            raise ValueError(f"position readout in {str(directory)!r} reads tokens of encoder {trained_on[:16]}, not "
+                             f"of the current encoder {encoder_fingerprint[:16]}; retrain it with `jepa-agent train`")
+
+    readout, _ = load_module(directory, WEIGHTS_FILE, META_FILE,
+                             lambda config: PositionReadout(ReadoutConfig(**config)),
+                             "position readout", "train one with `jepa-agent train predictor.readout.steps=4000`, or "
+                             "set evaluate.energy.position_weight=0",
+                             "retrain it with `jepa-agent train run.overwrite=true`", device, same_encoder)
+    return readout

@@ -28,11 +28,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from bookkeeping.io import read_json, save_module
+from bookkeeping.io import load_module, save_module
 from world_model.frame_attention import KeyValues, TransformerBlock
 
 WEIGHTS_FILE = "predictor.safetensors"
@@ -293,27 +291,10 @@ def save_predictor(model: Predictor, directory: str | Path, meta: dict) -> Path:
 
 
 def load_predictor(path: str | Path, device: str | torch.device | None = None) -> tuple[Predictor, dict]:
-    """Load a trained predictor from its directory (or its .safetensors file) -> (model in eval mode, meta)."""
+    """Load a trained predictor from its directory (or its .safetensors file) -> (model in eval mode, meta).
+    Safetensors only: nothing in the file runs; a damaged or mismatched file is a one-line ValueError."""
     directory = Path(path)
     directory = directory.parent if directory.suffix == ".safetensors" else directory
-    if not (directory / WEIGHTS_FILE).exists() or not (directory / META_FILE).exists():
-        raise FileNotFoundError(f"no trained predictor at {str(directory)!r} (expected {WEIGHTS_FILE} and "
-                                f"{META_FILE}); train one with `jepa-agent train`")
-    meta = read_json(directory / META_FILE)
-    try:
-        model = Predictor(PredictorConfig(**meta["config"]))
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{str(directory / META_FILE)!r} does not describe a predictor ({error}); train it again "
-                         "with `jepa-agent train run.overwrite=true`") from None
-    try:
-        weights = load_file(str(directory / WEIGHTS_FILE))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{str(directory / WEIGHTS_FILE)!r} cannot be read ({str(error).splitlines()[0]}); train it "
-                         "again with `jepa-agent train run.overwrite=true`") from None
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        raise ValueError(f"{str(directory / WEIGHTS_FILE)!r} does not match the shapes in {META_FILE} "
-                         f"({str(error).splitlines()[-1].strip()}); train it again with `jepa-agent train "
-                         "run.overwrite=true`") from None
-    return model.to(device or "cpu").eval(), meta
+    return load_module(directory, WEIGHTS_FILE, META_FILE, lambda config: Predictor(PredictorConfig(**config)),
+                       "predictor", "train one with `jepa-agent train`",
+                       "train it again with `jepa-agent train run.overwrite=true`", device)

@@ -152,8 +152,32 @@ def test_readout_of_another_layout_is_refused(tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["config"]["points"] = 3  # weights saved for 1 keypoint
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="does not match its config .* retrain it"):
+    with pytest.raises(ValueError, match=r"position_readout.safetensors' does not match the shapes in "
+                                         r"position_readout.json \(.*\); retrain it"):
         load_position_readout(tmp_path)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncate", r"position_readout.safetensors' cannot be read \(.*\); retrain it"),
+    ("garbage", r"position_readout.safetensors' cannot be read \(.*\); retrain it"),
+    ("config", r"position_readout.json' does not describe a position readout \(TypeError: .*'grid'\); retrain it"),
+])
+def test_a_damaged_readout_is_a_one_line_error(tmp_path, damage, expected):
+    """Every saved model loads through bookkeeping.io.load_module: a damaged file names itself, no traceback."""
+    train_position_readout(OmegaConf.merge(READOUT, {"steps": 5}), MarkedGridCache(20, seed=0),
+                           MarkedGridCache(5, seed=1), tmp_path, seed=0)
+    weights, meta_path = tmp_path / "position_readout.safetensors", tmp_path / "position_readout.json"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "garbage":
+        weights.write_bytes(b"not a safetensors file" * 10)
+    else:
+        meta = json.loads(meta_path.read_text())
+        del meta["config"]["grid"]
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=expected) as error:
+        load_position_readout(tmp_path)
+    assert "\n" not in str(error.value)
 
 
 def test_a_task_mixing_slide_and_hinge_joints_reads_each_in_its_own_way():
