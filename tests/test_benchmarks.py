@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -72,6 +73,27 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     assert all(row["mse"] > 0 and row["copy_last_mse"] > 0 for row in rows)
 
 
+def test_pixels_or_latents_table_on_a_micro_run(micro_run_dir, tmp_path):
+    """One command: the latent run resumes, the latent-only energy is evaluated beside it, the predictor diagnosed,
+    the pixel model trained and evaluated in the same directory, and the table lists all five agents."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    result = run_module("benchmarks.pixels_or_latents", "experiment=micro", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {row["agent"] + ("_only" if "alone" in row["label"] else ""): row
+            for row in json.loads((run_dir / "pixels_or_latents.json").read_text())["rows"]}
+    assert set(rows) == {"latent_only", "latent", "pixel", "random", "oracle"}
+    assert rows["latent"]["success_rate"] == json.loads((micro_run_dir / "eval" / "latent" / "metrics.json")
+                                                        .read_text())["success_rate"]  # resumed, not run again
+    energy = json.loads((run_dir / "eval_latent_energy" / "latent" / "metrics.json").read_text())["energy"]
+    assert energy["position_weight"] == energy["latent_readout_weight"] == energy["hold_radius"] == 0
+    assert all(row["episodes"] == 2 for row in rows.values())
+    assert rows["latent"]["rollout_error_vs_copy_last"] and rows["pixel"]["rollout_error_vs_copy_last"]
+    assert rows["pixel"]["training_s"] > 0 and rows["latent"]["training_s"] > 0 and rows["random"]["training_s"] is None
+    table = (run_dir / "pixels_or_latents.md").read_text()
+    assert table.count("\n| ") == 6 and "(c) pixel, frame distance" in table  # a header and five agents
+
+
 def test_encoder_speed_benchmark_runs(tmp_path):
     output = tmp_path / "encoder_speed.json"
     result = run_module("benchmarks.encoder_speed", "--encoder", "vjepa_micro", "--repeats", "1", "--encode-batch",
@@ -118,6 +140,10 @@ def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_pat
     (("benchmarks.planning_speed", "--smoke", "planner.sampels=10"), "Could not override 'planner.sampels'"),
     (("benchmarks.probe_over_pretraining", "RUN", "--steps", "5,-1"), "argument --steps: '5,-1' is invalid"),
     (("benchmarks.probe_over_pretraining", "RUN", "experiment=micro"), "no_run/dataset/train' does not exist"),
+    (("benchmarks.pixels_or_latents", "experiment=micro"), "no run directory: pass hydra.run.dir=DIR"),
+    (("benchmarks.pixels_or_latents", "--pairs", "3"), "'--pairs' is not an override"),
+    (("benchmarks.pixels_or_latents", "experiment=micro", "evaluate.pairz=3", "hydra.run.dir=RUN"),
+     "Could not override 'evaluate.pairz'"),
 ])
 def test_bad_benchmark_arguments_are_one_line_errors(tmp_path, args, expected):
     """A bad argument, run directory or override ends as one `error:` line and exit status 2, no traceback."""
