@@ -15,7 +15,10 @@ it is for the rest of the episode: the policy carries the cube through its goal,
 action (agent/effector_hold.py). Where the cube is now: the position readout of the frame (embedded at every step
 for this check; the policy still acts once per block), except where the gripper holds it and the readout reads it
 within `carried_radius` of the pinch: there it is the pinch, from the arm's joints (its readout errs by 2.8 cm at the
-90th percentile on carried cubes, the pinch by 1.2 cm). The goal's cube is the readout of the goal image.
+90th percentile on carried cubes, the pinch by 1.2 cm). The goal's cube is the readout of the goal image. With
+`place_carried`, a cube carried when the hold latches is placed at the goal as read: the pinch's target moves by
+the read offset from the cube to the goal's cube (at most `hold_radius`), halving the held cubes' median distance
+to their goals on the tuning seeds (docs/experiments.md section 37).
 
 `PolicyProposer` is also CEM's warm start (`evaluate.agent=amortized_cem`): `MPCAgent(warm_start=...)`
 starts every plan from the policy's chunk instead of the shifted last plan.
@@ -74,14 +77,26 @@ class PolicyProposer:
         return self.position_readout(frame_tokens).double().cpu().numpy()
 
     @torch.no_grad()
+    def read_goal_positions(self) -> torch.Tensor:
+        """-> (B, R): the positions read from the goal image (task units), read once per goal."""
+        if self.goal_positions_of is not self.world.goal_tokens:  # a new goal (reset)
+            self.goal_positions_of = self.world.goal_tokens
+            self.goal_positions = self.position_readout(self.world.goal_tokens)  # (B, R)
+        return self.goal_positions
+
+    @torch.no_grad()
     def goal_distance(self, positions: np.ndarray) -> np.ndarray:
         """positions (B, R) -> (B,): how far they lie from the positions read from the goal image (task units)."""
-        readout, world = self.position_readout, self.world
-        if self.goal_positions_of is not world.goal_tokens:  # a new goal (reset): read it once
-            self.goal_positions_of, self.goal_positions = world.goal_tokens, readout(world.goal_tokens)  # (B, R)
-        positions = torch.as_tensor(positions, dtype=self.goal_positions.dtype, device=self.goal_positions.device)
-        error = readout.position_error(positions, self.goal_positions)  # (B, R)
+        goal = self.read_goal_positions()
+        positions = torch.as_tensor(positions, dtype=goal.dtype, device=goal.device)
+        error = self.position_readout.position_error(positions, goal)  # (B, R)
         return error.float().norm(dim=-1).cpu().numpy()
+
+    @torch.no_grad()
+    def to_goal(self, positions: np.ndarray) -> np.ndarray:
+        """positions (B, R) -> (B, R): the goal image's read positions minus them (angles wrapped; task units)."""
+        goal = self.read_goal_positions().double().cpu()
+        return -self.position_readout.position_error(torch.as_tensor(positions, dtype=torch.float64), goal).numpy()
 
 
 @dataclass
@@ -93,6 +108,7 @@ class AmortizedAgent:
     hold: EffectorHold | None = None  # with hold_radius > 0: holds the effector at a reached goal (module docstring)
     hold_radius: float = 0.0     # task units of the position readout
     carried_radius: float = 0.0  # > 0: a cube in the gripper read within it of the pinch is where the pinch is
+    place_carried: bool = False  # a carried cube is held where the goal image's cube is read, not where it latched
     plans: list[PlanRecord] = field(default_factory=list)
     batch: int | None = field(default=None, init=False)  # B, set by reset
 
@@ -140,17 +156,22 @@ class AmortizedAgent:
         self.step += 1
         return action
 
-    def cube_positions(self, frame_tokens: torch.Tensor, states: np.ndarray) -> np.ndarray:
-        """-> (B, 3): the cube's x, y, z as the position readout reads the frame, or the pinch's where the gripper
-        holds the cube and the readout reads it within `carried_radius` of the pinch (module docstring)."""
+    def cube_positions(self, frame_tokens: torch.Tensor, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> the cube's x, y, z (B, 3) as the position readout reads the frame, or the pinch's where the gripper
+        holds the cube and the readout reads it within `carried_radius` of the pinch (module docstring), and which
+        rows those are (B,) bool."""
         positions = self.propose.read_positions(frame_tokens)  # (B, 3)
+        carried = np.zeros(len(positions), dtype=bool)
         if self.carried_radius:
             pinch = self.hold.effector_positions(states)  # (B, 3)
             carried = self.hold.grasping(states) & (np.linalg.norm(positions - pinch, axis=-1) < self.carried_radius)
             positions = np.where(carried[:, None], pinch, positions)
-        return positions
+        return positions, carried
 
     def latch_reached(self, frame_tokens: torch.Tensor, states: np.ndarray) -> None:
-        """Latch the hold of every row whose cube lies within `hold_radius` of the goal image's."""
-        distance = self.propose.goal_distance(self.cube_positions(frame_tokens, states))  # (B,)
-        self.hold.latch(distance < self.hold_radius, states)
+        """Latch the hold of every row whose cube lies within `hold_radius` of the goal image's; with
+        `place_carried`, a carried cube's pinch is held where the goal image's cube is read."""
+        positions, carried = self.cube_positions(frame_tokens, states)
+        distance = self.propose.goal_distance(positions)  # (B,)
+        offsets = np.where(carried[:, None], self.propose.to_goal(positions), 0.0) if self.place_carried else None
+        self.hold.latch(distance < self.hold_radius, states, offsets)

@@ -176,7 +176,8 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
                                 action_dim, float(hold_settings.integral_gain),
                                 getattr(task, "gripper_action_index", None), getattr(task, "grasping", None))
         return AmortizedAgent(world, proposer, block, action_dim, hold, float(hold_settings.radius),
-                              float(hold_settings.carried_radius) if hold is not None else 0.0)
+                              float(hold_settings.carried_radius) if hold is not None else 0.0,
+                              hold is not None and hold_settings.place_carried)
     planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
     execute_blocks, shrink_horizon = mpc_settings(cfg.mpc, planner.horizon)
     return MPCAgent(world, planner, block, action_dim, execute_blocks, shrink_horizon=shrink_horizon,

@@ -20,6 +20,7 @@ rows whose gripper holds something when they latch keep squeezing (+1), the othe
                         gripper_index=task.gripper_action_index, grasping=task.grasping)
     hold.reset(batch)
     hold.latch(rows, states)            # rows (B,) bool: start holding these where they are now
+    hold.latch(rows, states, offsets)   # ... or there plus offsets (B, 3) metres
     actions = hold.actions(states)      # (B, A) for every row that holds (the others: zeros); yaw 0
 """
 from __future__ import annotations
@@ -64,11 +65,14 @@ class EffectorHold:
         angles = torch.as_tensor(states[:, list(self.chain.qpos_addresses)], dtype=torch.float32)  # (B, J)
         return self.chain(angles).double().numpy()
 
-    def latch(self, rows: np.ndarray, states: np.ndarray) -> None:
-        """Start holding `rows` (B,) bool at their present pinch positions; rows already holding keep theirs."""
+    def latch(self, rows: np.ndarray, states: np.ndarray, offsets: np.ndarray | None = None) -> None:
+        """Start holding `rows` (B,) bool at their present pinch positions, moved by `offsets` (B, 3) metres where
+        given (a carried cube placed at its goal); rows already holding keep their targets."""
         new = rows & ~self.holding
         if new.any():
             self.targets[new] = self.effector_positions(states)[new]
+            if offsets is not None:
+                self.targets[new] += offsets[new]
             self.error_sums[new] = 0.0
             if self.grasping is not None:
                 self.grip_commands[new] = self.grasping(states)[new].astype(float)

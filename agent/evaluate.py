@@ -145,6 +145,9 @@ def validate(cfg: DictConfig) -> None:
                          f"{cfg.evaluate.budget}]")
     check_numbers(cfg.evaluate, "evaluate", ("exclude_within",))
     check_numbers(cfg.evaluate.effector_hold, "evaluate.effector_hold", ("radius", "carried_radius", "integral_gain"))
+    if not isinstance(cfg.evaluate.effector_hold.place_carried, bool):
+        raise ValueError(f"evaluate.effector_hold.place_carried={cfg.evaluate.effector_hold.place_carried!r} is "
+                         "invalid; expected true or false")
     check_int_list(cfg.evaluate, "evaluate", "seeds")
     goals = cfg.evaluate.goals
     if goals not in GOAL_SOURCES:

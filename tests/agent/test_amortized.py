@@ -122,7 +122,10 @@ def test_bad_effector_hold_settings_are_named(policy_run, tmp_path):
     cfg.evaluate.effector_hold.radius, cfg.evaluate.effector_hold.carried_radius = 0, -0.5
     with pytest.raises(ValueError, match=r"evaluate.effector_hold.carried_radius=-0.5 is invalid; expected a non-neg"):
         evaluate(cfg, "amortized")
-    cfg.evaluate.effector_hold.carried_radius = 0.04
+    cfg.evaluate.effector_hold.carried_radius, cfg.evaluate.effector_hold.place_carried = 0.04, "yes"
+    with pytest.raises(ValueError, match=r"evaluate.effector_hold.place_carried='yes' is invalid; expected true or f"):
+        evaluate(cfg, "amortized")
+    cfg.evaluate.effector_hold.place_carried = True
     cfg.evaluate.effector_hold.radius = 0.03
     task = envs.make_from_config(cfg.env)
     try:
@@ -134,7 +137,7 @@ def test_bad_effector_hold_settings_are_named(policy_run, tmp_path):
                                              "or > 0 with a task that has an effector and a goal policy that reads "
                                              "the position"):
             AmortizedAgent(agent.world, agent.propose, agent.block, agent.action_dim, agent.hold, hold_radius=0.03)
-        assert agent.carried_radius == 0  # without a hold the default 0.04 does not apply
+        assert agent.carried_radius == 0 and not agent.place_carried  # without a hold the defaults do not apply
         with pytest.raises(ValueError, match="evaluate.effector_hold.carried_radius=0.04 is invalid here; expected 0, "
                                              "or > 0 with a hold radius > 0 and a task that senses what its gripper"):
             AmortizedAgent(agent.world, agent.propose, agent.block, agent.action_dim, carried_radius=0.04)

@@ -88,6 +88,23 @@ def test_only_grippers_that_hold_the_cube_squeeze(cube):
     np.testing.assert_array_equal(hold.actions(states)[:, cube.gripper_action_index], [0.0, 1.0])
 
 
+def test_a_hold_latched_with_an_offset_carries_the_cube_there(cube):
+    """`place_carried`'s latch: the target is the pinch moved by the offset, and the held cube follows it."""
+    state = lifted_grasp(cube, seed=0)
+    offset = np.array([[0.02, -0.015, 0.01]])  # (1, 3) metres, within the cube preset's 2.5 cm radius
+    hold = gripping_hold(cube)
+    cube.set_state(state)
+    hold.reset(1)
+    hold.latch(np.array([True]), state[None], offset)
+    np.testing.assert_allclose(hold.targets, hold.effector_positions(state[None]) + offset)
+    for _ in range(30):
+        cube.step(hold.actions(cube.get_state()[None])[0])
+    moved = cube.get_state()
+    assert np.linalg.norm(hold.effector_positions(moved[None]) - hold.targets) < 0.003  # the pinch is there
+    cube_shift = moved[cube.cube_position] - state[cube.cube_position]
+    assert np.linalg.norm(cube_shift - offset[0]) < 0.005 and cube.grasping(moved[None])[0]  # and so is the cube
+
+
 def test_only_latched_rows_move_and_a_latched_target_stays(cube):
     hold = EffectorHold(SerialChain(cube._model, cube.effector_site), cube.effector_action_scale, cube.action_dim)
     hold.reset(2)

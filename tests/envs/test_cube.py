@@ -226,9 +226,19 @@ def check_the_hold_looks_at_every_step_and_a_carried_cube_is_where_the_pinch_is(
         read = agent.propose.read_positions(tokens)  # (2, 3)
         pinch = agent.hold.effector_positions(states)
         agent.carried_radius = 100.0  # the micro readout is rough: any reading counts as near the pinch
-        np.testing.assert_allclose(agent.cube_positions(tokens, states), [pinch[0], read[1]])
+        positions, carried = agent.cube_positions(tokens, states)
+        np.testing.assert_allclose(positions, [pinch[0], read[1]])
+        np.testing.assert_array_equal(carried, [True, False])
+
+        assert agent.place_carried  # the default: the carried cube's target is the goal's cube as read
+        agent.reset(np.stack([goal, goal]), None, seeds=[0, 1])
+        agent.latch_reached(tokens, states)  # radius 100: both latch
+        goal_cube = agent.propose.read_goal_positions().double().numpy()  # (2, 3)
+        np.testing.assert_allclose(agent.hold.targets, [goal_cube[0], pinch[1]], atol=1e-6)
         agent.carried_radius = 0.0
-        np.testing.assert_allclose(agent.cube_positions(tokens, states), read)
+        positions, carried = agent.cube_positions(tokens, states)
+        np.testing.assert_allclose(positions, read)
+        assert not carried.any()
     finally:
         task.close()
 
