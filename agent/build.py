@@ -240,7 +240,7 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
                                 f"no predictor/config.yaml from `jepa-agent train`); make one with "
                                 f"`jepa-agent run hydra.run.dir={run_dir}`")
     saved = OmegaConf.load(config_path)
-    check_made_by_this_version(saved, config_path)
+    saved = fill_keys_added_since(saved, config_path, run_dir)
     check_override_keys(saved, overrides)
     stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS}
     if run_dir.name in stage_outputs and Path(str(saved.run_dir)).name != run_dir.name:
@@ -259,23 +259,59 @@ def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
 SCHEMA_SECTIONS = ("paths", "mpc", "evaluate", "policy")  # sections whose keys no config group choice changes
 
 
-def check_made_by_this_version(saved: DictConfig, config_path: Path) -> None:
-    """A run's config that lacks keys every config of this version has (top-level sections, and those of
-    SCHEMA_SECTIONS) was made by an older version: refused in one line, not with a KeyError later."""
+def fill_keys_added_since(saved: DictConfig, config_path: Path, run_dir: Path) -> DictConfig:
+    """A run's config made by an older version lacks keys every config of this version has (top-level sections,
+    and those of SCHEMA_SECTIONS): they get the values the run's own command (its command.txt; else the default
+    config) gives now, and a warning names them. Evaluations record their settings, so resuming one made before
+    a filled key existed is refused naming the key (agent.evaluate), never mixed."""
+    import warnings
+
     from agent.config import compose_config
+
+    if not isinstance(saved, DictConfig) or not {"env", "paths"} <= set(saved):
+        raise ValueError(f"{str(config_path)!r} is not a run's config (no env and paths sections); make the run "
+                         "again with `jepa-agent run` into a new directory")
+    defaults = compose_config(run_dir, [])  # paths under the run, as load_run_config re-roots them
+    missing = missing_keys(OmegaConf.to_container(saved), OmegaConf.to_container(defaults))
+    if not missing:
+        return saved
+    try:
+        command, overrides = run_command_overrides(run_dir)
+        defaults = compose_config(run_dir, overrides) if overrides else defaults
+    except ValueError:  # an override this version no longer has, or an unreadable command.txt: the plain defaults
+        command = None
+    for key in missing:
+        OmegaConf.update(saved, key, OmegaConf.select(defaults, key), force_add=True)
+    shown = ", ".join(f"{key}={OmegaConf.select(saved, key)}" for key in missing[:5])
+    shown += f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    origin = f"as `{command}` sets them now" if command else "this version's defaults"
+    warnings.warn(f"{str(config_path)!r} was made by an older version of jepa-agent and lacks keys added since; "
+                  f"using {shown} ({origin})", stacklevel=3)
+    return saved
+
+
+def missing_keys(saved: dict, defaults: dict) -> list[str]:
+    """The dotted keys of `defaults` (top-level sections, and keys of SCHEMA_SECTIONS) that `saved` lacks."""
     from bookkeeping.io import flatten
 
-    defaults = OmegaConf.to_container(compose_config(".", []))
-    saved_config = OmegaConf.to_container(saved) if isinstance(saved, DictConfig) else {}
-    saved_keys = set(saved_config) | set(flatten(saved_config))
+    saved_keys = set(saved) | set(flatten(saved))
     expected = {name for name in defaults if name != "run_dir"} | {
         key for section in SCHEMA_SECTIONS for key in flatten({section: defaults.get(section) or {}})}
-    missing = sorted(key for key in expected
-                     if key not in saved_keys and not any(found.startswith(key + ".") for found in saved_keys))
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ValueError(f"{str(config_path)!r} lacks {shown}: the run was made by an older version of jepa-agent; "
-                         "make it again with `jepa-agent run` into a new directory")
+    return sorted(key for key in expected
+                  if key not in saved_keys and not any(found.startswith(key + ".") for found in saved_keys))
+
+
+def run_command_overrides(run_dir: Path) -> tuple[str | None, list[str]]:
+    """The command in a run's command.txt (`jepa-agent run` writes it) and its config overrides, Hydra's own
+    (hydra.run.dir) left out; (None, []) without one."""
+    import shlex
+
+    command_path = run_dir / "command.txt"
+    if not command_path.is_file():
+        return None, []
+    command = command_path.read_text().strip()
+    words = shlex.split(command)[2:]  # after `jepa-agent run`
+    return command, [word for word in words if "=" in word and not word.lstrip("+~").startswith("hydra.")]
 
 
 def check_override_keys(saved: DictConfig, overrides: dict) -> None:

@@ -6,7 +6,7 @@ Evaluates under the run's own protocol (its pairs, seeds and batches) through `a
 agents at the run's own settings resume from the run's `eval/<agent>/` (nothing runs when they are
 there); the others go to `DIR/eval_speed/<label>/`, so a rerun resumes too. The goal policy must be
 trained first (`jepa-agent policy ...`, or `run` with an amortized agent in `run.agents`). Writes
-benchmarks/results/success_vs_speed_<task>.{json,png} and prints a table.
+benchmarks/results/success_vs_speed_<task>.{json,png} (or `--output`'s JSON, its PNG beside it) and prints a table.
 
 Seconds per action (plotted): the median of `--repeats` planner (or policy) calls for one env, timed
 back to back in this process (eager), divided by the task steps each call decides (`mpc.execute_blocks x
@@ -16,6 +16,7 @@ median call (per env of its batch): on a shared machine it mostly measures the o
 
     python -m benchmarks.success_vs_speed runs/quick
     python -m benchmarks.success_vs_speed runs/quick --warm-iterations 3 --warm-std 0.5 --pairs 20 --threads 1
+    python -m benchmarks.success_vs_speed runs/quick --seeds 0 1 2 --threads 2   # n = 150 on `quick`
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from omegaconf import OmegaConf
 from agent.build import load_run_config
 from agent.config import CONFIG_DIR
 from agent.evaluate import main as evaluate
-from benchmarks.arguments import benchmark_parser, positive_int, run_main
+from benchmarks.arguments import benchmark_parser, non_negative_int, positive_int, run_main
 from bookkeeping.io import atomic_save, atomic_write_json
 from world_model.goal_policy import load_goal_policy
 
@@ -59,7 +60,8 @@ def variants(cfg, warm_iterations: list[int], warm_stds: list[float]) -> list[tu
     return rows
 
 
-def evaluation_config(run_dir: Path, kind: str, label: str, planner: dict, pairs: int | None):
+def evaluation_config(run_dir: Path, kind: str, label: str, planner: dict, pairs: int | None,
+                      seeds: list[int] | None):
     cfg = load_run_config(run_dir)
     if planner:
         cfg.planner = planner_node(cfg.planner, planner.get("name", cfg.planner.name))
@@ -71,7 +73,9 @@ def evaluation_config(run_dir: Path, kind: str, label: str, planner: dict, pairs
         cfg.paths.evaluation = str(run_dir / "eval_speed" / label)
     if pairs:
         cfg.evaluate.pairs = pairs
-    cfg.evaluate.videos = 0 if planner or pairs else cfg.evaluate.videos
+    if seeds:
+        cfg.evaluate.seeds = seeds
+    cfg.evaluate.videos = 0 if planner or pairs or seeds else cfg.evaluate.videos
     return cfg
 
 
@@ -149,9 +153,16 @@ def main() -> None:
     parser.add_argument("--warm-std", nargs="*", type=float, default=[],
                         help="also amortized + CEM with these first-iteration stds around the policy's chunk")
     parser.add_argument("--pairs", type=positive_int, default=None, help="default: the run's evaluate.pairs")
+    parser.add_argument("--seeds", nargs="+", type=non_negative_int, default=None,
+                        help="eval seeds (default: the run's evaluate.seeds); more of them extend the run's own "
+                             "evaluations, as `jepa-agent evaluate 'evaluate.seeds=[...]'` does")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed decisions per agent (median)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the JSON (the PNG beside it); default: benchmarks/results/success_vs_speed_<task>.json")
     args = parser.parse_args()
+    if args.output is not None and args.output.suffix != ".json":
+        parser.error(f"argument --output: {str(args.output)!r} is invalid; expected a path ending in .json")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_run_config(args.run_dir)
@@ -159,7 +170,7 @@ def main() -> None:
     warm = args.warm_iterations or [max(1, int(cfg.planner.iterations) // 3)]
     rows = []
     for label, kind, planner in variants(cfg, warm, args.warm_std):
-        run_cfg = evaluation_config(args.run_dir, kind, label, planner, args.pairs)
+        run_cfg = evaluation_config(args.run_dir, kind, label, planner, args.pairs, args.seeds)
         metrics = evaluate(run_cfg, kind)
         rows.append({"label": label, "agent": kind, "planner": None if kind in ("random", "amortized") else
                      OmegaConf.to_container(run_cfg.planner, resolve=True),
@@ -177,12 +188,12 @@ def main() -> None:
                           for value in (row["seconds_per_action"], row["seconds_per_action_in_evaluation"]))
         low, high = row["success_rate_ci95"]
         print(f"{row['label']:22} {row['success_rate']:8.1%} {f'{low:.0%}-{high:.0%}':>13} {speed:>10} {in_eval:>10}")
-    name = f"success_vs_speed_{cfg.env.name}"
-    atomic_write_json(RESULTS / f"{name}.json", {"run_dir": str(args.run_dir), "task": cfg.env.name,
-                                                 "timing_repeats": args.repeats, "threads": torch.get_num_threads(),
-                                                 "rows": rows})
-    plot(rows, random_rate, cfg.env.name, RESULTS / f"{name}.png")
-    print(f"plot: {RESULTS / f'{name}.png'}")
+    output = args.output or RESULTS / f"success_vs_speed_{cfg.env.name}.json"
+    atomic_write_json(output, {"run_dir": str(args.run_dir), "task": cfg.env.name,
+                               "seeds": list(args.seeds or cfg.evaluate.seeds), "timing_repeats": args.repeats,
+                               "threads": torch.get_num_threads(), "rows": rows})
+    plot(rows, random_rate, cfg.env.name, output.with_suffix(".png"))
+    print(f"plot: {output.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

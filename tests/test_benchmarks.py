@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, cli
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -94,6 +94,29 @@ def test_pixels_or_latents_table_on_a_micro_run(micro_run_dir, tmp_path):
     assert table.count("\n| ") == 6 and "(c) pixel, frame distance" in table  # a header and five agents
 
 
+def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_path):
+    """Every agent's point from real evaluations: the run's own agents resume (and extend to the seeds asked), the
+    others are evaluated into eval_speed/, each timed; the JSON and the PNG go where --output says."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(micro_run_dir, run_dir)
+    result = cli("policy", "experiment=micro", "policy.steps=10", "policy.batch_size=16", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = tmp_path / "speed" / "reacher.json"
+    result = run_module("benchmarks.success_vs_speed", str(run_dir), "--seeds", "0", "1", "--repeats", "1",
+                        "--threads", "1", "--output", str(output))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(output.read_text())
+    rows = {row["label"]: row for row in data["rows"]}
+    assert list(rows) == ["cem", "mppi", "amortized", "oracle", "random", "amortized_cem_1it", "cem_1it"]
+    assert data["seeds"] == [0, 1] and all(row["episodes"] == 4 for row in rows.values())  # 2 pairs x 2 seeds
+    assert rows["mppi"]["planner"]["name"] == "mppi" and rows["cem_1it"]["planner"]["iterations"] == 1
+    assert all(row["seconds_per_action"] > 0 for label, row in rows.items() if label != "random")
+    assert rows["cem"]["evaluation"] == str(run_dir / "eval" / "latent")  # the run's own, extended to seed 1
+    assert json.loads((run_dir / "eval" / "latent" / "metrics.json").read_text())["seeds"] == [0, 1]
+    assert (run_dir / "eval_speed" / "amortized_cem_1it" / "amortized_cem" / "metrics.json").is_file()
+    assert output.with_suffix(".png").stat().st_size > 1000
+
+
 def test_encoder_speed_benchmark_runs(tmp_path):
     output = tmp_path / "encoder_speed.json"
     result = run_module("benchmarks.encoder_speed", "--encoder", "vjepa_micro", "--repeats", "1", "--encode-batch",
@@ -142,6 +165,10 @@ def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_pat
     (("benchmarks.probe_over_pretraining", "RUN", "experiment=micro"), "no_run/dataset/train' does not exist"),
     (("benchmarks.pixels_or_latents", "experiment=micro"), "no run directory: pass hydra.run.dir=DIR"),
     (("benchmarks.pixels_or_latents", "--pairs", "3"), "'--pairs' is not an override"),
+    (("benchmarks.success_vs_speed", "RUN", "--output", "speed.png"),
+     "argument --output: 'speed.png' is invalid; expected a path ending in .json"),
+    (("benchmarks.success_vs_speed", "RUN", "--seeds", "-1"),
+     "argument --seeds: '-1' is invalid; expected an int >= 0"),
     (("benchmarks.pixels_or_latents", "experiment=micro", "evaluate.pairz=3", "hydra.run.dir=RUN"),
      "Could not override 'evaluate.pairz'"),
 ])

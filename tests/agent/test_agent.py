@@ -144,22 +144,35 @@ def test_run_directories_made_stage_by_stage_load_and_stage_folders_are_refused(
         load_agent(micro_run_dir / "eval")
 
 
-def test_a_run_made_by_an_older_version_is_refused_in_one_line(micro_run_dir, tmp_path):
-    """A config.yaml without keys every config of this version has (here paths.policy and evaluate.hold_steps,
-    added later) is refused naming them, not with a KeyError once something reads them."""
+def test_a_run_made_by_an_older_version_loads_with_its_commands_values_for_keys_added_since(micro_run_dir,
+                                                                                             tmp_path):
+    """A config.yaml without keys this version added (here paths.policy and evaluate.hold_steps) loads with the
+    values the run's own command gives them now, named in a warning; the evaluations made before are not resumed
+    under a setting they were not made with."""
     import shutil
 
     from omegaconf import OmegaConf
 
+    from agent.build import load_run_config
+
     old = tmp_path / "old"
-    shutil.copytree(micro_run_dir, old, ignore=shutil.ignore_patterns("dataset", "eval"))
+    shutil.copytree(micro_run_dir, old)
     config = OmegaConf.load(old / "config.yaml")
     del config.paths["policy"], config.evaluate["hold_steps"]
     OmegaConf.save(config, old / "config.yaml")
-    with pytest.raises(ValueError, match=r"config.yaml' lacks evaluate.hold_steps, paths.policy: the run was made by "
-                                         r"an older version of jepa-agent"):
-        load_agent(old)
-    assert load_agent(micro_run_dir).planner is not None  # this version's run loads: the check can pass
+    command = (old / "command.txt").read_text().strip()
+    (old / "command.txt").write_text(f"{command} evaluate.hold_steps=3\n")
+    with pytest.warns(UserWarning, match=r"config.yaml' was made by an older version of jepa-agent and lacks keys "
+                                         r"added since; using evaluate.hold_steps=3, paths.policy=\S*/old/policy \(as "
+                                         r"`jepa-agent run experiment=micro .* evaluate.hold_steps=3` sets them now"):
+        cfg = load_run_config(old)
+    assert cfg.evaluate.hold_steps == 3 and cfg.paths.policy == str(old / "policy")
+    assert load_agent(old).planner is not None
+    with pytest.raises(ValueError, match=r"was made with other settings \(.*evaluate.hold_steps"):
+        evaluate(cfg, "random")  # its episodes were held over 5 steps, not 3
+    (old / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ValueError, match=r"config.yaml' is not a run's config \(no env and paths sections\)"):
+        load_run_config(old)
 
 
 def test_evaluating_a_run_without_a_dataset_makes_nothing(tmp_path):
