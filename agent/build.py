@@ -7,17 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
+from agent.run_config import load_run_config
 from agent.stages import AGENTS, AMORTIZED_AGENTS, LATENT_AGENTS
 from agent.simulator_world import SimulatorWorld
 from agent.worlds import LatentWorld
 from planners import make_planner
 
 PLANNING_AGENTS = ("latent", "oracle", "pixel", "amortized_cem")  # plan with cfg.planner, cfg.mpc, cfg.evaluate.energy
-# a run directory's `paths`
-RUN_PATHS = ("dataset", "encoder", "latents", "predictor", "evaluation", "pixel_model", "policy")
 
 
 def load_world_model(cfg: DictConfig, task, device: str):
@@ -222,114 +221,6 @@ def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
 
         latent_readout = load_latent_readout(cfg.paths.predictor, device)
     return PolicyProposer(policy, readout, latent_readout, world)
-
-
-def load_run_config(run_dir: str | Path, **overrides) -> DictConfig:
-    """The config of a run directory, its paths re-rooted at `run_dir` wherever it now lives: the one
-    `jepa-agent run` wrote, or for a run made stage by stage, the one `jepa-agent train` wrote beside
-    the predictor. `overrides` replace config sections, e.g. `planner={"samples": 100}`."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        config_path = run_dir / "predictor" / "config.yaml"
-    if not config_path.is_file() and (run_dir.parent / "config.yaml").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is a folder inside a run directory; pass the run directory, "
-                                f"{str(run_dir.parent)!r}")
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (no config.yaml from `jepa-agent run`, "
-                                f"no predictor/config.yaml from `jepa-agent train`); make one with "
-                                f"`jepa-agent run hydra.run.dir={run_dir}`")
-    saved = OmegaConf.load(config_path)
-    saved = fill_keys_added_since(saved, config_path, run_dir)
-    check_override_keys(saved, overrides)
-    stage_outputs = {Path(saved.paths[name]).name: name for name in RUN_PATHS}
-    if run_dir.name in stage_outputs and Path(str(saved.run_dir)).name != run_dir.name:
-        raise ValueError(f"{str(run_dir)!r} is the {stage_outputs[run_dir.name]} folder of a run, not a run "
-                         f"directory; pass the run directory, {str(run_dir.parent)!r}")
-    cfg = OmegaConf.merge(saved, OmegaConf.create(overrides))
-    cfg.run_dir = str(run_dir)
-    for name in RUN_PATHS:
-        cfg.paths[name] = str(run_dir / Path(cfg.paths[name]).name)
-    if cfg.encoder.get("pretrain") is not None:  # an in-domain encoder lives in the run (official: a hub id)
-        cfg.encoder.source = cfg.paths.encoder
-    cfg.run.overwrite = bool(overrides.get("run", {}).get("overwrite", False))  # never inherited from the run
-    return cfg
-
-
-SCHEMA_SECTIONS = ("paths", "mpc", "evaluate", "policy")  # sections whose keys no config group choice changes
-
-
-def fill_keys_added_since(saved: DictConfig, config_path: Path, run_dir: Path) -> DictConfig:
-    """A run's config made by an older version lacks keys every config of this version has (top-level sections,
-    and those of SCHEMA_SECTIONS): they get the values the run's own command (its command.txt; else the default
-    config) gives now, and a warning names them. Evaluations record their settings, so resuming one made before
-    a filled key existed is refused naming the key (agent.evaluate), never mixed."""
-    import warnings
-
-    from agent.config import compose_config
-
-    if not isinstance(saved, DictConfig) or not {"env", "paths"} <= set(saved):
-        raise ValueError(f"{str(config_path)!r} is not a run's config (no env and paths sections); make the run "
-                         "again with `jepa-agent run` into a new directory")
-    defaults = compose_config(run_dir, [])  # paths under the run, as load_run_config re-roots them
-    missing = missing_keys(OmegaConf.to_container(saved), OmegaConf.to_container(defaults))
-    if not missing:
-        return saved
-    try:
-        command, overrides = run_command_overrides(run_dir)
-        defaults = compose_config(run_dir, overrides) if overrides else defaults
-    except ValueError:  # an override this version no longer has, or an unreadable command.txt: the plain defaults
-        command = None
-    for key in missing:
-        OmegaConf.update(saved, key, OmegaConf.select(defaults, key), force_add=True)
-    shown = ", ".join(f"{key}={OmegaConf.select(saved, key)}" for key in missing[:5])
-    shown += f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    origin = f"as `{command}` sets them now" if command else "this version's defaults"
-    warnings.warn(f"{str(config_path)!r} was made by an older version of jepa-agent and lacks keys added since; "
-                  f"using {shown} ({origin})", stacklevel=3)
-    return saved
-
-
-def missing_keys(saved: dict, defaults: dict) -> list[str]:
-    """The dotted keys of `defaults` (top-level sections, and keys of SCHEMA_SECTIONS) that `saved` lacks."""
-    from bookkeeping.io import flatten
-
-    saved_keys = set(saved) | set(flatten(saved))
-    expected = {name for name in defaults if name != "run_dir"} | {
-        key for section in SCHEMA_SECTIONS for key in flatten({section: defaults.get(section) or {}})}
-    return sorted(key for key in expected
-                  if key not in saved_keys and not any(found.startswith(key + ".") for found in saved_keys))
-
-
-def run_command_overrides(run_dir: Path) -> tuple[str | None, list[str]]:
-    """The command in a run's command.txt (`jepa-agent run` writes it) and its config overrides, Hydra's own
-    (hydra.run.dir) left out; (None, []) without one."""
-    import shlex
-
-    command_path = run_dir / "command.txt"
-    if not command_path.is_file():
-        return None, []
-    command = command_path.read_text().strip()
-    words = shlex.split(command)[2:]  # after `jepa-agent run`
-    return command, [word for word in words if "=" in word and not word.lstrip("+~").startswith("hydra.")]
-
-
-def check_override_keys(saved: DictConfig, overrides: dict) -> None:
-    """Every overridden key must be one of the run's config or of the default config (with the planner
-    the overrides name), so that a typo is not silently ignored."""
-    from agent.config import CONFIG_DIR, compose_config
-    from bookkeeping.io import flatten
-
-    given = OmegaConf.to_container(OmegaConf.create(overrides))
-    planner = (given.get("planner") or {}).get("name") if isinstance(given.get("planner"), dict) else None
-    planners = {path.stem for path in (CONFIG_DIR / "planner").glob("*.yaml")}  # an unknown name: make_planner's error
-    defaults = compose_config(".", [f"planner={planner}"] if planner in planners else [])
-    known = set(flatten(OmegaConf.to_container(saved))) | set(flatten(OmegaConf.to_container(defaults)))
-    unknown = [key for key in flatten(given)
-               if not any(key == name or key.startswith(name + ".") or name.startswith(key + ".") for name in known)]
-    if unknown:
-        raise ValueError(f"unknown config keys {unknown} in the overrides; expected keys of the run's config.yaml, "
-                         "e.g. planner.samples")
 
 
 def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides) -> Agent:

@@ -69,9 +69,12 @@ def command_line() -> str | None:
 
 
 def compose_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()):
-    """The root config with Hydra overrides and `run_dir` set explicitly (no Hydra run directory); a bad
+    """The root config with Hydra overrides and `run_dir` set explicitly (no Hydra run directory; set after
+    composing, so that any path is taken as it is: Hydra's override grammar rejects `(`, `,` or `é`); a bad
     override is a one-line ValueError."""
     from hydra import compose, initialize_config_dir
 
     with one_line_config_errors(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose("config", overrides=[*overrides, f"run_dir={run_dir}"])
+        cfg = compose("config", overrides=list(overrides))
+    cfg.run_dir = str(run_dir)
+    return cfg

@@ -1,5 +1,5 @@
-"""The benchmarks' command lines: whole-number argument types, and bad input reported as `jepa-agent`
-reports it, one line `error: ...` and exit status 2 (JEPA_AGENT_DEBUG=1 shows the traceback).
+"""The benchmarks' command lines: whole-number and positive-number argument types, and bad input reported as
+`jepa-agent` reports it, one line `error: ...` and exit status 2 (JEPA_AGENT_DEBUG=1 shows the traceback).
 
     parser = benchmark_parser(__doc__)
     parser.add_argument("--pairs", type=positive_int, default=20)
@@ -31,6 +31,16 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return whole_number(text, 0, "an int >= 0")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):  # nan fails both comparisons
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected a positive number")
+    return value
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

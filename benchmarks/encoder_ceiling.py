@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import envs
-from agent.build import load_run_config, mpc_settings
+from agent.build import mpc_settings
+from agent.run_config import load_run_config
 from agent.episodes import run_batch
 from agent.pairs import sample_pairs
 from agent.mpc import MPCAgent

@@ -15,7 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from agent.build import load_run_config
+from agent.run_config import load_run_config
 from agent.evaluate import main as evaluate
 from agent.report import PLOTS_DIR, write_report
 from benchmarks.arguments import benchmark_parser, positive_int, run_main

@@ -4,12 +4,14 @@ CEM cold-started at those iterations, the simulator oracle, and the random floor
 
 Evaluates under the run's own protocol (its pairs, seeds and batches) through `agent.evaluate`. The
 agents at the run's own settings resume from the run's `eval/<agent>/` (nothing runs when they are
-there); the others go to `DIR/eval_speed/<label>/`, so a rerun resumes too. The goal policy must be
-trained first (`jepa-agent policy ...`, or `run` with an amortized agent in `run.agents`). Writes
+there; more `--seeds` or `--pairs` extend them); the others, and fewer seeds or pairs than the run's own
+(which would shrink its `metrics.json` to them), go to `DIR/eval_speed/<label>/`, so a rerun resumes too. The
+goal policy must be trained first (`jepa-agent policy ...`, or `run` with an amortized agent in `run.agents`). Writes
 benchmarks/results/success_vs_speed_<task>.{json,png} (or `--output`'s JSON, its PNG beside it) and prints a table.
 
-Seconds per action (plotted): the median of `--repeats` planner (or policy) calls for one env, timed
-back to back in this process (eager), divided by the task steps each call decides (`mpc.execute_blocks x
+Seconds per action (plotted): the median of `--repeats` planner calls (at least 100 of the policy's: each
+`timed_calls` in the JSON) for one env, timed back to back in this process (eager), divided by the task steps
+each call decides (`mpc.execute_blocks x
 block` for MPC, one block for the policy). The encoder's embedding of each frame, which every latent
 agent pays, is not counted. `seconds_per_action_in_evaluation` is the same from the evaluation's own
 median call (per env of its batch): on a shared machine it mostly measures the other jobs.
@@ -26,10 +28,10 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from agent.build import load_run_config
+from agent.run_config import load_run_config
 from agent.config import CONFIG_DIR
 from agent.evaluate import main as evaluate
-from benchmarks.arguments import benchmark_parser, non_negative_int, positive_int, run_main
+from benchmarks.arguments import benchmark_parser, non_negative_int, positive_float, positive_int, run_main
 from bookkeeping.io import atomic_save, atomic_write_json
 from world_model.goal_policy import load_goal_policy
 
@@ -68,8 +70,8 @@ def evaluation_config(run_dir: Path, kind: str, label: str, planner: dict, pairs
         cfg.planner.iterations = planner.get("iterations", cfg.planner.iterations)
         if "warm_start_std" in planner:
             cfg.planner.warm_start_std = planner["warm_start_std"]
-        cfg.paths.evaluation = str(run_dir / "eval_speed" / label)
-    elif kind == "amortized_cem":
+    fewer = (pairs and pairs < cfg.evaluate.pairs) or (seeds and not set(cfg.evaluate.seeds) <= set(seeds))
+    if planner or kind == "amortized_cem" or fewer:  # not the run's own evaluation, or a part of it
         cfg.paths.evaluation = str(run_dir / "eval_speed" / label)
     if pairs:
         cfg.evaluate.pairs = pairs
@@ -88,10 +90,10 @@ def seconds_per_action(metrics: dict, cfg, kind: str) -> float | None:
     return latency["p50_s"] / latency["envs_per_plan"] / steps_per_decision(cfg, kind)
 
 
-def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> float:
+def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> tuple[float, int]:
     """The median of `repeats` decisions (planner or policy calls; at least 100 of the policy's) for one env,
     timed back to back in this process (eager: evaluate.compile off), per task step each decides. Goal: the start
-    frame itself (the energy's landscape does not change its cost)."""
+    frame itself (the energy's landscape does not change its cost). -> (seconds per action, calls timed)"""
     import envs
     from agent.build import build_agent
 
@@ -110,13 +112,25 @@ def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> float:
             latencies.append(agent.plans[-1].latency_s)
     finally:
         task.close()
-    return float(np.median(latencies[1:])) / steps_per_decision(cfg, kind)
+    return float(np.median(latencies[1:])) / steps_per_decision(cfg, kind), repeats
 
 
 def steps_per_decision(cfg, kind: str) -> int:
     """Task steps one planner (policy) call decides: mpc.execute_blocks x block for MPC, one block for the policy."""
     block = int(cfg.predictor.block)
     return block if kind == "amortized" else int(cfg.mpc.execute_blocks) * block
+
+
+def goal_policy_record(cfg) -> dict:
+    """The run's goal policy, which the amortized rows measure: its training settings and weights' sha256
+    (refused, one line, when missing or trained on another predictor)."""
+    from bookkeeping.io import sha256_file
+    from world_model.goal_policy import WEIGHTS_FILE as POLICY_WEIGHTS
+    from world_model.predictor import WEIGHTS_FILE
+
+    _, meta = load_goal_policy(cfg.paths.policy, predictor_sha256=sha256_file(Path(cfg.paths.predictor) / WEIGHTS_FILE))
+    return {"settings": meta.get("identity", {}).get("policy"),
+            "sha256": sha256_file(Path(cfg.paths.policy) / POLICY_WEIGHTS)}
 
 
 def plot(rows: list[dict], random_rate: float, task: str, path: Path) -> None:
@@ -138,7 +152,7 @@ def plot(rows: list[dict], random_rate: float, task: str, path: Path) -> None:
     axis.set_ylabel("success rate (95% CI)")
     axis.set_ylim(-0.02, 1.02)
     axis.legend(fontsize=8)
-    axis.set_title(f"{task}: success vs decision time")
+    axis.set_title(f"{task}: success vs seconds per action")
     figure.tight_layout()
     atomic_save(path, lambda temp: figure.savefig(temp, dpi=120, format="png"))
     plt.close(figure)
@@ -150,7 +164,7 @@ def main() -> None:
     parser.add_argument("--warm-iterations", nargs="+", type=positive_int, default=None,
                         help="CEM iterations of amortized + CEM (and of the cold CEM beside it); "
                              "default: a third of the run's")
-    parser.add_argument("--warm-std", nargs="*", type=float, default=[],
+    parser.add_argument("--warm-std", nargs="*", type=positive_float, default=[],
                         help="also amortized + CEM with these first-iteration stds around the policy's chunk")
     parser.add_argument("--pairs", type=positive_int, default=None, help="default: the run's evaluate.pairs")
     parser.add_argument("--seeds", nargs="+", type=non_negative_int, default=None,
@@ -165,8 +179,10 @@ def main() -> None:
         parser.error(f"argument --output: {str(args.output)!r} is invalid; expected a path ending in .json")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.seeds and len(set(args.seeds)) < len(args.seeds):
+        parser.error(f"argument --seeds: {args.seeds} is invalid; expected distinct seeds")
     cfg = load_run_config(args.run_dir)
-    load_goal_policy(cfg.paths.policy)  # before minutes of evaluations: the policy must be trained
+    goal_policy = goal_policy_record(cfg)  # before minutes of evaluations: the policy must be trained, on this run
     warm = args.warm_iterations or [max(1, int(cfg.planner.iterations) // 3)]
     rows = []
     for label, kind, planner in variants(cfg, warm, args.warm_std):
@@ -178,9 +194,9 @@ def main() -> None:
                      "success_rate_held": metrics["success_rate_held"], "episodes": metrics["episodes"],
                      "planning_latency": metrics["planning_latency"],
                      "seconds_per_action_in_evaluation": seconds_per_action(metrics, run_cfg, kind),
-                     "seconds_per_action": (None if kind == "random" else
-                                            timed_seconds_per_action(run_cfg, kind, args.repeats)),
                      "evaluation": str(Path(run_cfg.paths.evaluation) / kind)})
+        timed = (None, 0) if kind == "random" else timed_seconds_per_action(run_cfg, kind, args.repeats)
+        rows[-1].update(seconds_per_action=timed[0], timed_calls=timed[1])
     random_rate = next(row["success_rate"] for row in rows if row["agent"] == "random")
     print(f"{'agent':22} {'success':>8} {'95% CI':>13} {'s/action':>10} {'in eval':>10}")
     for row in rows:
@@ -190,8 +206,8 @@ def main() -> None:
         print(f"{row['label']:22} {row['success_rate']:8.1%} {f'{low:.0%}-{high:.0%}':>13} {speed:>10} {in_eval:>10}")
     output = args.output or RESULTS / f"success_vs_speed_{cfg.env.name}.json"
     atomic_write_json(output, {"run_dir": str(args.run_dir), "task": cfg.env.name,
-                               "seeds": list(args.seeds or cfg.evaluate.seeds), "timing_repeats": args.repeats,
-                               "threads": torch.get_num_threads(), "rows": rows})
+                               "seeds": list(args.seeds or cfg.evaluate.seeds), "threads": torch.get_num_threads(),
+                               "goal_policy": goal_policy, "rows": rows})
     plot(rows, random_rate, cfg.env.name, output.with_suffix(".png"))
     print(f"plot: {output.with_suffix('.png')}")
 

@@ -115,6 +115,15 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
     assert json.loads((run_dir / "eval" / "latent" / "metrics.json").read_text())["seeds"] == [0, 1]
     assert (run_dir / "eval_speed" / "amortized_cem_1it" / "amortized_cem" / "metrics.json").is_file()
     assert output.with_suffix(".png").stat().st_size > 1000
+    assert rows["amortized"]["timed_calls"] == 100 and rows["cem"]["timed_calls"] == 1  # the policy's: 100 at least
+    assert data["goal_policy"]["settings"]["steps"] == 10 and len(data["goal_policy"]["sha256"]) == 64
+    from benchmarks.success_vs_speed import evaluation_config
+
+    # fewer pairs or seeds than the run's own would shrink its metrics.json: they go to eval_speed/ instead
+    for pairs, seeds in ((1, None), (None, [1]), (None, [1, 2])):
+        assert evaluation_config(run_dir, "latent", "cem", {}, pairs, seeds).paths.evaluation == str(
+            run_dir / "eval_speed" / "cem")
+    assert evaluation_config(run_dir, "latent", "cem", {}, 3, [0, 1, 2]).paths.evaluation == str(run_dir / "eval")
 
 
 def test_encoder_speed_benchmark_runs(tmp_path):
@@ -169,6 +178,10 @@ def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_pat
      "argument --output: 'speed.png' is invalid; expected a path ending in .json"),
     (("benchmarks.success_vs_speed", "RUN", "--seeds", "-1"),
      "argument --seeds: '-1' is invalid; expected an int >= 0"),
+    (("benchmarks.success_vs_speed", "RUN", "--seeds", "0", "0"),
+     "argument --seeds: [0, 0] is invalid; expected distinct seeds"),
+    (("benchmarks.success_vs_speed", "RUN", "--warm-std", "nan"),
+     "argument --warm-std: 'nan' is invalid; expected a positive number"),
     (("benchmarks.pixels_or_latents", "experiment=micro", "evaluate.pairz=3", "hydra.run.dir=RUN"),
      "Could not override 'evaluate.pairz'"),
 ])

@@ -47,9 +47,11 @@ def policy_settings(cfg: DictConfig) -> dict:
         raise ValueError(f"policy.{unknown[0]} is not a policy setting; expected one of {sorted(SETTINGS)}")
     if missing:
         raise ValueError(f"policy.{missing[0]} is missing; expected every one of {sorted(SETTINGS)}")
-    settings["blocks"] = settings["blocks"] or int(cfg.planner.horizon)
-    settings["goal_steps"] = settings["goal_steps"] or 2 * int(cfg.predictor.block)
-    check_ints(settings, "policy", ("steps", "batch_size", "hidden", "depth", "blocks", "goal_steps", "val_samples"))
+    check_ints(settings, "policy", ("blocks",), nullable=True, null_means="planner.horizon")
+    check_ints(settings, "policy", ("goal_steps",), nullable=True, null_means="2 x predictor.block")
+    settings["blocks"] = int(cfg.planner.horizon) if settings["blocks"] is None else settings["blocks"]
+    settings["goal_steps"] = 2 * int(cfg.predictor.block) if settings["goal_steps"] is None else settings["goal_steps"]
+    check_ints(settings, "policy", ("steps", "batch_size", "hidden", "depth", "val_samples"))
     check_numbers(settings, "policy", ("lr",), positive=True)
     check_numbers(settings, "policy", ("weight_decay",))
     for key in ("proprio", "latents", "object_readout"):

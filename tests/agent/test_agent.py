@@ -147,15 +147,15 @@ def test_run_directories_made_stage_by_stage_load_and_stage_folders_are_refused(
 def test_a_run_made_by_an_older_version_loads_with_its_commands_values_for_keys_added_since(micro_run_dir,
                                                                                              tmp_path):
     """A config.yaml without keys this version added (here paths.policy and evaluate.hold_steps) loads with the
-    values the run's own command gives them now, named in a warning; the evaluations made before are not resumed
-    under a setting they were not made with."""
+    values the run's own command gives them now, named in a warning, from a folder whose name Hydra's override
+    grammar would reject; the evaluations made before are not resumed under a setting they were not made with."""
     import shutil
 
     from omegaconf import OmegaConf
 
-    from agent.build import load_run_config
+    from agent.run_config import load_run_config
 
-    old = tmp_path / "old"
+    old = tmp_path / "old (copy) é"
     shutil.copytree(micro_run_dir, old)
     config = OmegaConf.load(old / "config.yaml")
     del config.paths["policy"], config.evaluate["hold_steps"]
@@ -163,13 +163,24 @@ def test_a_run_made_by_an_older_version_loads_with_its_commands_values_for_keys_
     command = (old / "command.txt").read_text().strip()
     (old / "command.txt").write_text(f"{command} evaluate.hold_steps=3\n")
     with pytest.warns(UserWarning, match=r"config.yaml' was made by an older version of jepa-agent and lacks keys "
-                                         r"added since; using evaluate.hold_steps=3, paths.policy=\S*/old/policy \(as "
-                                         r"`jepa-agent run experiment=micro .* evaluate.hold_steps=3` sets them now"):
+                                         r"added since; using evaluate.hold_steps=3, paths.policy=.*/old \(copy\) "
+                                         r"é/policy \(as `jepa-agent run experiment=micro .* evaluate.hold_steps=3` "
+                                         r"sets them now\)"):
         cfg = load_run_config(old)
     assert cfg.evaluate.hold_steps == 3 and cfg.paths.policy == str(old / "policy")
     assert load_agent(old).planner is not None
     with pytest.raises(ValueError, match=r"was made with other settings \(.*evaluate.hold_steps"):
         evaluate(cfg, "random")  # its episodes were held over 5 steps, not 3
+    # keys of any section are filled (the preset's value, not the default's), and an override of the command
+    # that this version no longer accepts is left out by name, not the whole command with it
+    del config.planner["warm_start_std"], config.predictor["width"]
+    OmegaConf.save(config, old / "config.yaml")
+    (old / "command.txt").write_text(f"{command} planner.execute_blocks=2 evaluate.hold_steps=3\n")
+    with pytest.warns(UserWarning, match=r"using evaluate.hold_steps=3, .*planner.warm_start_std=None, "
+                                         r"predictor.width=32 \(as .*, without planner.execute_blocks=2, which this "
+                                         r"version does not accept\)"):
+        cfg = load_run_config(old)
+    assert cfg.predictor.width == 32 and cfg.planner.warm_start_std is None and cfg.evaluate.hold_steps == 3
     (old / "config.yaml").write_text("seed: 0\n")
     with pytest.raises(ValueError, match=r"config.yaml' is not a run's config \(no env and paths sections\)"):
         load_run_config(old)

@@ -11,7 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from agent.amortized import AmortizedAgent
-from agent.build import build_agent, load_run_config
+from agent.build import build_agent
+from agent.run_config import load_run_config
 from world_model.goal_policy import GoalPolicy, PolicyConfig, load_goal_policy
 from world_model.latent_cache import LatentCache
 from world_model.policy_training import HindsightData, main as train_policy, policy_settings
@@ -56,6 +57,9 @@ def test_bad_policy_settings_are_named(micro_run_dir):
     cfg = load_run_config(micro_run_dir)
     settings = OmegaConf.to_container(cfg.policy)
     for setting, message in [({"steps": 0}, "policy.steps=0 is invalid"),
+                             ({"goal_steps": 0}, r"policy.goal_steps=0 is invalid; expected a positive int or null "
+                                                 r"\(2 x predictor.block\)"),
+                             ({"blocks": 0}, r"policy.blocks=0 is invalid; expected a positive int or null"),
                              ({"stepz": 5}, "policy.stepz is not a policy setting"),
                              ({"proprio": "yes"}, "policy.proprio='yes' is invalid"),
                              ({"hold_fraction": 1.0}, r"policy.hold_fraction=1.0 is invalid; expected .* in \[0, 1\)"),

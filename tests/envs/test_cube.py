@@ -201,7 +201,8 @@ def test_the_whole_pipeline_runs_on_the_cube(tmp_path):
 
 
 def check_the_hold_looks_at_every_step_and_a_carried_cube_is_where_the_pinch_is(run_dir):
-    from agent.build import build_agent, load_run_config
+    from agent.build import build_agent
+    from agent.run_config import load_run_config
     from tests.agent.test_effector_hold import lifted_grasp
 
     cfg = load_run_config(run_dir)
@@ -246,7 +247,8 @@ def check_the_hold_looks_at_every_step_and_a_carried_cube_is_where_the_pinch_is(
 def check_the_effector_hold_takes_over(run_dir):
     """A radius no frame is outside of: every action from the first step is the hold's (yaw 0, the open gripper left
     as it is, x, y, z pulling the pinch back); radius 0: the policy's own chunk."""
-    from agent.build import build_agent, load_run_config
+    from agent.build import build_agent
+    from agent.run_config import load_run_config
 
     cfg = load_run_config(run_dir)
     task = envs.make_from_config(cfg.env)
