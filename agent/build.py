@@ -93,7 +93,8 @@ def make_goal_position_reader(cfg: DictConfig, readout, encoder_fingerprint: str
     from world_model.nearest_frames import NearestFramePositions
 
     cache = LatentCache(Path(cfg.paths.latents) / "train", encoder_fingerprint)
-    return NearestFramePositions.from_cache(cache, readout.angular.cpu(), energy.goal_neighbours).to(device)
+    return NearestFramePositions.from_cache(cache, readout.angular.cpu(), energy.goal_neighbours,
+                                            readout.config.qpos_indices).to(device)
 
 
 def check_agent_kind(kind: str) -> str:
@@ -220,7 +221,8 @@ def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
         from world_model.latent_readout import load_latent_readout
 
         latent_readout = load_latent_readout(cfg.paths.predictor, device)
-    return PolicyProposer(policy, readout, latent_readout, world)
+    goal_from_nearest_frames = readout is not None and cfg.evaluate.energy.goal_positions == "nearest_frames"
+    return PolicyProposer(policy, readout, latent_readout, world, goal_from_nearest_frames)
 
 
 def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides) -> Agent:

@@ -1,21 +1,23 @@
 """Goal positions from the nearest training frames: they read a held-out frame's positions (slides and hinge angles
 across +-pi) from a cache whose tokens vary smoothly with them, and `evaluate.energy.goal_positions` builds them
-from a run's training cache into the latent world's position term."""
+from a run's training cache into the latent world's position term and the goal policy's reading of the goal."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from agent.amortized import PolicyProposer
 from agent.build import make_goal_position_reader
 from agent.worlds import LatentWorld
 from envs.dataset import EpisodeStore
 from tests.world_model.test_train_predictor import embedded_run, train_config  # noqa: F401 (fixture)
 from world_model import train_predictor
+from world_model.goal_policy import GoalPolicy, PolicyConfig
 from world_model.latent_cache import load_stage_encoder
 from world_model.nearest_frames import NearestFramePositions
 from world_model.position_readout import load_position_readout
-from world_model.predictor import load_predictor
+from world_model.predictor import load_predictor, pool_token_grid
 
 
 class SmoothCache:
@@ -59,6 +61,8 @@ def test_nearest_frames_read_held_out_positions_and_angles():
     np.testing.assert_allclose(exact(own).numpy(), train.qpos[:5, 3], atol=1e-6)
     fine = own.repeat_interleave(2, 1).repeat_interleave(2, 2)  # a 4 x 4 grid of the same tokens pools back
     np.testing.assert_allclose(exact(fine).numpy(), train.qpos[:5, 3], atol=1e-6)
+    chosen = NearestFramePositions.from_cache(train, angular[1:], neighbours=1, qpos_indices=(1,))  # the cube's way
+    np.testing.assert_allclose(chosen(own).numpy(), train.qpos[:5, 3, 1:], atol=1e-6)  # the angle, not x
 
 
 def test_neighbours_average_angles_across_pi():
@@ -90,6 +94,23 @@ def test_goal_positions_setting_builds_the_reader_into_the_position_term(tmp_pat
     world.set_goal(frames[3:4], None)  # a training frame: its nearest frame is itself
     nq = readout.config.positions
     np.testing.assert_allclose(world.goal_positions.numpy(), episode["qpos"][3:4, :nq], atol=1e-5)
+    # the goal policy reads the goal's positions as the world does (the nearest frames'), or the readout's
+    world.observe(frames[:1], states[:1])
+    goal_targets = readout.targets(torch.tensor(episode["qpos"][3:4, :nq], dtype=torch.float32))  # (1, R)
+    outputs = readout.outputs(pool_token_grid(world.goal_tokens.float(), readout.config.grid)).shape[-1]  # R
+    policy = GoalPolicy(PolicyConfig(latent_size=0, proprio_dim=0, readout_dim=outputs, block_dim=predictor.config.block
+                                     * predictor.config.action_dim, blocks=2)).eval()
+    for goal_from_world in (True, False):
+        proposer = PolicyProposer(policy, readout, None, world, goal_from_world)
+        assert proposer(2).shape == (1, 2, policy.config.block_dim)
+        expected = (goal_targets if goal_from_world else
+                    readout.outputs(pool_token_grid(world.goal_tokens.float(), readout.config.grid)))
+        torch.testing.assert_close(proposer.goal_readout, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(goal_targets, expected, atol=1e-3)  # the readout reads this goal elsewhere
+    world.position_weight = 0.0
+    with pytest.raises(ValueError, match="reads the goal's positions from the world's .* expected a position readout "
+                                         "and evaluate.energy.position_weight > 0"):
+        PolicyProposer(policy, readout, None, world, goal_from_world=True)
     cfg.evaluate.energy.goal_neighbours = 0
     with pytest.raises(ValueError, match=r"goal_neighbours=0 is invalid; expected an integer in \[1, "):
         make_goal_position_reader(cfg, readout, encoder.fingerprint, "cpu")
