@@ -10,11 +10,11 @@ goal policy must be trained first (`jepa-agent policy ...`, or `run` with an amo
 benchmarks/results/success_vs_speed_<task>.{json,png} (or `--output`'s JSON, its PNG beside it) and prints a table.
 
 Seconds per action (plotted): the median of `--repeats` planner calls (at least 100 of the policy's: each
-`timed_calls` in the JSON) for one env, timed back to back in this process (eager), divided by the task steps
-each call decides (`mpc.execute_blocks x
-block` for MPC, one block for the policy). The encoder's embedding of each frame, which every latent
-agent pays, is not counted. `seconds_per_action_in_evaluation` is the same from the evaluation's own
-median call (per env of its batch): on a shared machine it mostly measures the other jobs.
+row's `timed_calls` in the JSON) for one env, timed back to back in this process (eager), divided by the task
+steps each call decides (`mpc.execute_blocks x block` for MPC, one block for the policy). The encoder's
+embedding of each frame, which every latent agent pays, is not counted. `seconds_per_action_in_evaluation` is
+the same from the evaluation's own median call (per env of its batch): on a shared machine it mostly measures the
+other jobs.
 
     python -m benchmarks.success_vs_speed runs/quick
     python -m benchmarks.success_vs_speed runs/quick --warm-iterations 3 --warm-std 0.5 --pairs 20 --threads 1
