@@ -269,6 +269,8 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         from world_model.goal_policy import WEIGHTS_FILE
 
         inputs["policy_sha256"] = sha256_file(Path(cfg.paths.policy) / WEIGHTS_FILE)
+        if cfg.evaluate.energy.goal_positions == "nearest_frames":  # the policy reads its goal there since 2026-12-07:
+            inputs["policy_goal_positions"] = "nearest_frames"     # evaluations made before are not resumed
     return config_identity(cfg, sections, ignoring=[f"evaluate.{key}" for key in SAMPLE_SIZE], **inputs)
 
 

@@ -114,6 +114,17 @@ def test_the_amortized_agent_runs_episodes_through_the_evaluation(policy_run, tm
     assert len(records) == cfg.evaluate.pairs and '"energies": [null' in records[0]
 
 
+def test_an_amortized_evaluation_records_that_its_policy_reads_the_goal_from_the_nearest_frames(policy_run):
+    """Evaluations made before the policy read its goal from the nearest frames are not resumed under it."""
+    from agent.evaluate import evaluation_identity
+
+    cfg = policy_run.copy()
+    assert "policy_goal_positions" not in evaluation_identity(cfg, "amortized")  # the readout's: as before
+    cfg.evaluate.energy.goal_positions = "nearest_frames"
+    for kind in ("amortized", "amortized_cem"):
+        assert evaluation_identity(cfg, kind)["policy_goal_positions"] == "nearest_frames"
+
+
 def test_bad_effector_hold_settings_are_named(policy_run, tmp_path):
     import envs
     from agent.evaluate import main as evaluate
