@@ -53,9 +53,11 @@ class PolicyProposer:
     def __init__(self, policy: GoalPolicy, position_readout: PositionReadout | None,
                  latent_readout: LatentReadout | None, world: LatentWorld, goal_from_world: bool = False):
         if goal_from_world and (position_readout is None or not world.position_weight):
-            raise ValueError("the goal policy reads the goal's positions from the world's goal position reader "
-                             "(evaluate.energy.goal_positions=nearest_frames); expected a position readout and "
-                             "evaluate.energy.position_weight > 0")
+            readout = "none" if position_readout is None else "one"
+            raise ValueError(f"the goal policy reads the goal's positions from the world's goal position reader "
+                             f"(evaluate.energy.goal_positions=nearest_frames), but got position_weight="
+                             f"{world.position_weight} and {readout} position readout; expected a position readout "
+                             f"and evaluate.energy.position_weight > 0")
         self.policy, self.world = policy, world
         self.position_readout, self.latent_readout = position_readout, latent_readout
         self.goal_from_world = goal_from_world

@@ -89,12 +89,14 @@ def make_goal_position_reader(cfg: DictConfig, readout, encoder_fingerprint: str
     if readout is None:
         raise ValueError("evaluate.energy.goal_positions=nearest_frames reads the goal's positions for the position "
                          "term; expected position_weight > 0")
+    if readout.config.qpos_indices is not None:  # before the training cache is read (LatentWorld refuses it too)
+        raise ValueError(f"evaluate.energy.goal_positions=nearest_frames reads the proprio's positions; this position "
+                         f"readout reads qpos {list(readout.config.qpos_indices)}: expected goal_positions=readout")
     from world_model.latent_cache import LatentCache
     from world_model.nearest_frames import NearestFramePositions
 
     cache = LatentCache(Path(cfg.paths.latents) / "train", encoder_fingerprint)
-    return NearestFramePositions.from_cache(cache, readout.angular.cpu(), energy.goal_neighbours,
-                                            readout.config.qpos_indices).to(device)
+    return NearestFramePositions.from_cache(cache, readout.angular.cpu(), energy.goal_neighbours).to(device)
 
 
 def check_agent_kind(kind: str) -> str:

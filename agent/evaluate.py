@@ -280,16 +280,30 @@ def model_files(model_dir: Path) -> dict[str, str]:
             if path.suffix == ".safetensors" or path.name == "meta.json"}
 
 
+def resumes(out_dir: Path, identity: dict, overwrite: bool) -> bool:
+    """Whether `out_dir` holds episodes this identity resumes: True (made with it), False (none there, or made with
+    other settings and `overwrite`: start afresh); ValueError naming the differences otherwise."""
+    if not (out_dir / "episodes.jsonl").exists():
+        return False
+    identity_path = out_dir / IDENTITY_FILE
+    saved = read_json(identity_path) if identity_path.exists() else {}
+    return may_resume("evaluation", out_dir, saved, identity, overwrite,
+                      elsewhere="keep both: paths.evaluation=<another directory>")
+
+
+def evaluation_resumes(cfg: DictConfig, kind: str) -> bool:
+    """`resumes` for `paths.evaluation/<kind>` under this config, checked before long work: by `run` before it
+    skips a finished evaluation (what the code puts in the identity is not in the config it hashes), by the
+    benchmarks before their first evaluation."""
+    return resumes(Path(cfg.paths.evaluation) / kind, evaluation_identity(cfg, kind), bool(cfg.run.overwrite))
+
+
 def load_finished(out_dir: Path, identity: dict, overwrite: bool) -> list[dict]:
     """Records of an earlier evaluation of this identity (resume). Of another: ValueError naming the
     differences, or with `overwrite` none, its files and videos deleted (as when nothing resumes)."""
     records_path = out_dir / "episodes.jsonl"
-    if records_path.exists():
-        identity_path = out_dir / IDENTITY_FILE
-        saved = read_json(identity_path) if identity_path.exists() else {}
-        if may_resume("evaluation", out_dir, saved, identity, overwrite,
-                      elsewhere="keep both: paths.evaluation=<another directory>"):
-            return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
+    if resumes(out_dir, identity, overwrite):
+        return [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
     for stale in ("episodes.jsonl", "metrics.json"):
         (out_dir / stale).unlink(missing_ok=True)
     shutil.rmtree(out_dir / "videos", ignore_errors=True)

@@ -13,7 +13,9 @@ the agents that need them: agent/stages.py. Each stage records in
 `DIR/stages.json` a hash of the config sections it depends on; a rerun skips a finished stage whose
 hash matches, both there and in the `config.yaml` the stage wrote beside its outputs, and whose
 last output is there: deleted outputs are made again, and outputs remade by a stage run on its own
-with other settings are noticed (that stage then refuses, naming the keys, unless run.overwrite=true).
+with other settings are noticed (that stage then refuses, naming the keys, unless run.overwrite=true), and so is
+a finished evaluation whose identity (`agent.evaluate.evaluation_identity`: the model's weights, what the code
+reads) is no longer this config's.
 A stage killed midway resumes from its own checkpoints. Every rerun also verifies the dataset's checksums
 and collects the episodes of a damaged shard again. A run directory made by a different config is
 refused, naming the differing keys, unless `run.overwrite=true`; then only the stages whose inputs
@@ -29,7 +31,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from agent.config import command_line
-from agent.evaluate import agent_summary
+from agent.evaluate import agent_summary, evaluation_resumes
 from agent.report import write_report
 from agent.stages import AGENTS, STAGES, evaluation_sections
 from bookkeeping.identity import config_identity, identity_hash
@@ -158,6 +160,8 @@ def main(cfg: DictConfig) -> None:
             continue  # official weights: nothing to pretrain
         if name == "evaluate":
             for agent in cfg.run.agents:
+                if book.entries.get(f"evaluate_{agent}", {}).get("done") and not evaluation_resumes(cfg, agent):
+                    book.entries.pop(f"evaluate_{agent}")  # other settings, run.overwrite: evaluated afresh
                 run_stage(book, f"evaluate_{agent}", evaluation_sections(agent), Path(cfg.paths.evaluation) / agent,
                           stage.last_output, stage.target, cfg, agent)
             continue

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from agent.run_config import load_run_config
 from agent.config import CONFIG_DIR
-from agent.evaluate import main as evaluate
+from agent.evaluate import evaluation_resumes, main as evaluate
 from benchmarks.arguments import benchmark_parser, non_negative_int, positive_float, positive_int, run_main
 from bookkeeping.io import atomic_save, atomic_write_json
 from world_model.goal_policy import load_goal_policy
@@ -130,7 +130,8 @@ def goal_policy_record(cfg) -> dict:
 
     _, meta = load_goal_policy(cfg.paths.policy, predictor_sha256=sha256_file(Path(cfg.paths.predictor) / WEIGHTS_FILE))
     return {"settings": meta.get("identity", {}).get("policy"),
-            "sha256": sha256_file(Path(cfg.paths.policy) / POLICY_WEIGHTS)}
+            "sha256": sha256_file(Path(cfg.paths.policy) / POLICY_WEIGHTS),
+            "goal_positions": cfg.evaluate.energy.goal_positions}  # where it reads the goal's positions
 
 
 def plot(rows: list[dict], random_rate: float, task: str, path: Path) -> None:
@@ -184,9 +185,12 @@ def main() -> None:
     cfg = load_run_config(args.run_dir)
     goal_policy = goal_policy_record(cfg)  # before minutes of evaluations: the policy must be trained, on this run
     warm = args.warm_iterations or [max(1, int(cfg.planner.iterations) // 3)]
+    points = [(label, kind, evaluation_config(args.run_dir, kind, label, planner, args.pairs, args.seeds))
+              for label, kind, planner in variants(cfg, warm, args.warm_std)]
+    for _, kind, run_cfg in points:  # an evaluation made with other settings is refused before hours of the others
+        evaluation_resumes(run_cfg, kind)
     rows = []
-    for label, kind, planner in variants(cfg, warm, args.warm_std):
-        run_cfg = evaluation_config(args.run_dir, kind, label, planner, args.pairs, args.seeds)
+    for label, kind, run_cfg in points:
         metrics = evaluate(run_cfg, kind)
         rows.append({"label": label, "agent": kind, "planner": None if kind in ("random", "amortized") else
                      OmegaConf.to_container(run_cfg.planner, resolve=True),

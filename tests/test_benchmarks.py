@@ -117,6 +117,13 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
     assert output.with_suffix(".png").stat().st_size > 1000
     assert rows["amortized"]["timed_calls"] == 100 and rows["cem"]["timed_calls"] == 1  # the policy's: 100 at least
     assert data["goal_policy"]["settings"]["steps"] == 10 and len(data["goal_policy"]["sha256"]) == 64
+    assert data["goal_policy"]["goal_positions"] == "readout"
+    identity_path = run_dir / "eval" / "amortized" / "identity.json"  # made by another policy: refused before CEM's
+    identity_path.write_text(json.dumps({**json.loads(identity_path.read_text()), "policy_sha256": "0" * 64}))
+    cem_metrics = (run_dir / "eval" / "latent" / "metrics.json").stat().st_mtime_ns
+    result = run_module("benchmarks.success_vs_speed", str(run_dir), "--seeds", "0", "1", "--output", str(output))
+    assert result.returncode == 2 and "policy_sha256" in result.stderr and "Traceback" not in result.stderr
+    assert (run_dir / "eval" / "latent" / "metrics.json").stat().st_mtime_ns == cem_metrics
     from benchmarks.success_vs_speed import evaluation_config
 
     # fewer pairs or seeds than the run's own would shrink its metrics.json: they go to eval_speed/ instead

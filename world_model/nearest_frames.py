@@ -44,14 +44,12 @@ class NearestFramePositions(nn.Module):
         self.register_buffer("angular", angular.bool(), persistent=False)  # (P,)
 
     @classmethod
-    def from_cache(cls, cache, angular: torch.Tensor, neighbours: int = 4,
-                   qpos_indices: tuple[int, ...] | None = None) -> "NearestFramePositions":
-        """Every frame of a latent cache split; the positions are the qpos entries `qpos_indices` (as the position
-        readout reads them: the cube's x, y, z), or without them the leading `len(angular)` ones."""
+    def from_cache(cls, cache, angular: torch.Tensor, neighbours: int = 4) -> "NearestFramePositions":
+        """Every frame of a latent cache split; the positions are the leading `len(angular)` qpos entries (the
+        proprio's positions, which the position term compares)."""
         tokens = torch.from_numpy(np.array(cache.latents).reshape(-1, *cache.latents.shape[2:]))
         qpos = np.asarray(cache.field("qpos"), dtype=np.float32)  # (E, T+1, nq)
-        columns = list(qpos_indices) if qpos_indices is not None else list(range(len(angular)))
-        positions = torch.from_numpy(qpos.reshape(-1, qpos.shape[-1])[:, columns].copy())  # (M, P)
+        positions = torch.from_numpy(qpos.reshape(-1, qpos.shape[-1])[:, : len(angular)].copy())  # (M, P)
         return cls(tokens, positions, angular, neighbours)
 
     @torch.no_grad()

@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from agent.amortized import PolicyProposer
-from agent.build import make_goal_position_reader
+from agent.build import load_proposer, make_goal_position_reader
 from agent.worlds import LatentWorld
 from envs.dataset import EpisodeStore
 from tests.world_model.test_train_predictor import embedded_run, train_config  # noqa: F401 (fixture)
 from world_model import train_predictor
 from world_model.goal_policy import GoalPolicy, PolicyConfig
+from world_model.policy_training import main as train_policy
 from world_model.latent_cache import load_stage_encoder
 from world_model.nearest_frames import NearestFramePositions
-from world_model.position_readout import load_position_readout
+from world_model.position_readout import PositionReadout, ReadoutConfig, load_position_readout
 from world_model.predictor import load_predictor, pool_token_grid
 
 
@@ -61,8 +62,6 @@ def test_nearest_frames_read_held_out_positions_and_angles():
     np.testing.assert_allclose(exact(own).numpy(), train.qpos[:5, 3], atol=1e-6)
     fine = own.repeat_interleave(2, 1).repeat_interleave(2, 2)  # a 4 x 4 grid of the same tokens pools back
     np.testing.assert_allclose(exact(fine).numpy(), train.qpos[:5, 3], atol=1e-6)
-    chosen = NearestFramePositions.from_cache(train, angular[1:], neighbours=1, qpos_indices=(1,))  # the cube's way
-    np.testing.assert_allclose(chosen(own).numpy(), train.qpos[:5, 3, 1:], atol=1e-6)  # the angle, not x
 
 
 def test_neighbours_average_angles_across_pi():
@@ -107,9 +106,16 @@ def test_goal_positions_setting_builds_the_reader_into_the_position_term(tmp_pat
                     readout.outputs(pool_token_grid(world.goal_tokens.float(), readout.config.grid)))
         torch.testing.assert_close(proposer.goal_readout, expected, atol=1e-4, rtol=0)
     assert not torch.allclose(goal_targets, expected, atol=1e-3)  # the readout reads this goal elsewhere
+    cfg.paths.policy = str(tmp_path / "policy")  # the setting reaches the run's goal policy as the agent loads it
+    cfg.policy.steps, cfg.policy.batch_size, cfg.policy.val_samples = 5, 16, 32
+    train_policy(cfg)
+    for setting in ("readout", "nearest_frames"):
+        cfg.evaluate.energy.goal_positions = setting
+        assert load_proposer(cfg, world, "cpu").goal_from_world == (setting == "nearest_frames")
     world.position_weight = 0.0
-    with pytest.raises(ValueError, match="reads the goal's positions from the world's .* expected a position readout "
-                                         "and evaluate.energy.position_weight > 0"):
+    with pytest.raises(ValueError, match="reads the goal's positions from the world's .* but got position_weight=0.0 "
+                                         "and one position readout; expected a position readout and "
+                                         "evaluate.energy.position_weight > 0"):
         PolicyProposer(policy, readout, None, world, goal_from_world=True)
     cfg.evaluate.energy.goal_neighbours = 0
     with pytest.raises(ValueError, match=r"goal_neighbours=0 is invalid; expected an integer in \[1, "):
@@ -125,3 +131,7 @@ def test_goal_positions_setting_builds_the_reader_into_the_position_term(tmp_pat
         make_goal_position_reader(cfg, None, encoder.fingerprint, "cpu")
     with pytest.raises(ValueError, match="not by the current encoder"):
         make_goal_position_reader(cfg, readout, "0" * 64, "cpu")
+    cube_like = PositionReadout(ReadoutConfig(grid=2, token_dim=8, positions=3, qpos_indices=(14, 15, 16)))
+    with pytest.raises(ValueError, match=r"nearest_frames reads the proprio's positions; this position readout reads "
+                                         r"qpos \[14, 15, 16\]: expected goal_positions=readout"):
+        make_goal_position_reader(cfg, cube_like, encoder.fingerprint, "cpu")
