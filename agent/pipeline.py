@@ -161,7 +161,7 @@ def main(cfg: DictConfig) -> None:
         if name == "evaluate":
             for agent in cfg.run.agents:
                 if book.entries.get(f"evaluate_{agent}", {}).get("done") and not evaluation_resumes(cfg, agent):
-                    book.entries.pop(f"evaluate_{agent}")  # other settings, run.overwrite: evaluated afresh
+                    book.entries.pop(f"evaluate_{agent}")  # made with other settings, run.overwrite=true: afresh
                 run_stage(book, f"evaluate_{agent}", evaluation_sections(agent), Path(cfg.paths.evaluation) / agent,
                           stage.last_output, stage.target, cfg, agent)
             continue
