@@ -1,12 +1,13 @@
 """Planning speed: seconds per plan with the latent world model, CEM against faster planners, B envs at once.
 
-The default predictor (configs/predictor/default.yaml; random weights: speed does not depend on them) on latents
-of the default encoder's width, horizon 5 blocks. Each planner is a `planner` config group option (`cem`: 300 x
-30, top 30; `icem`: configs/planner/icem.yaml); for B envs planned at once (default 1 and 16), fp32 and bf16
-autocast (bf16 by default only where the CPU computes it natively, as the configs pick) and with torch.compile
-(`+c`, under --compile), it reports seconds per plan, per env, and three ratios measured in the same run: per
-env against the same planner and precision at B = 1 (target at B = 16: <= 1/8), against CEM in fp32 at B = 1
-(the baseline), and against the simulator oracle's plan (CEM with the true MuJoCo simulator, as
+The default predictor (configs/predictor/default.yaml, or the `predictor` config group options `--predictors`
+names: `lean` is issue 28's small one; random weights: speed does not depend on them) on latents of the default
+encoder's width, horizon 5 blocks. Each planner is a `planner` config group option (`cem`: 300 x 30, top 30; `icem`:
+configs/planner/icem.yaml); for B envs planned at once (default 1 and 16), fp32 and bf16 autocast (bf16 by default
+only where the CPU computes it natively, as the configs pick) and with torch.compile (`+c`, under --compile), it
+reports seconds per plan, per env, and three ratios measured in the same run: per env against the same predictor,
+planner and precision at B = 1 (target at B = 16: <= 1/8), against CEM in fp32 at B = 1 with the first predictor
+named (the baseline), and against the simulator oracle's plan (CEM with the true MuJoCo simulator, as
 `evaluate.agent=oracle` plans) at B = 1. Also rollouts/s and the fraction of this machine's matrix-multiply peak
 (measured in the same run; FLOPs counted with torch.utils.flop_counter on one energy call). Every case is timed
 once per round, rounds repeated (--repeats), so a load that changes during the run falls on all of them; medians
@@ -16,6 +17,7 @@ benchmarks/results/planning_speed.json.
     python -m benchmarks.planning_speed                          # cem and icem, B = 1 and 16, fp32 (+ bf16 if native)
     python -m benchmarks.planning_speed --planners cem icem mppi --batches 1 4 16 --repeats 5
     python -m benchmarks.planning_speed --compile                # also rows with torch.compile (evaluate.compile)
+    python -m benchmarks.planning_speed --planners cem --predictors default lean --compile   # issue 28's target
     python -m benchmarks.planning_speed --dtypes fp32 bf16       # bf16 also where it is emulated (AVX2: 4-8x slower)
     python -m benchmarks.planning_speed predictor.pool_grid=2    # Hydra overrides, applied to every planner
     python -m benchmarks.planning_speed --smoke
@@ -75,8 +77,9 @@ def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
 
 
 def latent_case(cfg, latent_dim: int, batch: int, bf16: bool,
-                compile: bool = False) -> tuple[dict, Callable[[], object]]:
-    """(the row's settings and FLOPs, a function that makes one plan) for the latent world model."""
+                compile: bool = False, predictor: str = "default") -> tuple[dict, Callable[[], object]]:
+    """(the row's settings and FLOPs, a function that makes one plan) for the latent world model; `predictor`
+    names the row's `cfg.predictor` (its config group option)."""
     world = planning_world(cfg, latent_dim, batch, bf16)
     planner = make_planner(cfg.planner, cfg.predictor.block * ACTIONS)
     energy = world.energy_fn()
@@ -85,7 +88,8 @@ def latent_case(cfg, latent_dim: int, batch: int, bf16: bool,
         energy(probe)
     if compile:  # after counting: the FLOP counter does not see inside compiled graphs
         compile_advance(world.predictor)
-    row = {"planner": cfg.planner.name, "samples": planner.samples, "iterations": planner.iterations,
+    row = {"predictor": predictor, "width": cfg.predictor.width, "depth": cfg.predictor.depth,
+           "planner": cfg.planner.name, "samples": planner.samples, "iterations": planner.iterations,
            "batch_envs": batch, "bf16": bf16, "compiled": compile,
            "flops_per_plan": counter.get_total_flops() * planner.iterations}
     return row, lambda: planner.plan(energy, batch_size=batch)
@@ -101,8 +105,9 @@ def oracle_case(cfg, batch: int) -> tuple[dict, Callable[[], object]]:
     world.set_goal(None, goals)
     world.observe(None, states)
     planner = make_planner(cfg.planner, cfg.predictor.block * task.action_space.shape[0])
-    row = {"planner": "oracle " + cfg.planner.name, "samples": planner.samples, "iterations": planner.iterations,
-           "batch_envs": batch, "bf16": False, "compiled": False, "flops_per_plan": None}
+    row = {"predictor": "simulator", "planner": "oracle " + cfg.planner.name, "samples": planner.samples,
+           "iterations": planner.iterations, "batch_envs": batch, "bf16": False, "compiled": False,
+           "flops_per_plan": None}
     return row, lambda: planner.plan(world.energy_fn(), batch_size=batch)
 
 
@@ -126,15 +131,17 @@ def time_round_robin(cases: list[tuple[dict, Callable[[], object]]], repeats: in
 
 
 def add_ratios(rows: list[dict], peaks: dict) -> None:
-    """Per env against the same planner and precision at B = 1, CEM fp32 at B = 1, and the oracle at B = 1."""
-    def seconds_at_one(planner: str, bf16: bool, compiled: bool) -> float | None:
+    """Per env against the same predictor, planner and precision at B = 1; against CEM fp32 at B = 1 with the first
+    row's predictor (the baseline); against the oracle at B = 1."""
+    def seconds_at_one(predictor: str, planner: str, bf16: bool, compiled: bool) -> float | None:
         match = [row["seconds_per_plan"] for row in rows if row["batch_envs"] == 1 and row["planner"] == planner
-                 and row["bf16"] == bf16 and row["compiled"] == compiled]
+                 and row["predictor"] == predictor and row["bf16"] == bf16 and row["compiled"] == compiled]
         return match[0] if match else None
 
-    baseline, oracle = seconds_at_one("cem", False, False), seconds_at_one("oracle cem", False, False)
+    baseline = seconds_at_one(rows[0]["predictor"], "cem", False, False)
+    oracle = seconds_at_one("simulator", "oracle cem", False, False)
     for row in rows:
-        alone = seconds_at_one(row["planner"], row["bf16"], row["compiled"])
+        alone = seconds_at_one(row["predictor"], row["planner"], row["bf16"], row["compiled"])
         for key, reference in (("vs_batch_one", alone), ("vs_cem_fp32", baseline), ("vs_oracle", oracle)):
             row[key] = row["seconds_per_env"] / reference if reference else None
         flops = row["flops_per_plan"]
@@ -144,21 +151,23 @@ def add_ratios(rows: list[dict], peaks: dict) -> None:
 
 
 def print_table(rows: list[dict], cfg, peaks: dict) -> None:
-    print(f"horizon {cfg.planner.horizon}; predictor width {cfg.predictor.width}, depth {cfg.predictor.depth}, "
+    shapes = {row["predictor"]: f"{row['predictor']} {row['width']} wide x {row['depth']} deep" for row in rows
+              if "width" in row}
+    print(f"horizon {cfg.planner.horizon}; predictors: {', '.join(shapes.values())}; "
           f"{1 if cfg.predictor.flatten_grid else cfg.predictor.pool_grid ** 2} token(s)/frame; "
           f"{torch.get_num_threads()} threads; matmul peak "
           + ", ".join(f"{dtype} {flops / 1e9:.3g} GFLOP/s" for dtype, flops in peaks.items())
-          + "; ratios: s/env over B = 1, CEM fp32 B = 1, oracle B = 1")
-    print(f"{'planner':>10} {'S x I':>8} {'dtype':6} {'B':>3} {'s/plan':>8} {'s/env':>8} {'/B=1':>6} "
-          f"{'/CEM':>6} {'/oracle':>7} {'rollouts/s':>10} {'of peak':>7}")
+          + f"; ratios: s/env over B = 1, CEM fp32 B = 1 ({rows[0]['predictor']}), oracle B = 1")
+    print(f"{'predictor':>9} {'planner':>10} {'S x I':>8} {'dtype':6} {'B':>3} {'s/plan':>8} {'s/env':>8} "
+          f"{'/B=1':>6} {'/CEM':>6} {'/oracle':>7} {'rollouts/s':>10} {'of peak':>7}")
     for row in rows:
         dtype = ("bf16" if row["bf16"] else "fp32") + ("+c" if row["compiled"] else "")
         ratios = " ".join(f"{row[key]:{width}.3f}" if row[key] is not None else f"{'-':>{width}}"
                           for key, width in (("vs_batch_one", 6), ("vs_cem_fp32", 6), ("vs_oracle", 7)))
         peak = f"{row['fraction_of_peak']:7.1%}" if row["fraction_of_peak"] is not None else f"{'-':>7}"
-        print(f"{row['planner']:>10} {row['samples']:>4}x{row['iterations']:<3} {dtype:6} {row['batch_envs']:>3} "
-              f"{row['seconds_per_plan']:8.3f} {row['seconds_per_env']:8.3f} {ratios} {row['rollouts_per_s']:10.0f} "
-              f"{peak}")
+        print(f"{row['predictor']:>9} {row['planner']:>10} {row['samples']:>4}x{row['iterations']:<3} {dtype:6} "
+              f"{row['batch_envs']:>3} {row['seconds_per_plan']:8.3f} {row['seconds_per_env']:8.3f} {ratios} "
+              f"{row['rollouts_per_s']:10.0f} {peak}")
 
 
 def main() -> None:
@@ -167,6 +176,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     parser.add_argument("--latent-dim", type=positive_int, default=192, help="encoder width (vjepa_tiny: 192)")
     parser.add_argument("--planners", nargs="+", default=["cem", "icem"], help="planner config group options")
+    parser.add_argument("--predictors", nargs="+", default=["default"],
+                        help="predictor config group options (configs/predictor); the first is the /CEM baseline")
     parser.add_argument("--batches", type=positive_int, nargs="+", default=[1, 16], help="envs planned at once")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed rounds (medians over them)")
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=None,
@@ -179,19 +190,23 @@ def main() -> None:
                       "predictor.width=32", "predictor.heads=2"]
         args.batches, args.repeats = [1, 2], 1
     load_at_start = os.getloadavg()
-    configs = {name: compose_config(tempfile.gettempdir(), [f"planner={name}", *overrides])
-               for name in dict.fromkeys(["cem", *args.planners])}
+    planners, predictors = list(dict.fromkeys(["cem", *args.planners])), list(dict.fromkeys(args.predictors))
+    configs = {(predictor, planner): compose_config(tempfile.gettempdir(), [
+        f"predictor={predictor}", f"planner={planner}", *overrides])
+        for predictor in predictors for planner in planners}
     dtypes = args.dtypes or ["fp32"] + (["bf16"] if native_bf16("cpu") else [])
     peaks = {dtype: matmul_peak_flops(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]),
                                       256 if args.smoke else 2048) for dtype in dict.fromkeys(dtypes)}
     settings = [(dtype == "bf16", compile) for compile in ([False, True] if args.compile else [False])
                 for dtype in peaks]  # (bf16, compile) pairs
-    cases = [latent_case(configs[name], args.latent_dim, batch, bf16, compile)
-             for name in dict.fromkeys(["cem", *args.planners]) for bf16, compile in settings for batch in args.batches]
-    cases += [oracle_case(configs["cem"], batch) for batch in args.batches]
+    cases = [latent_case(configs[predictor, planner], args.latent_dim, batch, bf16, compile, predictor)
+             for predictor in predictors for planner in planners for bf16, compile in settings
+             for batch in args.batches]
+    baseline = configs[predictors[0], "cem"]
+    cases += [oracle_case(baseline, batch) for batch in args.batches]
     rows = time_round_robin(cases, args.repeats)
     add_ratios(rows, peaks)
-    print_table(rows, configs["cem"], peaks)
+    print_table(rows, baseline, peaks)
     atomic_write_json(RESULTS if not args.smoke else RESULTS.with_name("planning_speed_smoke.json"), {
         "rows": rows, "matmul_peak_flops": peaks, "overrides": overrides, "repeats": args.repeats,
         "native_bf16": native_bf16("cpu"), "torch_threads": torch.get_num_threads(),

@@ -27,7 +27,8 @@ def run_module(*args: str) -> subprocess.CompletedProcess:
     ("benchmarks.pixel_vs_latent_speed", "pixel_vs_latent_speed_smoke.json"),
 ])
 def test_speed_benchmark_smoke(module, output):
-    result = run_module(module, "--smoke")
+    predictors = ("--predictors", "lean", "default") if module == "benchmarks.planning_speed" else ()
+    result = run_module(module, "--smoke", *predictors)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((RESULTS / output).read_text())
     assert data
@@ -35,6 +36,16 @@ def test_speed_benchmark_smoke(module, output):
         from world_model.device import native_bf16
         assert {row["bf16"] for row in data["rows"]} == {False, native_bf16("cpu")}
         assert set(data["matmul_peak_flops"]) == {"fp32", "bf16"} if native_bf16("cpu") else {"fp32"}
+        assert {row["predictor"] for row in data["rows"]} == {"lean", "default", "simulator"}
+        cem_alone = {row["predictor"]: row["seconds_per_plan"] for row in data["rows"] if row["planner"] == "cem"
+                     and row["batch_envs"] == 1 and not row["bf16"] and not row["compiled"]}
+        for row in data["rows"]:  # the baseline is the first predictor named: lean
+            assert row["vs_cem_fp32"] == pytest.approx(row["seconds_per_env"] / cem_alone["lean"])
+            if row["predictor"] != "simulator":
+                assert row["vs_batch_one"] == pytest.approx(row["seconds_per_env"] / [
+                    other["seconds_per_plan"] for other in data["rows"] if other["batch_envs"] == 1
+                    and (other["predictor"], other["planner"], other["bf16"], other["compiled"])
+                    == (row["predictor"], row["planner"], row["bf16"], row["compiled"])][0])
 
 
 def test_run_benchmarks_on_a_finished_run(micro_run_dir):

@@ -97,7 +97,7 @@ def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir,
     assert {metrics["episodes"] for metrics in summary["agents"].values()} == {4}
 
 
-@pytest.mark.parametrize("preset", ["micro", "quick", "reacher", "point_mass", "cube"])
+@pytest.mark.parametrize("preset", ["micro", "quick", "reacher", "reacher_lean", "point_mass", "cube"])
 def test_released_weights_on_the_command_line_replace_a_presets_encoder(tmp_path, preset):
     """Presets pick their in-domain encoder as a group option, so `encoder=vjepa2_vitl` replaces it
     whole: no stray pretraining settings or architecture, and `run` skips pretraining."""
@@ -155,7 +155,7 @@ def test_unknown_preset_lists_the_presets(tmp_path):
     result = cli("run", "experiment=nope", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: experiment=nope is invalid; "
-                                     "expected one of: cube, micro, point_mass, quick, reacher")
+                                     "expected one of: cube, micro, point_mass, quick, reacher, reacher_lean")
 
 
 def test_a_config_yaml_edited_into_garbage_is_refused_or_remade(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from agent.config import compose_config
 from bookkeeping.io import sha256_file
@@ -79,6 +80,26 @@ def test_train_stage_writes_the_predictor(tmp_path, embedded_run):
     assert [entry["epoch"] for entry in history] == [1, 2] and np.isfinite(meta["val_loss"])
     for name in ("config.yaml", "checkpoints/last.pt"):
         assert (tmp_path / "predictor" / name).exists()
+
+
+def test_the_lean_predictor_option_trains_its_own_shape(tmp_path, embedded_run):
+    """`predictor=lean` (configs/predictor/lean.yaml, issue 28's fast planner) is the default predictor's inputs and
+    training with its own transformer shape."""
+    lean = OmegaConf.load(REPO / "configs" / "predictor" / "lean.yaml")
+    shape = {key: lean[key] for key in ("width", "depth", "heads", "condition_width")}
+    default = compose_config(embedded_run, [])
+    assert shape != {key: default.predictor[key] for key in shape}
+    tiny_training = [item for item in TINY_PREDICTOR if item.split("=")[0].rsplit(".", 1)[-1] not in shape]
+    cfg = compose_config(embedded_run, ["predictor=lean", f"paths.predictor={tmp_path / 'lean'}", "device=cpu",
+                                        *tiny_training])
+    assert cfg.predictor.train.loss == default.predictor.train.loss and cfg.predictor.use_proprio
+    train_predictor.main(cfg)
+    model, _ = load_predictor(tmp_path / "lean")
+    assert {key: getattr(model.config, key) for key in shape} == shape and len(model.blocks) == shape["depth"]
+    preset, reacher = (compose_config(embedded_run, [f"experiment={name}"]) for name in ("reacher_lean", "reacher"))
+    assert {key: preset.predictor[key] for key in shape} == shape  # the reacher preset with it, and its own epochs
+    assert preset.predictor.train.epochs == lean.train.epochs != reacher.predictor.train.epochs
+    assert preset.evaluate == reacher.evaluate and preset.planner == reacher.planner
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path, embedded_run, monkeypatch):
