@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from agent.worlds import aggregate_over_blocks, repeat_last_env
-from world_model.compiled_step import compile_advance
+from world_model.compiled_rollout import compile_rollout
 from world_model.device import bf16_autocast
 from world_model.energy import frame_distance
 from world_model.train_pixel import downsample, model_frames
@@ -35,7 +35,7 @@ class PixelWorld:
         self.device = next(model.parameters()).device
         self.compiled = bool(compile)
         if compile:
-            compile_advance(model)
+            compile_rollout(model)
         self.resolution, self.context_frames = model.config.image_size, model.config.context_frames
         self.goal_frames: torch.Tensor | None = None  # (B, 3, r, r)
         self.context: list[torch.Tensor] = []  # C of (B, 3, r, r)

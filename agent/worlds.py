@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from world_model.compiled_step import compile_advance
+from world_model.compiled_rollout import compile_rollout
 from world_model.device import bf16_autocast
 from world_model.energy import latent_distance
 
@@ -150,7 +150,7 @@ class LatentWorld:
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
         self.compiled = bool(compile)
         if compile:
-            compile_advance(predictor)
+            compile_rollout(predictor)
         self.norm, self.aggregate = norm, aggregate
         self.autocast_bf16, self.chunk_size = autocast_bf16, chunk_size
         self.device = next(predictor.parameters()).device

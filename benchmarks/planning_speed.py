@@ -44,7 +44,7 @@ from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from bookkeeping.io import atomic_write_json
 from planners import make_planner
-from world_model.compiled_step import compile_advance
+from world_model.compiled_rollout import compile_rollout
 from world_model.device import native_bf16
 from world_model.predictor import Predictor
 from world_model.train_predictor import model_config
@@ -87,7 +87,7 @@ def latent_case(cfg, latent_dim: int, batch: int, bf16: bool,
     with FlopCounterMode(display=False) as counter:
         energy(probe)
     if compile:  # after counting: the FLOP counter does not see inside compiled graphs
-        compile_advance(world.predictor)
+        compile_rollout(world.predictor)
     row = {"predictor": predictor, "width": cfg.predictor.width, "depth": cfg.predictor.depth,
            "planner": cfg.planner.name, "samples": planner.samples, "iterations": planner.iterations,
            "batch_envs": batch, "bf16": bf16, "compiled": compile,

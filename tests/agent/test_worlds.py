@@ -47,7 +47,7 @@ def test_a_compiled_world_keeps_one_shape_for_every_predictor_call(tmp_path, mon
     calls. At most 4 envs a call (12 rows): 2 calls of 3 envs, not 4 + 4 with 3 of them padding."""
     encoder = load_encoder(str(save_tiny_encoder(tmp_path / "encoder", seed=0)))
     predictor = tiny_predictor(latent_dim=encoder.dim, context_frames=2)
-    monkeypatch.setattr("agent.worlds.compile_advance", lambda model: None)  # the padding, not Inductor, is under test
+    monkeypatch.setattr("agent.worlds.compile_rollout", lambda model: None)  # the padding, not Inductor, is under test
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 5, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
     executed = rng.uniform(-1, 1, (5, 6)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_a_compiled_pixel_world_keeps_one_shape_for_every_model_call(monkeypatch
     from tests.world_model.test_pixel_model import trained_looking
 
     model = trained_looking()  # 16 px frames, block 2, action_dim 2, context 2
-    monkeypatch.setattr("agent.pixel_world.compile_advance", lambda model: None)  # the padding is under test
+    monkeypatch.setattr("agent.pixel_world.compile_rollout", lambda model: None)  # the padding is under test
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 5, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
     executed = rng.uniform(-1, 1, (5, 4)).astype(np.float32)

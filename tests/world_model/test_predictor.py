@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from world_model.compiled_step import compile_advance
+from world_model.compiled_rollout import compile_rollout
 from world_model.energy import latent_distance
 from world_model.predictor import Predictor, PredictorConfig, load_predictor, pool_token_grid, save_predictor
 
@@ -185,8 +185,9 @@ def test_flattened_grid_gives_one_token_per_frame_that_keeps_the_layout():
 @pytest.mark.parametrize("kind", ["latent", "pixel"])
 def test_compiled_rollout_matches_eager(kind):
     """Compiling must work here (a failure is raised, not hidden), and leaves no process-wide flag set; for the
-    latent predictor and the pixel world model alike. Every rollout step is a graph of its own: each one compiles
-    even where torch.compile's recompile limit is lower than the steps (it would run the rest eagerly, silently)."""
+    latent predictor and the pixel world model alike. A whole rollout is one graph; each shape (batch, cached
+    frames) is one more, and each compiles even where torch.compile's recompile limit is lower than the shapes
+    (it would run the rest eagerly, silently)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -198,12 +199,14 @@ def test_compiled_rollout_matches_eager(kind):
 
         model, eager = (trained_looking().eval() for _ in range(2))  # the same weights (seed 0), not the copy-last init
         context, context_actions, actions = torch.rand(1, 2, 3, 16, 16), torch.randn(1, 1, 4), torch.randn(6, 3, 4)
-    compile_advance(model, fallback=False)
+    compile_rollout(model, fallback=False)
     graphs = counters["stats"]["unique_graphs"]
+    calls = [(context, actions, context_actions), (context, actions[:2], context_actions),  # 6 and 2 candidates
+             (context[:, -1:], actions, None)]  # one context frame: no caches
     with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=1):
-        torch.testing.assert_close(model.rollout(context, actions, context_actions),
-                                   eager.rollout(context, actions, context_actions), rtol=1e-4, atol=1e-4)
-        assert counters["stats"]["unique_graphs"] - graphs == actions.shape[1]  # one per step: 3 > the limit of 1
+        for arguments in calls:
+            torch.testing.assert_close(model.rollout(*arguments), eager.rollout(*arguments), rtol=1e-4, atol=1e-4)
+        assert counters["stats"]["unique_graphs"] - graphs == len(calls)  # one per shape: 3 > the limit of 1
         assert torch._dynamo.config.recompile_limit == 1  # raised only during the compiled calls
     assert not torch._dynamo.config.suppress_errors
 
@@ -218,11 +221,11 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
     eager = tiny_predictor(context_frames=2)
     context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
     monkeypatch.setattr(torch, "compile", broken_compile)
-    compile_advance(model)
+    compile_rollout(model)
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="no C.. compiler"):
         compiled = model.rollout(context, actions, context_actions)
     torch.testing.assert_close(compiled, eager.rollout(context, actions, context_actions))
     strict = tiny_predictor(context_frames=2)
-    compile_advance(strict, fallback=False)
+    compile_rollout(strict, fallback=False)
     with torch.no_grad(), pytest.raises(RuntimeError, match="no C.. compiler"):
         strict.rollout(context, actions, context_actions)
