@@ -6,8 +6,8 @@
 A whole rollout of the candidates is one graph: the context frames' pass (the same for every candidate), the
 caches repeated for the candidates, and the H steps, whose key/value caches grow by a block per step, traced
 through. A plan's CEM iteration then makes one compiled call per chunk of envs instead of one eager context pass
-and H compiled steps: the lean predictor's plan is bound by the cost per call, and this takes it to 0.6x of one
-graph per step (docs/experiments.md section 42), after a one-off compile of ~20 s per shape on a CPU. Callers
+and H compiled steps: the lean predictor's plan is bound by the cost per call, and this takes it to 0.76x of one
+graph per step (docs/experiments.md section 42), after a one-off compile of ~30 s per shape on a CPU. Callers
 keep one batch shape (agent/worlds.py pads the last chunk). Every model compiled in a process shares `rollout`'s
 code, and torch.compile makes one graph per shape (batch, context frames, precision), so the calls raise its
 recompile limit (8 graphs per code object, beyond which it runs eagerly without a word) to RECOMPILE_LIMIT, for
