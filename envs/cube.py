@@ -94,11 +94,11 @@ class Cube(PixelTask):
         self.env_id, self.show_arm = env_id, bool(show_arm)
         self._ogbench = ogbench_cube_env(SUPPORTED_ENVS[env_id])
         self._ogbench_tasks = None  # OGBench's env in its task mode, made when an evaluation goal is first asked for
-        self._ogbench.reset(seed=0)  # builds the model (and OGBench's own renderer, for one frame)
-        self._ogbench._ob_type = "states"  # later resets and steps compute no frame of OGBench's
-        if self._ogbench._renderer is not None:  # unused from now on: closed while its GL display lives
-            self._ogbench._renderer.close()
-            self._ogbench._renderer = None
+        # OGBench's pixel colours are chosen when it builds the scene; resets and steps in its state mode then
+        # compute no frame of OGBench's (its own renderer, 2 s of a make, would never be used)
+        self._ogbench._mjcf_model = self._ogbench.build_mjcf_model()
+        self._ogbench._ob_type = "states"
+        self._ogbench.reset(seed=0)  # compiles the model
         model = self._ogbench._model
         if not show_arm:
             for geom in range(model.ngeom):
