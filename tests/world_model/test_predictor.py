@@ -215,8 +215,8 @@ def test_a_rollout_is_one_graph_per_shape(kind, monkeypatch):
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    inductor_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda function, **settings: inductor_compile(
+    torch_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda function, **settings: torch_compile(
         function, **{**settings, "backend": "eager"}))
     model, eager, (context, actions, context_actions) = rollout_case(kind)
     compile_rollout(model, fallback=False)
