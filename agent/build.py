@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from agent.joint_hold import JointHold, joint_hold_agents
 from agent.mpc import Agent, ExpertAgent, MPCAgent, RandomAgent
 from agent.run_config import load_run_config
 from agent.stages import AGENTS, AMORTIZED_AGENTS, LATENT_AGENTS
@@ -177,13 +178,30 @@ def build_agent(cfg: DictConfig, task, kind: str | None = None) -> Agent:
             hold = EffectorHold(effector_chain(task, "evaluate.effector_hold.radius"), task.effector_action_scale,
                                 action_dim, float(hold_settings.integral_gain),
                                 getattr(task, "gripper_action_index", None), getattr(task, "grasping", None))
-        return AmortizedAgent(world, proposer, block, action_dim, hold, float(hold_settings.radius),
-                              float(hold_settings.carried_radius) if hold is not None else 0.0,
-                              hold is not None and hold_settings.place_carried)
-    planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
-    execute_blocks, shrink_horizon = mpc_settings(cfg.mpc, planner.horizon)
-    return MPCAgent(world, planner, block, action_dim, execute_blocks, shrink_horizon=shrink_horizon,
-                    warm_start=proposer, warm_start_std=warm_start_std(cfg.planner) if proposer is not None else None)
+        agent = AmortizedAgent(world, proposer, block, action_dim, hold, float(hold_settings.radius),
+                               float(hold_settings.carried_radius) if hold is not None else 0.0,
+                               hold is not None and hold_settings.place_carried)
+    else:
+        planner = make_planner(cfg.planner, block * action_dim, device="cpu" if kind == "oracle" else device)
+        execute_blocks, shrink_horizon = mpc_settings(cfg.mpc, planner.horizon)
+        agent = MPCAgent(world, planner, block, action_dim, execute_blocks, shrink_horizon=shrink_horizon,
+                         warm_start=proposer,
+                         warm_start_std=warm_start_std(cfg.planner) if proposer is not None else None)
+    return with_joint_hold(cfg.evaluate.joint_hold, task, kind, agent)
+
+
+def with_joint_hold(settings: DictConfig, task, kind: str, agent: Agent) -> Agent:
+    """`agent` wrapped in a `JointHold` where `evaluate.joint_hold.agents` names its kind (agent/joint_hold.py)."""
+    if kind not in joint_hold_agents(settings):
+        return agent
+    actions = task.action_space.shape[0]
+    sensed = set(range(task.nq + task.nv)) <= set(task.proprio_indices)
+    if not task.nq == task.nv == actions or not sensed:
+        raise ValueError(f"evaluate.joint_hold.agents={list(settings.agents)} is invalid for the task "
+                         f"{type(task).__name__} (nq={task.nq}, nv={task.nv}, {actions} actions); expected a task "
+                         "whose actions drive its sensed joints one to one (nq == nv == actions), or [] (off)")
+    return JointHold(agent, float(settings.radius), float(settings.position_gain), float(settings.velocity_gain),
+                     task.nq)
 
 
 def mpc_settings(mpc_cfg, horizon: int) -> tuple[int, bool]:

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from agent.build import PLANNING_AGENTS, build_agent, check_agent_kind
 from agent.episode_video import write_episode_video
 from agent.episodes import run_batch
+from agent.joint_hold import joint_hold_agents
 from agent.pairs import GOAL_SOURCES, draw_pairs
 from agent.report import write_report
 from agent.stages import AMORTIZED_AGENTS, LATENT_AGENTS
@@ -148,6 +149,7 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(cfg.evaluate.effector_hold.place_carried, bool):
         raise ValueError(f"evaluate.effector_hold.place_carried={cfg.evaluate.effector_hold.place_carried!r} is "
                          "invalid; expected true or false")
+    joint_hold_agents(cfg.evaluate.joint_hold)
     check_int_list(cfg.evaluate, "evaluate", "seeds")
     goals = cfg.evaluate.goals
     if goals not in GOAL_SOURCES:
@@ -271,7 +273,10 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         inputs["policy_sha256"] = sha256_file(Path(cfg.paths.policy) / WEIGHTS_FILE)
         if cfg.evaluate.energy.goal_positions == "nearest_frames":  # the policy reads its goal there since 2026-12-07:
             inputs["policy_goal_positions"] = "nearest_frames"     # evaluations made before are not resumed
-    return config_identity(cfg, sections, ignoring=[f"evaluate.{key}" for key in SAMPLE_SIZE], **inputs)
+    ignoring = [f"evaluate.{key}" for key in SAMPLE_SIZE]
+    if kind not in joint_hold_agents(cfg.evaluate.joint_hold):  # evaluations made before the hold existed resume
+        ignoring.append("evaluate.joint_hold")
+    return config_identity(cfg, sections, ignoring=ignoring, **inputs)
 
 
 def model_files(model_dir: Path) -> dict[str, str]:

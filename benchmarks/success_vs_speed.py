@@ -7,7 +7,9 @@ agents at the run's own settings resume from the run's `eval/<agent>/` (nothing 
 there; more `--seeds` or `--pairs` extend them); the others, and fewer seeds or pairs than the run's own
 (which would shrink its `metrics.json` to them), go to `DIR/eval_speed/<label>/`, so a rerun resumes too. The
 goal policy must be trained first (`jepa-agent policy ...`, or `run` with an amortized agent in `run.agents`). Writes
-benchmarks/results/success_vs_speed_<task>.{json,png} (or `--output`'s JSON, its PNG beside it) and prints a table.
+benchmarks/results/success_vs_speed_<task>.{json,png} (or `--output`'s JSON, its PNG beside it) and prints a table
+with reached and held. Agents the run's `evaluate.joint_hold` names hold the goal's joints by PD control (labelled
+"+ hold"); the cold CEM rows hold exactly when amortized + CEM does, so that the two differ in the warm start alone.
 
 Seconds per action (plotted): the median of `--repeats` planner calls (at least 100 of the policy's: each
 row's `timed_calls` in the JSON) for one env, timed back to back in this process (eager), divided by the task
@@ -50,21 +52,27 @@ def planner_node(run_planner, name: str):
     return node
 
 
-def variants(cfg, warm_iterations: list[int], warm_stds: list[float]) -> list[tuple[str, str, dict]]:
-    """(label, agent kind, planner overrides) of every point; {} keeps the run's planner."""
-    rows = [("cem", "latent", {}), ("mppi", "latent", {"name": "mppi"}), ("amortized", "amortized", {}),
-            ("oracle", "oracle", {}), ("random", "random", {})]
+def variants(cfg, warm_iterations: list[int], warm_stds: list[float]) -> list[tuple[str, str, dict, str | None]]:
+    """(label, agent kind, planner overrides, the kind whose joint hold it takes) of every point; {} keeps the run's
+    planner; None: its own `evaluate.joint_hold` (the cold CEM rows hold as amortized + CEM does: the two differ in
+    the warm start alone)."""
+    rows = [("cem", "latent", {}, None), ("mppi", "latent", {"name": "mppi"}, None),
+            ("amortized", "amortized", {}, None), ("oracle", "oracle", {}, None), ("random", "random", {}, None)]
     for iterations in warm_iterations:
-        rows += [(f"amortized_cem_{iterations}it", "amortized_cem", {"iterations": iterations}),
-                 (f"cem_{iterations}it", "latent", {"iterations": iterations})]
+        rows += [(f"amortized_cem_{iterations}it", "amortized_cem", {"iterations": iterations}, None),
+                 (f"cem_{iterations}it", "latent", {"iterations": iterations}, "amortized_cem")]
         rows += [(f"amortized_cem_{iterations}it_std{std:g}", "amortized_cem",
-                  {"iterations": iterations, "warm_start_std": std}) for std in warm_stds]
+                  {"iterations": iterations, "warm_start_std": std}, None) for std in warm_stds]
     return rows
 
 
 def evaluation_config(run_dir: Path, kind: str, label: str, planner: dict, pairs: int | None,
-                      seeds: list[int] | None):
+                      seeds: list[int] | None, hold_as: str | None = None):
     cfg = load_run_config(run_dir)
+    held_agents = list(cfg.evaluate.joint_hold.agents)
+    if hold_as is not None and (hold_as in held_agents) != (kind in held_agents):  # the joint hold of `hold_as`
+        cfg.evaluate.joint_hold.agents = ([*held_agents, kind] if hold_as in held_agents
+                                          else [agent for agent in held_agents if agent != kind])
     if planner:
         cfg.planner = planner_node(cfg.planner, planner.get("name", cfg.planner.name))
         cfg.planner.iterations = planner.get("iterations", cfg.planner.iterations)
@@ -146,7 +154,8 @@ def plot(rows: list[dict], random_rate: float, task: str, path: Path) -> None:
             continue
         low, high = row["success_rate_ci95"]
         axis.errorbar(row["seconds_per_action"], row["success_rate"], yerr=[[row["success_rate"] - low],
-                      [high - row["success_rate"]]], marker="o", capsize=3, label=row["label"])
+                      [high - row["success_rate"]]], marker="o", capsize=3,
+                      label=row["label"] + (" + hold" if row.get("joint_hold") else ""))
     axis.axhline(random_rate, color="gray", linestyle="--", label="random")
     axis.set_xscale("log")
     axis.set_xlabel("seconds per action, one env (median planner / policy call, eager)")
@@ -185,8 +194,8 @@ def main() -> None:
     cfg = load_run_config(args.run_dir)
     goal_policy = goal_policy_record(cfg)  # before minutes of evaluations: the policy must be trained, on this run
     warm = args.warm_iterations or [max(1, int(cfg.planner.iterations) // 3)]
-    points = [(label, kind, evaluation_config(args.run_dir, kind, label, planner, args.pairs, args.seeds))
-              for label, kind, planner in variants(cfg, warm, args.warm_std)]
+    points = [(label, kind, evaluation_config(args.run_dir, kind, label, planner, args.pairs, args.seeds, hold_as))
+              for label, kind, planner, hold_as in variants(cfg, warm, args.warm_std)]
     for _, kind, run_cfg in points:  # an evaluation made with other settings is refused before hours of the others
         evaluation_resumes(run_cfg, kind)
     rows = []
@@ -196,18 +205,21 @@ def main() -> None:
                      OmegaConf.to_container(run_cfg.planner, resolve=True),
                      "success_rate": metrics["success_rate"], "success_rate_ci95": metrics["success_rate_ci95"],
                      "success_rate_held": metrics["success_rate_held"], "episodes": metrics["episodes"],
+                     "joint_hold": kind in run_cfg.evaluate.joint_hold.agents,  # PD control at the goal's joints
                      "planning_latency": metrics["planning_latency"],
                      "seconds_per_action_in_evaluation": seconds_per_action(metrics, run_cfg, kind),
                      "evaluation": str(Path(run_cfg.paths.evaluation) / kind)})
         timed = (None, 0) if kind == "random" else timed_seconds_per_action(run_cfg, kind, args.repeats)
         rows[-1].update(seconds_per_action=timed[0], timed_calls=timed[1])
     random_rate = next(row["success_rate"] for row in rows if row["agent"] == "random")
-    print(f"{'agent':22} {'success':>8} {'95% CI':>13} {'s/action':>10} {'in eval':>10}")
+    print(f"{'agent':22} {'success':>8} {'95% CI':>13} {'held':>6} {'s/action':>10} {'in eval':>10}")
     for row in rows:
         speed, in_eval = (("-" if value is None else f"{value:.5f}")
                           for value in (row["seconds_per_action"], row["seconds_per_action_in_evaluation"]))
         low, high = row["success_rate_ci95"]
-        print(f"{row['label']:22} {row['success_rate']:8.1%} {f'{low:.0%}-{high:.0%}':>13} {speed:>10} {in_eval:>10}")
+        label = row["label"] + (" + hold" if row["joint_hold"] else "")
+        print(f"{label:22} {row['success_rate']:8.1%} {f'{low:.0%}-{high:.0%}':>13} {row['success_rate_held']:6.1%} "
+              f"{speed:>10} {in_eval:>10}")
     output = args.output or RESULTS / f"success_vs_speed_{cfg.env.name}.json"
     atomic_write_json(output, {"run_dir": str(args.run_dir), "task": cfg.env.name,
                                "seeds": list(args.seeds or cfg.evaluate.seeds), "threads": torch.get_num_threads(),

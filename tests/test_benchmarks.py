@@ -135,6 +135,8 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
     result = run_module("benchmarks.success_vs_speed", str(run_dir), "--seeds", "0", "1", "--output", str(output))
     assert result.returncode == 2 and "policy_sha256" in result.stderr and "Traceback" not in result.stderr
     assert (run_dir / "eval" / "latent" / "metrics.json").stat().st_mtime_ns == cem_metrics
+    from omegaconf import OmegaConf
+
     from benchmarks.success_vs_speed import evaluation_config
 
     # fewer pairs or seeds than the run's own would shrink its metrics.json: they go to eval_speed/ instead
@@ -142,6 +144,14 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
         assert evaluation_config(run_dir, "latent", "cem", {}, pairs, seeds).paths.evaluation == str(
             run_dir / "eval_speed" / "cem")
     assert evaluation_config(run_dir, "latent", "cem", {}, 3, [0, 1, 2]).paths.evaluation == str(run_dir / "eval")
+    assert not any(row["joint_hold"] for row in rows.values())  # the micro run holds by PD nowhere
+    config = OmegaConf.load(run_dir / "config.yaml")  # a run whose amortized + CEM holds: its cold CEM rows do too
+    config.evaluate.joint_hold.agents = ["amortized_cem"]
+    OmegaConf.save(config, run_dir / "config.yaml")
+    cold = evaluation_config(run_dir, "latent", "cem_1it", {"iterations": 1}, None, None, hold_as="amortized_cem")
+    assert list(cold.evaluate.joint_hold.agents) == ["amortized_cem", "latent"]
+    assert list(evaluation_config(run_dir, "latent", "cem", {}, None, None).evaluate.joint_hold.agents) == [
+        "amortized_cem"]  # the run's own CEM as the run has it
 
 
 def test_encoder_speed_benchmark_runs(tmp_path):

@@ -99,7 +99,11 @@ def test_the_lean_predictor_option_trains_its_own_shape(tmp_path, embedded_run):
     preset, reacher = (compose_config(embedded_run, [f"experiment={name}"]) for name in ("reacher_lean", "reacher"))
     assert {key: preset.predictor[key] for key in shape} == shape  # the reacher preset with it, and its own epochs
     assert preset.predictor.train.epochs == lean.train.epochs != reacher.predictor.train.epochs
-    assert preset.evaluate == reacher.evaluate and preset.planner == reacher.planner
+    assert preset.planner.iterations == reacher.planner.iterations // 3  # and it plans faster, holding by PD control
+    assert list(preset.evaluate.joint_hold.agents) == ["latent", "amortized", "amortized_cem"]
+    preset.planner.iterations, preset.evaluate.joint_hold.agents = reacher.planner.iterations, []
+    reacher.evaluate.joint_hold.agents = []
+    assert preset.evaluate == reacher.evaluate and preset.planner == reacher.planner  # the rest is the reacher's
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path, embedded_run, monkeypatch):
