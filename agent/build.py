@@ -199,7 +199,8 @@ def with_joint_hold(settings: DictConfig, task, kind: str, agent: Agent) -> Agen
     if not task.nq == task.nv == actions or not sensed:
         raise ValueError(f"evaluate.joint_hold.agents={list(settings.agents)} is invalid for the task "
                          f"{type(task).__name__} (nq={task.nq}, nv={task.nv}, {actions} actions); expected a task "
-                         "whose actions drive its sensed joints one to one (nq == nv == actions), or [] (off)")
+                         "whose actions drive its joints one to one (nq == nv == actions) and whose proprio senses "
+                         "every qpos and qvel, or [] (off)")
     return JointHold(agent, float(settings.radius), float(settings.position_gain), float(settings.velocity_gain),
                      task.nq)
 
@@ -247,7 +248,8 @@ def load_proposer(cfg: DictConfig, world: LatentWorld, device: str):
 
 def load_agent(run_dir: str | Path, kind: str = "latent", task=None, **overrides) -> Agent:
     """The agent of a pipeline run directory; `overrides` replace config sections, e.g.
-    `load_agent(DIR, planner={"samples": 100}, evaluate={"energy": {"aggregate": "min"}})`."""
+    `load_agent(DIR, planner={"samples": 100}, evaluate={"energy": {"aggregate": "min"}})`. Where the run's
+    `evaluate.joint_hold.agents` names `kind`, it is a `JointHold` whose `inner` is the planning (or policy) agent."""
     import envs
 
     cfg = load_run_config(run_dir, **overrides)

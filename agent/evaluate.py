@@ -274,8 +274,10 @@ def evaluation_identity(cfg: DictConfig, kind: str) -> dict:
         if cfg.evaluate.energy.goal_positions == "nearest_frames":  # the policy reads its goal there since 2026-12-07:
             inputs["policy_goal_positions"] = "nearest_frames"     # evaluations made before are not resumed
     ignoring = [f"evaluate.{key}" for key in SAMPLE_SIZE]
-    if kind not in joint_hold_agents(cfg.evaluate.joint_hold):  # evaluations made before the hold existed resume
-        ignoring.append("evaluate.joint_hold")
+    # the joint hold's settings count for the agents it wraps (which other agents it names does not): evaluations of
+    # the agents it does not wrap resume as before it existed
+    ignoring.append("evaluate.joint_hold" if kind not in joint_hold_agents(cfg.evaluate.joint_hold)
+                    else "evaluate.joint_hold.agents")
     return config_identity(cfg, sections, ignoring=ignoring, **inputs)
 
 

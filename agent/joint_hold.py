@@ -20,7 +20,8 @@ the arm swings from bound to bound; position_gain 1 and velocity_gain 0.1 held a
 
 The wrapped agent still acts (plans) at every step while any env of the batch follows it, its actions ignored where the
 hold has latched (its context stays its own); once every env holds, it is no longer asked. `plans` are the wrapped
-agent's records, which the evaluation reports as its plan times.
+agent's records, which the evaluation reports as its plan times; a held env's record and video caption still show the
+energies of the plans made after it latched. `inner` is the wrapped agent (its planner, its world).
 """
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ import numpy as np
 import torch
 
 from agent.mpc import Agent, PlanRecord, check_observation
+from agent.stages import LATENT_AGENTS
 from agent.worlds import LatentWorld
 from bookkeeping.checks import check_numbers
 
-HOLDING_AGENTS = ("latent", "amortized", "amortized_cem")  # the agents whose world reads the goal's joints
+HOLDING_AGENTS = LATENT_AGENTS  # the agents whose world reads the goal's joints
 
 
 class JointHold:

@@ -44,7 +44,8 @@ class PlanRecord:
 
 
 class Agent(Protocol):
-    """What the evaluation drives: `MPCAgent` (latent or oracle world), `RandomAgent`."""
+    """What the evaluation drives: `MPCAgent` (latent, pixel or oracle world), `RandomAgent`, `ExpertAgent`,
+    `AmortizedAgent` (agent/amortized.py), and any of the latent ones wrapped in a `JointHold` (agent/joint_hold.py)."""
 
     plans: list[PlanRecord]
 

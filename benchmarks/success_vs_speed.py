@@ -107,6 +107,7 @@ def timed_seconds_per_action(run_cfg, kind: str, repeats: int) -> tuple[float, i
 
     cfg = run_cfg.copy()
     cfg.evaluate.compile = False
+    cfg.evaluate.joint_hold.agents = []  # the planner or policy alone: a start frame as the goal would latch the hold
     task = envs.make_from_config(cfg.env)
     try:
         agent = build_agent(cfg, task, kind)

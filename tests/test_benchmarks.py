@@ -152,6 +152,10 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
     assert list(cold.evaluate.joint_hold.agents) == ["amortized_cem", "latent"]
     assert list(evaluation_config(run_dir, "latent", "cem", {}, None, None).evaluate.joint_hold.agents) == [
         "amortized_cem"]  # the run's own CEM as the run has it
+    config.evaluate.joint_hold.agents = ["latent"]  # its CEM holds, amortized + CEM does not: nor do its cold rows
+    OmegaConf.save(config, run_dir / "config.yaml")
+    cold = evaluation_config(run_dir, "latent", "cem_1it", {"iterations": 1}, None, None, hold_as="amortized_cem")
+    assert list(cold.evaluate.joint_hold.agents) == []
 
 
 def test_encoder_speed_benchmark_runs(tmp_path):

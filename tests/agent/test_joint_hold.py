@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import envs
-from agent.build import make_goal_position_reader, with_joint_hold
+from agent.build import build_agent, make_goal_position_reader, with_joint_hold
 from agent.evaluate import evaluation_identity, validate
 from agent.joint_hold import JointHold
 from agent.mpc import MPCAgent
@@ -76,6 +77,10 @@ def test_an_arm_within_the_radius_is_held_at_the_goal_and_the_others_follow_thei
             joint_errors.append(np.abs(tasks[0].get_state()[:2] - goal).max())
         assert max(joint_errors[-5:]) < tasks[0].success_threshold, joint_errors  # held, not swung through
         assert len(agent.plans) == 30 // block  # the inner agent's records: it still plans every block
+        pushed = np.r_[goal + [0.5, 0.0], 0.0, 0.0]  # pushed out of the radius: the hold stays latched
+        actions = agent.act(np.stack(observations), np.stack([pushed, states[1]]))
+        assert agent.holding[0]
+        np.testing.assert_allclose(actions[0], [-0.5, 0.0], atol=1e-6)  # 1 x 0.5 rad back towards the goal
 
         asked = len(inner_actions)  # every env within the radius: the inner agent is not asked at all
         agent.reset(np.repeat(episode["frames"][5:6], 2, axis=0), None, seeds=[0, 1])
@@ -85,13 +90,18 @@ def test_an_arm_within_the_radius_is_held_at_the_goal_and_the_others_follow_thei
         np.testing.assert_allclose(actions, np.clip(goal - near[:, :2] - 0.1 * near[:, 2:], -1, 1), atol=1e-6)
         with pytest.raises(ValueError, match="act got pixels for 2 envs and states for 1; expected 2"):
             agent.act(np.stack(observations), near[:1])
+        world.goal_positions = torch.tensor([[3.1, 0.0]], dtype=torch.float64)  # angles wrap: -3.1 is 0.083 short
+        np.testing.assert_allclose(agent.to_goal(np.array([[-3.1, 0.0]])), [[6.2 - 2 * np.pi, 0.0]], atol=1e-9)
     finally:
         for task in tasks:
             task.close()
 
 
 def test_the_setting_wraps_the_agents_it_names_and_refuses_bad_values(reading_world):
+    from benchmarks.success_vs_speed import timed_seconds_per_action
+
     cfg, world = reading_world
+    cfg = cfg.copy()
     inner = MPCAgent(world, make_planner(cfg.planner, world.predictor.config.block * 2), world.predictor.config.block,
                      2, execute_blocks=1)
     reacher = envs.make("reacher", image_size=64)
@@ -99,11 +109,19 @@ def test_the_setting_wraps_the_agents_it_names_and_refuses_bad_values(reading_wo
         assert with_joint_hold(cfg.evaluate.joint_hold, reacher, "latent", inner) is inner  # agents: [] (off)
         without_hold = evaluation_identity(cfg, "latent")
         cfg.evaluate.joint_hold.agents = ["latent"]
-        assert isinstance(with_joint_hold(cfg.evaluate.joint_hold, reacher, "latent", inner), JointHold)
-        assert with_joint_hold(cfg.evaluate.joint_hold, reacher, "amortized", inner) is inner
+        cfg.evaluate.energy.position_weight, cfg.planner.samples, cfg.planner.top_k = 1.0, 8, 2
+        assert isinstance(build_agent(cfg, reacher, "latent"), JointHold)  # as the evaluation builds it
+        assert build_agent(cfg, reacher, "oracle").__class__ is MPCAgent
+        cfg.evaluate.joint_hold.radius = 10.0  # every start latches at once: the benchmark times the planner alone
+        assert timed_seconds_per_action(cfg, "latent", 1)[0] > 0
+        cfg.evaluate.joint_hold.radius = 0.1
         with_hold = evaluation_identity(cfg, "latent")
-        assert with_hold["evaluate"]["joint_hold"]["agents"] == ["latent"]
+        assert with_hold["evaluate"]["joint_hold"] == {"radius": 0.1, "position_gain": 1.0, "velocity_gain": 0.1}
         assert "joint_hold" not in without_hold["evaluate"]  # evaluations made before the setting existed resume
+        cfg.evaluate.joint_hold.agents = ["amortized", "latent"]  # which other agents it wraps does not count
+        assert evaluation_identity(cfg, "latent") == with_hold
+        cfg.evaluate.joint_hold.velocity_gain = 0.2
+        assert evaluation_identity(cfg, "latent")["evaluate"]["joint_hold"]["velocity_gain"] == 0.2
         world.position_weight = 0.0
         with pytest.raises(ValueError, match="needs an agent whose world reads the goal's joints .* "
                                              "position_weight=0.0; expected .*energy.position_weight > 0"):
@@ -113,9 +131,9 @@ def test_the_setting_wraps_the_agents_it_names_and_refuses_bad_values(reading_wo
         reacher.close()
     cube = envs.make("cube", image_size=64)
     try:
-        with pytest.raises(ValueError, match=r"evaluate.joint_hold.agents=\['latent'\] is invalid for the task Cube "
-                                             r"\(nq=.*\); expected a task whose actions drive its sensed joints one "
-                                             r"to one"):
+        with pytest.raises(ValueError, match=r"evaluate.joint_hold.agents=\['amortized', 'latent'\] is invalid for "
+                                             r"the task Cube \(nq=.*\); expected a task whose actions drive its "
+                                             r"joints one to one \(nq == nv == actions\) and whose proprio senses"):
             with_joint_hold(cfg.evaluate.joint_hold, cube, "latent", inner)
     finally:
         cube.close()
