@@ -11,8 +11,9 @@ In the run directory, it runs what is not done yet (each command resumes, as eve
     jepa-agent diagnose OVERRIDES                                     the latent predictor's rollout error (once)
     jepa-agent run OVERRIDES world_model=pixel 'run.agents=[pixel]'   (c) and its rollout error
 
-(LATENT_ONLY: every energy term but the latent distance set to 0), then writes DIR/pixels_or_latents.json and
-DIR/pixels_or_latents.md (the table, also printed). OVERRIDES go to every command, so all agents plan alike:
+(LATENT_ONLY: every energy term but the latent distance set to 0, and no joint hold), then writes
+DIR/pixels_or_latents.json and DIR/pixels_or_latents.md (the table, also printed). OVERRIDES go to every command,
+so all agents plan alike:
 
     python -m benchmarks.pixels_or_latents experiment=quick threads=2 'evaluate.seeds=[0,1,2]' hydra.run.dir=runs/quick
     python -m benchmarks.pixels_or_latents experiment=point_mass threads=2 'evaluate.seeds=[0,1,2]' \\
@@ -35,7 +36,7 @@ from bookkeeping.io import atomic_write_json, atomic_write_text, read_json
 
 LATENT_ONLY = ("evaluate.energy.latent_weight=1", "evaluate.energy.position_weight=0",
                "evaluate.energy.latent_readout_weight=0", "evaluate.energy.reach_weight=0",
-               "evaluate.energy.hold_radius=0")
+               "evaluate.energy.hold_radius=0", "evaluate.joint_hold.agents=[]")  # no PD control either
 LATENT_ENERGY_DIR = "eval_latent_energy"  # (a)'s evaluation, in the run directory
 LATENT_TRAINING = ("pretrain", "embed", "train")
 ROWS = (  # label, its own evaluation folder (None: the run's paths.evaluation), agent, training stages, required

@@ -84,6 +84,17 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     assert all(row["mse"] > 0 and row["copy_last_mse"] > 0 for row in rows)
 
 
+@pytest.mark.parametrize("preset", ["quick", "reacher_lean"])
+def test_the_latent_energy_alone_has_no_position_term_and_no_joint_hold(tmp_path, preset):
+    """(a) of the pixels-or-latents table plans on the latent distance alone, on presets whose agents hold too."""
+    from agent.config import compose_config
+    from benchmarks.pixels_or_latents import LATENT_ONLY
+
+    cfg = compose_config(tmp_path, [f"experiment={preset}", *LATENT_ONLY])
+    assert cfg.evaluate.energy.position_weight == 0 and list(cfg.evaluate.joint_hold.agents) == []
+    assert "latent" in compose_config(tmp_path, [f"experiment={preset}"]).evaluate.joint_hold.agents
+
+
 def test_pixels_or_latents_table_on_a_micro_run(micro_run_dir, tmp_path):
     """One command: the latent run resumes, the latent-only energy is evaluated beside it, the predictor diagnosed,
     the pixel model trained and evaluated in the same directory, and the table lists all five agents."""
