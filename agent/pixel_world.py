@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from agent.worlds import aggregate_over_blocks, repeat_last_env
-from world_model.compiled_rollout import compile_rollout
+from world_model.compiled_rollout import compile_method
 from world_model.device import bf16_autocast
 from world_model.energy import frame_distance
 from world_model.train_pixel import downsample, model_frames
@@ -26,8 +26,8 @@ class PixelWorld:
     def __init__(self, model, norm: str = "l2", aggregate: str = "last", image_size: int | None = None,
                  autocast_bf16: bool = False, chunk_size: int = 1024, compile: bool = False):
         """`image_size`: the side of the env's frames (the run's); `chunk_size`: rollouts per model call;
-        `compile`: torch.compile the model's step, as the latent world does (evaluate.compile), every call padded
-        to one shape."""
+        `compile`: torch.compile each model call with its distances (`chunk_distances`), as the latent world does
+        (evaluate.compile), every call padded to one shape."""
         aggregate_over_blocks(torch.zeros(1, 1), aggregate)  # validate early
         frame_distance(torch.zeros(1, 3, 1, 1), torch.zeros(1, 3, 1, 1), norm)
         self.model, self.norm, self.aggregate = model, norm, aggregate
@@ -35,7 +35,7 @@ class PixelWorld:
         self.device = next(model.parameters()).device
         self.compiled = bool(compile)
         if compile:
-            compile_rollout(model)
+            compile_method(self, "chunk_distances")
         self.resolution, self.context_frames = model.config.image_size, model.config.context_frames
         self.goal_frames: torch.Tensor | None = None  # (B, 3, r, r)
         self.context: list[torch.Tensor] = []  # C of (B, 3, r, r)
@@ -65,6 +65,17 @@ class PixelWorld:
     def _autocast(self):
         return bf16_autocast(self.device, self.autocast_bf16)
 
+    def chunk_distances(self, actions: torch.Tensor, context: torch.Tensor, context_actions: torch.Tensor | None,
+                        goal: torch.Tensor) -> torch.Tensor:
+        """One model call's distances per planned block, for E envs of K candidates each: actions (E*K, H, block*A),
+        context (E, C, 3, r, r), context_actions (E, C-1, block*A) | None, goal (E, 3, r, r) -> (E*K, H). Under
+        `compile` this whole method is one graph."""
+        samples = actions.shape[0] // context.shape[0]
+        with self._autocast():  # an env's context runs once for its K candidates
+            predicted = self.model.rollout(context, actions, context_actions)  # (E*K, H, 3, r, r)
+        flat_goal = goal.repeat_interleave(samples, dim=0)[:, None]  # (E*K, 1, 3, r, r)
+        return frame_distance(predicted, flat_goal, self.norm)
+
     @torch.no_grad()
     def energy_fn(self, blocks: int | None = None):
         context = torch.stack(self.context, dim=1)  # (B, C, 3, r, r)
@@ -84,13 +95,10 @@ class PixelWorld:
             distances = []
             for start in range(0, padded, chunk_envs):
                 envs = slice(start, start + chunk_envs)
-                with self._autocast():
-                    predicted = self.model.rollout(  # an env's context runs once for its K candidates
-                        padded_context[envs], padded_actions[envs].flatten(0, 1),
-                        None if padded_context_actions is None else padded_context_actions[envs],
-                    )  # (chunk*K, H', 3, r, r)
-                flat_goal = padded_goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk*K, 1, 3, r, r)
-                distances.append(frame_distance(predicted, flat_goal, self.norm))  # (chunk*K, H')
+                distances.append(self.chunk_distances(
+                    padded_actions[envs].flatten(0, 1), padded_context[envs],
+                    None if padded_context_actions is None else padded_context_actions[envs], padded_goal[envs],
+                ))  # (chunk*K, H')
             per_block = torch.cat(distances).view(padded, samples, horizon)[:batch]  # (B, K, H')
             return aggregate_over_blocks(per_block, self.aggregate)
 

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from world_model.compiled_rollout import compile_rollout
+from world_model.compiled_rollout import compile_method
 from world_model.device import bf16_autocast
 from world_model.energy import latent_distance
 
@@ -150,7 +150,7 @@ class LatentWorld:
         self.goal_positions: torch.Tensor | None = None  # (B, nq) read from the goal images, in the task's units
         self.compiled = bool(compile)
         if compile:
-            compile_rollout(predictor)
+            compile_method(self, "chunk_terms")
         self.norm, self.aggregate = norm, aggregate
         self.autocast_bf16, self.chunk_size = autocast_bf16, chunk_size
         self.device = next(predictor.parameters()).device
@@ -269,6 +269,39 @@ class LatentWorld:
         positions = context_proprio[:, -1, :count].float() * std + mean  # (B, nq) in the task's units
         return self.position_readout.position_error(positions, self.goal_positions).abs().amax(-1) <= self.hold_radius
 
+    def chunk_terms(self, actions: torch.Tensor, context: torch.Tensor, context_actions: torch.Tensor | None,
+                    context_proprio: torch.Tensor | None, goal: torch.Tensor, goal_positions: torch.Tensor | None,
+                    reaching: torch.Tensor | None, velocities: bool):
+        """One predictor call's energy terms per planned block, for E envs of K candidates each: actions
+        (E*K, H, block*A), context (E, C, N, D'), context_actions (E, C-1, block*A) | None, context_proprio
+        (E, C, P) | None, goal (E, N, D'), goal_positions (E, nq) | None, reaching (E,) bool | None ->
+        (distance, the position term | None, the predicted velocities squared | None [with `velocities`]), each
+        (E*K, H). Under `compile` this whole method is one graph (the rollout and the terms on it)."""
+        samples = actions.shape[0] // context.shape[0]
+        with self._autocast():  # an env's context runs once for its K candidates
+            predicted, predicted_proprio = self.predictor.rollout(
+                context, actions, context_actions, context_proprio, return_proprio=True)  # (E*K, H, N, D'), (E*K, H, P)
+        flat_goal = goal.repeat_interleave(samples, dim=0)[:, None]  # (E*K, 1, N, D')
+        distance = self.latent_weight * latent_distance(predicted.float(), flat_goal, self.norm)  # (E*K, H)
+        position = None
+        if self.position_weight:
+            goal_joints = goal_positions.repeat_interleave(samples, dim=0)[:, None]  # (E*K, 1, nq)
+            position = self.position_distance(predicted_proprio, goal_joints)
+            distance = distance + self.position_weight * position
+        if self.latent_readout_weight:
+            readout = self.latent_readout
+            predicted_objects = readout.standardised(predicted)  # (E*K, H, positions), in training stds
+            goal_objects = readout.standardised(flat_goal)  # (E*K, 1, positions)
+            object_distance = (predicted_objects - goal_objects).square().mean(-1)  # (E*K, H)
+            distance = distance + self.latent_readout_weight * object_distance
+        if self.reach_weight:
+            active = reaching.repeat_interleave(samples)[:, None]  # (E*K, 1)
+            distance = distance + self.reach_weight * active * self.reach_distance(predicted_proprio, predicted)
+        velocity = None
+        if velocities:  # the proprio's entries after the positions
+            velocity = predicted_proprio[..., goal_positions.shape[-1] :].float().square().mean(-1)  # (E*K, H)
+        return distance, position, velocity
+
     @torch.no_grad()
     def energy_fn(self, blocks: int | None = None):
         context = torch.stack(self.context_latents, dim=1)  # (B, C, N, D')
@@ -287,51 +320,29 @@ class LatentWorld:
             padded = batch
             if self.compiled:  # every call one shape: torch.compile stops recompiling after 8
                 padded = calls * chunk_envs
-            (padded_context, padded_context_actions, padded_context_proprio, padded_goal, padded_goal_positions,
-             actions) = (None if tensor is None else repeat_last_env(tensor, padded)
-                         for tensor in (context, context_actions, context_proprio, goal, goal_positions, actions))
-            flat_actions = actions.to(self.device).reshape(padded * samples, horizon, block_dim)
-            distances, velocities, positions = [], [], []
+            env_inputs = [None if tensor is None else repeat_last_env(tensor, padded) for tensor in (
+                context, context_actions, context_proprio, goal, goal_positions, reaching)]  # (padded, ...) | None
+            flat_actions = repeat_last_env(actions, padded).to(self.device)
+            flat_actions = flat_actions.reshape(padded * samples, horizon, block_dim)  # (padded*K, H', block*A)
+            terms = []  # per call: (distance, position | None, velocity | None), each (chunk*K, H')
             for start in range(0, padded, chunk_envs):
                 envs = slice(start, start + chunk_envs)
                 rows = slice(start * samples, (start + chunk_envs) * samples)
-                with self._autocast():
-                    # an env's context runs once for its K candidates
-                    predicted, predicted_proprio = self.predictor.rollout(
-                        padded_context[envs], flat_actions[rows],
-                        None if padded_context_actions is None else padded_context_actions[envs],
-                        None if padded_context_proprio is None else padded_context_proprio[envs], return_proprio=True,
-                    )  # (chunk, H, N, D'), (chunk, H, P) | None
-                flat_goal = padded_goal[envs].repeat_interleave(samples, dim=0)[:, None]  # (chunk, 1, N, D')
-                distance = latent_distance(predicted.float(), flat_goal, self.norm)  # (chunk, H)
-                distance = self.latent_weight * distance
-                if self.position_weight:
-                    position = self.position_distance(
-                        predicted_proprio, padded_goal_positions[envs].repeat_interleave(samples, dim=0)[:, None])
-                    distance = distance + self.position_weight * position
-                    positions.append(position)
-                if self.latent_readout_weight:
-                    readout = self.latent_readout
-                    predicted_objects = readout.standardised(predicted)  # (chunk, H, positions), in training stds
-                    goal_objects = readout.standardised(flat_goal)  # (chunk, 1, positions)
-                    object_distance = (predicted_objects - goal_objects).square().mean(-1)  # (chunk, H)
-                    distance = distance + self.latent_readout_weight * object_distance
-                if self.reach_weight:
-                    active = repeat_last_env(reaching, padded)[envs].repeat_interleave(samples)[:, None]  # (chunk, 1)
-                    distance = distance + self.reach_weight * active * self.reach_distance(predicted_proprio, predicted)
-                distances.append(distance)
-                if holding is not None:  # the velocities: the proprio's entries after the positions (chunk, H)
-                    predicted_velocity = predicted_proprio[..., padded_goal_positions.shape[-1] :].float()
-                    velocities.append(predicted_velocity.square().mean(-1))
-            per_block = torch.cat(distances).view(padded, samples, horizon)[:batch]  # (B, K, H)
+                terms.append(self.chunk_terms(flat_actions[rows], *(None if tensor is None else tensor[envs]
+                                                                    for tensor in env_inputs), holding is not None))
+            distances, positions, velocities = ([call[index] for call in terms] for index in range(3))
+
+            def per_env(values: list[torch.Tensor]) -> torch.Tensor:
+                return torch.cat(values).view(padded, samples, horizon)[:batch]  # (B, K, H')
+
+            per_block = per_env(distances)  # (B, K, H')
             energies = aggregate_over_blocks(per_block, self.aggregate)  # (B, K)
             if holding is None or not holding.any():
                 return energies
-            velocity = torch.cat(velocities).view(padded, samples, horizon)[:batch]  # (B, K, H)
-            effort = actions[:batch].to(velocity).square().mean(-1)  # (B, K, H)
-            position = torch.cat(positions).view(padded, samples, horizon)[:batch]  # (B, K, H)
-            per_block = per_block + (self.hold_position_weight - self.position_weight) * position  # its weight there
-            held = (per_block + self.hold_velocity_weight * velocity + self.hold_action_weight * effort).mean(-1)
+            effort = actions.to(per_block).square().mean(-1)  # (B, K, H')
+            per_block = per_block + (self.hold_position_weight - self.position_weight) * per_env(positions)
+            held = per_block + self.hold_velocity_weight * per_env(velocities) + self.hold_action_weight * effort
+            held = held.mean(-1)  # (B, K)
             return torch.where(holding[:, None], held, energies)
 
         return energy

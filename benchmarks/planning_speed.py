@@ -44,7 +44,6 @@ from benchmarks.arguments import benchmark_parser, positive_int, run_main
 from benchmarks.timing import median_seconds
 from bookkeeping.io import atomic_write_json
 from planners import make_planner
-from world_model.compiled_rollout import compile_rollout
 from world_model.device import native_bf16
 from world_model.predictor import Predictor
 from world_model.train_predictor import model_config
@@ -59,13 +58,14 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) ->
     return 2 * size**3 / median_seconds(lambda: a @ b, repeats, warmup=1)
 
 
-def planning_world(cfg, latent_dim: int, batch: int, bf16: bool) -> LatentWorld:
-    """A LatentWorld with random context and goal latents (the encoder is not part of planning)."""
+def planning_world(cfg, latent_dim: int, batch: int, bf16: bool, compile: bool = False) -> LatentWorld:
+    """A LatentWorld with random context and goal latents (the encoder is not part of planning); `compile`: as
+    `evaluate.compile` compiles it."""
     predictor_cfg = cfg.predictor
     config = model_config(predictor_cfg, latent_dim, action_dim=ACTIONS,
                           proprio_dim=2 * ACTIONS if predictor_cfg.use_proprio else 0)
     predictor = Predictor(config).eval()
-    world = LatentWorld(encoder=None, predictor=predictor, autocast_bf16=bf16)
+    world = LatentWorld(encoder=None, predictor=predictor, autocast_bf16=bf16, compile=compile)
     shape = (batch, config.tokens, config.output_dim)  # prepared latents (B, N, D')
     world.goal_latents = torch.randn(shape)
     world.context_latents = [torch.randn(shape) for _ in range(predictor_cfg.context_frames)]
@@ -80,14 +80,13 @@ def latent_case(cfg, latent_dim: int, batch: int, bf16: bool,
                 compile: bool = False, predictor: str = "default") -> tuple[dict, Callable[[], object]]:
     """(the row's settings and FLOPs, a function that makes one plan) for the latent world model; `predictor`
     names the row's `cfg.predictor` (its config group option)."""
-    world = planning_world(cfg, latent_dim, batch, bf16)
+    world = planning_world(cfg, latent_dim, batch, bf16, compile)
     planner = make_planner(cfg.planner, cfg.predictor.block * ACTIONS)
-    energy = world.energy_fn()
+    counted = planning_world(cfg, latent_dim, batch, bf16) if compile else world  # the counter sees no compiled graph
     probe = torch.rand(batch, planner.samples, planner.horizon, planner.action_dim) * 2 - 1
     with FlopCounterMode(display=False) as counter:
-        energy(probe)
-    if compile:  # after counting: the FLOP counter does not see inside compiled graphs
-        compile_rollout(world.predictor)
+        counted.energy_fn()(probe)
+    energy = world.energy_fn()
     row = {"predictor": predictor, "width": cfg.predictor.width, "depth": cfg.predictor.depth,
            "planner": cfg.planner.name, "samples": planner.samples, "iterations": planner.iterations,
            "batch_envs": batch, "bf16": bf16, "compiled": compile,

@@ -1,12 +1,10 @@
 """Predictor model: shapes, block causality, action use, rollout window, normalisation, save/load."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
-from world_model.compiled_rollout import compile_rollout
+from world_model.compiled_rollout import compile_method
 from world_model.energy import latent_distance
 from world_model.predictor import Predictor, PredictorConfig, load_predictor, pool_token_grid, save_predictor
 
@@ -191,22 +189,6 @@ def rollout_case(kind: str):
     return model, eager, (torch.rand(1, 2, 3, 16, 16), torch.randn(6, 2, 4), torch.randn(1, 1, 4))
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile's CPU backend needs a C++ compiler")
-@pytest.mark.parametrize("kind", ["latent", "pixel"])
-def test_compiled_rollout_matches_eager(kind):
-    """Inductor's code for a whole rollout (context pass, caches, 2 steps) gives the eager numbers, for the latent
-    predictor and the pixel world model; a failure is raised, not hidden, and no process-wide flag is left set.
-    (One shape: a cold compile costs 20-40 s on 2 cores.)"""
-    import torch._dynamo
-
-    model, eager, arguments = rollout_case(kind)
-    compile_rollout(model, fallback=False)
-    with torch.no_grad():
-        torch.testing.assert_close(model.rollout(*arguments), eager.rollout(*arguments), rtol=1e-4, atol=1e-4)
-    assert not torch._dynamo.config.suppress_errors
-
-
 @pytest.mark.parametrize("kind", ["latent", "pixel"])
 def test_a_rollout_is_one_graph_per_shape(kind, monkeypatch):
     """A whole rollout is one graph; each shape (batch, cached frames) is one more, and each is compiled even where
@@ -219,7 +201,7 @@ def test_a_rollout_is_one_graph_per_shape(kind, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, **settings: torch_compile(
         function, **{**settings, "backend": "eager"}))
     model, eager, (context, actions, context_actions) = rollout_case(kind)
-    compile_rollout(model, fallback=False)
+    compile_method(model, "rollout", fallback=False)
     graphs = counters["stats"]["unique_graphs"]
     calls = [(context, actions, context_actions), (context[:, -1:], actions, None)]  # one context frame: no caches
     with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=1):
@@ -240,11 +222,11 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(monkeypatch):
     eager = tiny_predictor(context_frames=2)
     context, context_actions, actions = torch.randn(1, 2, 4, 16), torch.randn(1, 1, 6), torch.randn(6, 3, 6)
     monkeypatch.setattr(torch, "compile", broken_compile)
-    compile_rollout(model)
+    compile_method(model, "rollout")
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="no C.. compiler"):
         compiled = model.rollout(context, actions, context_actions)
     torch.testing.assert_close(compiled, eager.rollout(context, actions, context_actions))
     strict = tiny_predictor(context_frames=2)
-    compile_rollout(strict, fallback=False)
+    compile_method(strict, "rollout", fallback=False)
     with torch.no_grad(), pytest.raises(RuntimeError, match="no C.. compiler"):
         strict.rollout(context, actions, context_actions)
