@@ -1,6 +1,9 @@
 """The pixel world model (issue 27): cached rollouts, shared contexts, safe loading, its energy, and learning."""
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -101,3 +104,27 @@ def test_a_few_steps_beat_copying_the_last_frame(tiny_dataset_dir, tmp_path):
     assert meta["val"]["teacher_forcing"] < 0.97 * meta["val"]["copy_last"], meta["val"]  # 0.94 when written
     assert meta["parameters"] == sum(p.numel() for p in model.parameters()) and meta["stopped_by"] == "epochs"
     assert (tmp_path / "pixel_model" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+@pytest.mark.filterwarnings("error:torch.compile failed")  # a compile that falls back to eager fails the test
+def test_a_compiled_pixel_world_scores_as_the_eager_one():
+    """Inductor's graph of one pixel world call (the rollout from two context frames and the frame distances on it)
+    gives the eager energies (evaluate.compile; in its own file from the latent world's, so that two cold compiles of
+    30-45 s run on both test workers)."""
+    from agent.pixel_world import PixelWorld
+
+    model = trained_looking()  # 16 px frames, block 2, action_dim 2
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
+    executed = rng.uniform(-1, 1, (2, 4)).astype(np.float32)  # (B, block*A) between the two frames
+    candidates = torch.rand(2, 5, 3, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
+    energies = []
+    for compile in (False, True):
+        world = PixelWorld(model, aggregate="min", compile=compile)
+        world.set_goal(frames[1])
+        world.observe(frames[0])
+        world.observe(frames[1], executed_block=executed)
+        energies.append(world.energy_fn()(candidates))
+    torch.testing.assert_close(energies[1], energies[0], rtol=1e-4, atol=1e-4)
