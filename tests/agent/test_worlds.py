@@ -87,7 +87,7 @@ def test_a_compiled_latent_world_scores_as_the_eager_one(tmp_path):
     frames = rng.integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
     states = np.array([[0.31, -0.21, 0.5, 0.5], [1.0, 1.0, 0.0, 0.0]], dtype=np.float32)  # env 0 at the goal
     executed = rng.uniform(-1, 1, (2, 6)).astype(np.float32)  # (B, block*A) between the two frames
-    candidates = torch.rand(2, 5, 3, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
+    candidates = torch.rand(2, 5, 2, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
     energies = []
     for compile in (False, True):
         world = LatentWorld(encoder, predictor, aggregate="min", position_readout=readout, position_weight=1.0,

@@ -119,7 +119,7 @@ def test_a_compiled_pixel_world_scores_as_the_eager_one():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 2, 32, 32, 3), dtype=np.uint8)  # (T, B, H, W, 3)
     executed = rng.uniform(-1, 1, (2, 4)).astype(np.float32)  # (B, block*A) between the two frames
-    candidates = torch.rand(2, 5, 3, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
+    candidates = torch.rand(2, 5, 2, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, K, H, block*A)
     energies = []
     for compile in (False, True):
         world = PixelWorld(model, aggregate="min", compile=compile)
