@@ -70,9 +70,61 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_in_process(argv: list[str], function) -> subprocess.CompletedProcess:
+    """Run a command's `function()` in this process as if `argv` were its command line: its exit status, stdout and
+    stderr, as `subprocess.run` gives them, without the 3-4 s a subprocess spends importing torch, MuJoCo and
+    Hydra. Hydra's logging set-up is skipped (it closes every handler, pytest's capture among them); what the
+    command changes in this process (argv, the SIGINT handler, Hydra's global state, the working directory) is
+    put back."""
+    import contextlib
+    import io
+    import signal
+    from unittest import mock
+
+    import hydra._internal.logging_config
+    from hydra.core.global_hydra import GlobalHydra
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_argv, interrupt_handler, cwd = sys.argv[:], signal.getsignal(signal.SIGINT), os.getcwd()
+    returncode = 0
+    try:
+        os.chdir(REPO)
+        sys.argv[:] = argv
+        with (contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr),
+              mock.patch.object(hydra._internal.logging_config, "configure_logging")):
+            try:
+                function()
+            except SystemExit as exit:
+                returncode = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+        signal.signal(signal.SIGINT, interrupt_handler)
+        sys.argv[:] = saved_argv
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(argv, returncode, stdout.getvalue(), stderr.getvalue())
+
+
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`jepa-agent ARGS` through `agent.cli.main` in this process (`run_in_process`): for commands that end in an
+    error or soon. Commands that are killed, or that time a stage, run in a subprocess (`cli`)."""
+    from agent.cli import main
+
+    return run_in_process(["jepa-agent", *args], lambda: main(list(args)))
+
+
+def module_in_process(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` for a benchmark script, in this process: its `main` under `run_main`, as its
+    `__main__` block calls it."""
+    import importlib
+
+    from benchmarks.arguments import run_main
+
+    return run_in_process([module, *args], lambda: run_main(importlib.import_module(module).main))
+
+
 @pytest.fixture(scope="session")
 def micro_run_dir(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("micro") / "run"
-    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir

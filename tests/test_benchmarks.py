@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli_in_process, module_in_process
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -49,11 +49,12 @@ def test_speed_benchmark_smoke(module, output):
 
 
 def test_run_benchmarks_on_a_finished_run(micro_run_dir):
-    result = run_module("benchmarks.stage_times", str(micro_run_dir))
+    result = module_in_process("benchmarks.stage_times", str(micro_run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pretrain" in result.stdout and "total" in result.stdout
     output = RESULTS / "sweep_summary_smoke.json"
-    result = run_module("benchmarks.sweep_summary", str(micro_run_dir), str(micro_run_dir), "--output", str(output))
+    result = module_in_process("benchmarks.sweep_summary", str(micro_run_dir), str(micro_run_dir),
+                               "--output", str(output))
     assert result.returncode == 0, result.stderr[-2000:]
     sweep = json.loads(output.read_text())
     latent = json.loads((micro_run_dir / "summary.json").read_text())["agents"]["latent"]
@@ -61,7 +62,7 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     assert sweep["agents"]["latent"]["mean"] == pytest.approx(latent["success_rate"])
     assert sweep["agents"]["latent"]["pooled"] == pytest.approx(latent["success_rate"])
     assert sweep["runs"][0]["seed"] == 0 and sweep["runs"][0]["command"].startswith("jepa-agent run experiment=micro")
-    result = run_module("benchmarks.success_vs_budget", str(micro_run_dir), "--smoke")
+    result = module_in_process("benchmarks.success_vs_budget", str(micro_run_dir), "--smoke")
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((RESULTS / "success_vs_budget_smoke.json").read_text())
     assert {row["agent"] for row in data["rows"]} == {"latent", "oracle"}
@@ -70,14 +71,14 @@ def test_run_benchmarks_on_a_finished_run(micro_run_dir):
     assert shown.read_bytes() == (RESULTS / shown.name).read_bytes()
     assert 'src="plots/success_vs_budget_smoke.png"' in (micro_run_dir / "eval" / "report.html").read_text()
     output = RESULTS / "encoder_ceiling_smoke.json"
-    result = run_module("benchmarks.encoder_ceiling", str(micro_run_dir), "--pairs", "2", "--samples", "8",
-                        "--iterations", "2", "--output", str(output))
+    result = module_in_process("benchmarks.encoder_ceiling", str(micro_run_dir), "--pairs", "2", "--samples", "8",
+                               "--iterations", "2", "--output", str(output))
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(output.read_text())
     assert data["encoder"]["success_rate"] in (0.0, 0.5, 1.0) and "random_encoder" in data  # 2 pairs
     output = RESULTS / "predictor_inputs_smoke.json"
-    result = run_module("benchmarks.predictor_inputs", str(micro_run_dir), "--steps", "20", "--width", "32",
-                        "--output", str(output))
+    result = module_in_process("benchmarks.predictor_inputs", str(micro_run_dir), "--steps", "20", "--width", "32",
+                               "--output", str(output))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(output.read_text())["rows"]
     assert [row["kind"] for row in rows] == ["latents", "latents+proprio", "latents+fourier", "fourier"]
@@ -100,7 +101,7 @@ def test_pixels_or_latents_table_on_a_micro_run(micro_run_dir, tmp_path):
     the pixel model trained and evaluated in the same directory, and the table lists all five agents."""
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
-    result = run_module("benchmarks.pixels_or_latents", "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = module_in_process("benchmarks.pixels_or_latents", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {row["agent"] + ("_only" if "alone" in row["label"] else ""): row
             for row in json.loads((run_dir / "pixels_or_latents.json").read_text())["rows"]}
@@ -121,11 +122,12 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
     others are evaluated into eval_speed/, each timed; the JSON and the PNG go where --output says."""
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
-    result = cli("policy", "experiment=micro", "policy.steps=10", "policy.batch_size=16", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("policy", "experiment=micro", "policy.steps=10", "policy.batch_size=16",
+                            f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     output = tmp_path / "speed" / "reacher.json"
-    result = run_module("benchmarks.success_vs_speed", str(run_dir), "--seeds", "0", "1", "--repeats", "1",
-                        "--threads", "1", "--output", str(output))
+    result = module_in_process("benchmarks.success_vs_speed", str(run_dir), "--seeds", "0", "1", "--repeats", "1",
+                               "--threads", "1", "--output", str(output))
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(output.read_text())
     rows = {row["label"]: row for row in data["rows"]}
@@ -143,7 +145,8 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
     identity_path = run_dir / "eval" / "amortized" / "identity.json"  # made by another policy: refused before CEM's
     identity_path.write_text(json.dumps({**json.loads(identity_path.read_text()), "policy_sha256": "0" * 64}))
     cem_metrics = (run_dir / "eval" / "latent" / "metrics.json").stat().st_mtime_ns
-    result = run_module("benchmarks.success_vs_speed", str(run_dir), "--seeds", "0", "1", "--output", str(output))
+    result = module_in_process("benchmarks.success_vs_speed", str(run_dir), "--seeds", "0", "1",
+                               "--output", str(output))
     assert result.returncode == 2 and "policy_sha256" in result.stderr and "Traceback" not in result.stderr
     assert (run_dir / "eval" / "latent" / "metrics.json").stat().st_mtime_ns == cem_metrics
     from omegaconf import OmegaConf
@@ -171,8 +174,9 @@ def test_success_vs_speed_on_a_micro_run_with_a_goal_policy(micro_run_dir, tmp_p
 
 def test_encoder_speed_benchmark_runs(tmp_path):
     output = tmp_path / "encoder_speed.json"
-    result = run_module("benchmarks.encoder_speed", "--encoder", "vjepa_micro", "--repeats", "1", "--encode-batch",
-                        "4", "--threads", "1", "--output", str(output))  # micro: bf16 is emulated on AVX2 CPUs
+    result = module_in_process("benchmarks.encoder_speed", "--encoder", "vjepa_micro", "--repeats", "1",
+                               "--encode-batch", "4", "--threads", "1",
+                               "--output", str(output))  # micro: bf16 is emulated on AVX2 CPUs
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(output.read_text())["results"]
 
@@ -186,9 +190,9 @@ def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_pat
     from world_model.encoder import load_encoder, random_encoder
 
     shutil.copytree(micro_run_dir / "dataset", tmp_path / "run" / "dataset")
-    result = run_module("benchmarks.probe_over_pretraining", str(tmp_path / "run"), "experiment=micro",
-                        "--steps", "2,0", "probe.attentive.steps=5", "probe.attentive.seeds=[0,1]",
-                        "probe.max_frames=40")
+    result = module_in_process("benchmarks.probe_over_pretraining", str(tmp_path / "run"), "experiment=micro",
+                               "--steps", "2,0", "probe.attentive.steps=5", "probe.attentive.seeds=[0,1]",
+                               "probe.max_frames=40")
     assert result.returncode == 0, result.stderr[-2000:]
     output = tmp_path / "run" / "probe_over_pretraining"
     rows = json.loads((output / "probe_over_pretraining.json").read_text())["rows"]

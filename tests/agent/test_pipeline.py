@@ -14,8 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from envs.registry import task_class
-from tests.conftest import cli
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_in_process
 
 STAGES = ["collect", "pretrain", "embed", "train", "evaluate_latent", "evaluate_random", "evaluate_oracle"]
 
@@ -52,7 +51,7 @@ def test_run_writes_every_stage_and_a_summary(micro_run_dir):
 
 
 def test_rerun_skips_finished_stages(micro_run_dir):
-    result = cli("run", "experiment=micro", f"hydra.run.dir={micro_run_dir}")
+    result = cli_in_process("run", "experiment=micro", f"hydra.run.dir={micro_run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("up to date, skipped") == len(STAGES)
 
@@ -60,7 +59,7 @@ def test_rerun_skips_finished_stages(micro_run_dir):
 def test_a_moved_run_directory_is_still_up_to_date(micro_run_dir, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(micro_run_dir, moved)
-    result = cli("run", "experiment=micro", f"hydra.run.dir={moved}", "threads=1")  # threads: how, not what
+    result = cli_in_process("run", "experiment=micro", f"hydra.run.dir={moved}", "threads=1")  # threads: how, not what
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("up to date, skipped") == len(STAGES)
 
@@ -73,7 +72,7 @@ def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir,
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
     shutil.rmtree(run_dir / "eval" / "oracle")
-    grown = cli("evaluate", "experiment=micro", "evaluate.pairs=3", f"hydra.run.dir={run_dir}")
+    grown = cli_in_process("evaluate", "experiment=micro", "evaluate.pairs=3", f"hydra.run.dir={run_dir}")
     assert grown.returncode == 0, grown.stderr[-2000:]
     report = run_dir / "eval" / "report.html"  # the evaluation's page, remade and linked by `evaluate` too
     assert json.loads((run_dir / "summary.json").read_text())["report"] == str(report) and report.is_file()
@@ -81,7 +80,7 @@ def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir,
     shard = next((run_dir / "dataset" / "train").glob("*/frames.npy"))
     original = shard.read_bytes()
     shard.write_bytes(original[: len(original) // 2])  # a damaged shard: collect makes its episodes again
-    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     for remade in ("collect", "pretrain", "evaluate_latent", "evaluate_oracle"):
         assert f"[run] {remade} ..." in result.stdout
@@ -90,7 +89,7 @@ def test_outputs_deleted_or_remade_by_a_lone_stage_are_made_again(micro_run_dir,
     summary = json.loads((run_dir / "summary.json").read_text())
     assert {agent: metrics["episodes"] for agent, metrics in summary["agents"].items()} == {
         "latent": 2, "random": 2, "oracle": 2}
-    more_seeds = cli("run", "experiment=micro", "evaluate.seeds=[0,1]", f"hydra.run.dir={run_dir}")
+    more_seeds = cli_in_process("run", "experiment=micro", "evaluate.seeds=[0,1]", f"hydra.run.dir={run_dir}")
     assert more_seeds.returncode == 0, more_seeds.stderr[-2000:]
     assert more_seeds.stdout.count("up to date, skipped") == len(STAGES) - 3  # collect to train
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -121,14 +120,14 @@ def test_run_with_released_format_weights_from_a_directory(micro_run_dir, tmp_pa
                              pred_num_attention_heads=2, frames_per_clip=4)).save_pretrained(weights)
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir / "dataset", run_dir / "dataset")
-    result = cli("run", "experiment=micro", "encoder=vjepa2_vitl", f"encoder.source={weights}", "run.agents=[latent]",
-                 f"hydra.run.dir={run_dir}")
+    result = cli_in_process("run", "experiment=micro", "encoder=vjepa2_vitl", f"encoder.source={weights}",
+                            "run.agents=[latent]", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] pretrain" not in result.stdout and not (run_dir / "encoder").exists()
     assert list(json.loads((run_dir / "stages.json").read_text())) == ["collect", "embed", "train", "evaluate_latent"]
     assert json.loads((run_dir / "eval" / "latent" / "metrics.json").read_text())["episodes"] == 2
-    missing = cli("run", "experiment=micro", "encoder=vjepa2_vitl", f"encoder.source={tmp_path}/none",
-                  f"hydra.run.dir={tmp_path}/missing")
+    missing = cli_in_process("run", "experiment=micro", "encoder=vjepa2_vitl", f"encoder.source={tmp_path}/none",
+                             f"hydra.run.dir={tmp_path}/missing")
     assert missing.returncode == 2 and "does not exist" in missing.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "missing" / "dataset").exists()  # found out before collecting anything
 
@@ -137,22 +136,22 @@ def test_bad_top_level_values_are_one_line_errors(tmp_path):
     for override, expected in (("run.overwrite=no", "run.overwrite='no' is invalid; expected true or false"),
                                ("threads=abc", "threads='abc' is invalid; expected a positive int"),
                                ("device=tpu", "device='tpu' is invalid; expected auto, cpu, cuda")):
-        result = cli("collect", "experiment=micro", override, f"hydra.run.dir={tmp_path}")
+        result = cli_in_process("collect", "experiment=micro", override, f"hydra.run.dir={tmp_path}")
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {expected}"), result.stderr
     assert not (tmp_path / "dataset").exists()
 
 
 def test_a_different_config_is_refused_naming_the_keys(micro_run_dir):
-    result = cli("run", "experiment=micro", "collect.episodes=13", "planner.samples=8",
-                 f"hydra.run.dir={micro_run_dir}")
+    result = cli_in_process("run", "experiment=micro", "collect.episodes=13", "planner.samples=8",
+                            f"hydra.run.dir={micro_run_dir}")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert "collect.episodes" in last and "planner.samples" in last and "run.overwrite=true" in last
 
 
 def test_unknown_preset_lists_the_presets(tmp_path):
-    result = cli("run", "experiment=nope", f"hydra.run.dir={tmp_path}")
+    result = cli_in_process("run", "experiment=nope", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: experiment=nope is invalid; "
                                      "expected one of: cube, micro, point_mass, quick, reacher, reacher_lean")
@@ -196,7 +195,7 @@ def test_kill_during_pretraining_then_resume(tmp_path):
     book = json.loads((run_dir / "stages.json").read_text())
     assert book["collect"]["done"] and not book["pretrain"]["done"], "the kill should land in pretraining"
 
-    result = cli("run", *settings)
+    result = cli_in_process("run", *settings)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] collect: up to date, skipped" in result.stdout
     assert "resum" in (result.stdout + result.stderr).lower()  # pretraining continued from its checkpoint
@@ -234,14 +233,14 @@ def test_a_second_command_on_a_run_directory_in_use_is_refused(tmp_path):
         deadline = time.time() + 60
         while not (run_dir / ".lock").exists() and time.time() < deadline:
             time.sleep(0.1)
-        second = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+        second = cli_in_process("run", "experiment=micro", f"hydra.run.dir={run_dir}")
         assert second.returncode == 2, second.stderr[-2000:]
         assert f"run directory '{run_dir}' is in use by pid {first.pid} (jepa-agent collect" in second.stderr
     finally:
         first.kill()
         first.wait()
     # the lock died with its holder
-    after = cli("collect", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")
+    after = cli_in_process("collect", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")
     assert after.returncode == 0, after.stderr[-2000:]
     assert not (run_dir / ".lock").exists()
 
@@ -250,6 +249,6 @@ def test_a_refused_command_leaves_no_directory_behind(tmp_path):
     """Hydra makes the run directory before the stage checks its settings: a refusal removes what it made
     (and nothing that was there before)."""
     (tmp_path / "runs").mkdir()
-    result = cli("collect", "collect.episodes=0", f"hydra.run.dir={tmp_path / 'runs' / 'new' / 'run'}")
+    result = cli_in_process("collect", "collect.episodes=0", f"hydra.run.dir={tmp_path / 'runs' / 'new' / 'run'}")
     assert result.returncode == 2 and "collect.episodes=0 is invalid" in result.stderr
     assert [path.name for path in tmp_path.iterdir()] == ["runs"] and not any((tmp_path / "runs").iterdir())

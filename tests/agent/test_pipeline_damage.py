@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from tests.agent.test_pipeline import STAGES
-from tests.conftest import cli
+from tests.conftest import cli_in_process
 
 
 def test_a_finished_evaluation_of_another_identity_is_refused_not_reported(micro_run_dir, tmp_path):
@@ -22,11 +22,11 @@ def test_a_finished_evaluation_of_another_identity_is_refused_not_reported(micro
     identity = json.loads(identity_path.read_text())
     del identity["record_format"]  # made before this key entered the identity
     identity_path.write_text(json.dumps(identity))
-    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2 and "evaluate_latent: up to date" not in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith("error: evaluation ")
     assert "record_format" in result.stderr and "run.overwrite=true" in result.stderr
-    result = cli("run", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("run", "experiment=micro", "run.overwrite=true", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] evaluate_latent ..." in result.stdout
     assert result.stdout.count("up to date, skipped") == len(STAGES) - 1
@@ -38,7 +38,7 @@ def test_garbage_in_a_json_file_is_one_line_naming_it(micro_run_dir, tmp_path, d
     run_dir = tmp_path / "run"
     shutil.copytree(micro_run_dir, run_dir)
     (run_dir / damaged).write_text('{"truncated": ')
-    result = cli(command, "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = cli_in_process(command, "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"{damaged}' is not valid JSON" in last, result.stderr[-2000:]
@@ -61,7 +61,7 @@ def test_a_rerun_repairs_a_lost_manifest_and_removes_what_killed_writes_left(mic
     (run_dir / "dataset" / "train" / ".shard_00009.tmp").mkdir()  # a shard folder being written
     kept = run_dir / "dataset" / "notes.tmp"  # not a temp name of ours
     kept.write_text("mine")
-    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] collect: a dataset split lost its manifest" in result.stdout
     assert json.loads(manifest.read_text())["shards"] == original["shards"]  # the same episodes, checksums and all
@@ -90,7 +90,7 @@ def test_a_damaged_predictor_is_one_line(micro_run_dir, tmp_path):
         load_predictor(run_dir / "predictor")
     weights.write_bytes(os.urandom(4096))
     message = "predictor.safetensors' cannot be read"
-    result = cli("evaluate", "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("evaluate", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
 
@@ -116,7 +116,7 @@ def test_a_damaged_latent_cache_is_embedded_again(micro_run_dir, tmp_path):
     manifest = json.loads((run_dir / "latents" / "train" / "manifest.json").read_text())
     manifest["sha256"]["latents.npy"] = sha256_file(run_dir / "latents" / "train" / "latents.npy")
     (run_dir / "latents" / "train" / "manifest.json").write_text(json.dumps(manifest))
-    result = cli("run", "experiment=micro", f"hydra.run.dir={run_dir}")
+    result = cli_in_process("run", "experiment=micro", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[run] embed: val latents.npy does not match its checksum; embedding it again" in result.stdout
     assert "[run] embed: train latents.npy holds values that are not finite; embedding it again" in result.stdout

@@ -1,4 +1,5 @@
-"""`jepa-agent collect` end to end in subprocesses: bad input, kill -9 and resume."""
+"""`jepa-agent collect` end to end: bad input (in this process, through the CLI's `main`), kill -9 and resume (in
+subprocesses)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 import envs
 from envs.collect import collect_episode, episode_seeds
 from envs.dataset import EpisodeStore
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli, cli_in_process
 
 SMALL = ["collect.episode_length=10", "collect.eval_episodes=1", "collect.preview_episodes=0"]
 
@@ -73,7 +74,7 @@ def test_tasks_lists_registered_tasks():
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, override, message):
-    result = cli("collect", override, *SMALL, f"hydra.run.dir={tmp_path}")
+    result = cli_in_process("collect", override, *SMALL, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
     assert "Traceback" not in result.stderr
@@ -82,7 +83,7 @@ def test_bad_input_gives_one_line_error(tmp_path, override, message):
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = cli("collect", *SMALL, f"paths.dataset={blocker}/dataset", f"hydra.run.dir={tmp_path}/run")
+    result = cli_in_process("collect", *SMALL, f"paths.dataset={blocker}/dataset", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"error: dataset directory '{blocker}/dataset' is not writable")
@@ -179,9 +180,9 @@ def test_multirun_sweep_with_the_basic_launcher(tmp_path):
 
 def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):
     args = ["collect", "collect.episodes=4", "collect.val_fraction=0.25", *SMALL, f"hydra.run.dir={tmp_path}"]
-    assert cli(*args).returncode == 0
+    assert cli_in_process(*args).returncode == 0
     config_before = (tmp_path / "dataset" / "config.yaml").read_text()
-    refused = cli(*args, "collect.episode_length=6")
+    refused = cli_in_process(*args, "collect.episode_length=6")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith(
         f"error: dataset split '{tmp_path / 'dataset' / 'train'}' was made with other settings "
@@ -189,11 +190,11 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path):
     assert (tmp_path / "dataset" / "config.yaml").read_text() == config_before  # nothing changed on disk
     assert EpisodeStore(tmp_path / "dataset" / "train").episode_length == 10
 
-    assert cli(*args, "collect.episode_length=6", "run.overwrite=true").returncode == 0
+    assert cli_in_process(*args, "collect.episode_length=6", "run.overwrite=true").returncode == 0
     store = EpisodeStore(tmp_path / "dataset" / "train")
     assert store.episode_length == 6 and len(store) == 3 and store.verify() == []
 
-    fewer = cli(*args, "collect.episode_length=6", "collect.episodes=2")  # 2 train episodes, 0 val
+    fewer = cli_in_process(*args, "collect.episode_length=6", "collect.episodes=2")  # 2 train episodes, 0 val
     assert fewer.returncode == 2 and fewer.stderr.strip().splitlines()[-1] == (
         f"error: dataset split '{tmp_path / 'dataset' / 'train'}' holds 3 episodes, more than the 2 asked for; "
         "ask for at least 3, or pass run.overwrite=true to collect it afresh")
