@@ -72,8 +72,8 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def run_in_process(argv: list[str], function) -> subprocess.CompletedProcess:
     """Run a command's `function()` in this process as if `argv` were its command line: its exit status, stdout and
-    stderr, as `subprocess.run` gives them, without the 3-4 s a subprocess spends importing torch, MuJoCo and
-    Hydra. Hydra's logging set-up is skipped (it closes every handler, pytest's capture among them); what the
+    stderr, as `subprocess.run` gives them, without the 3-8 s a subprocess spends importing torch, transformers,
+    MuJoCo and Hydra. Hydra's logging set-up is skipped (it closes every handler, pytest's capture among them); what the
     command changes in this process (argv, the SIGINT handler, Hydra's global state, the working directory) is
     put back."""
     import contextlib
@@ -105,8 +105,9 @@ def run_in_process(argv: list[str], function) -> subprocess.CompletedProcess:
 
 
 def cli_in_process(*args: str) -> subprocess.CompletedProcess:
-    """`jepa-agent ARGS` through `agent.cli.main` in this process (`run_in_process`): for commands that end in an
-    error or soon. Commands that are killed, or that time a stage, run in a subprocess (`cli`)."""
+    """`jepa-agent ARGS` through `agent.cli.main` in this process (`run_in_process`). Commands that are killed or
+    interrupted, and those that must start in a fresh process (the entry point itself, reproducibility across
+    processes), run in a subprocess (`cli`)."""
     from agent.cli import main
 
     return run_in_process(["jepa-agent", *args], lambda: main(list(args)))

@@ -232,20 +232,13 @@ def test_probe_over_pretraining_probes_exports_of_one_run(micro_run_dir, tmp_pat
     (("benchmarks.pixels_or_latents", "experiment=micro", "evaluate.pairz=3", "hydra.run.dir=RUN"),
      "Could not override 'evaluate.pairz'"),
 ])
-def test_bad_benchmark_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys, args, expected):
+def test_bad_benchmark_arguments_are_one_line_errors(tmp_path, args, expected):
     """A bad argument, run directory or override ends as one `error:` line and exit status 2, no traceback: each
     script's `main` under `run_main`, as `python -m` runs it (in this process: a subprocess would spend 3-6 s
     importing; the smoke tests above run the scripts as commands)."""
-    import importlib
-
-    from benchmarks.arguments import run_main
-
     module, *arguments = args
     arguments = [str(tmp_path / "no_run") if arg == "RUN" else arg for arg in arguments]
-    monkeypatch.setattr(sys, "argv", [module, *arguments])
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(importlib.import_module(module).main)
-    stderr = capsys.readouterr().err
-    assert exit_info.value.code == 2, stderr[-2000:]
-    assert stderr.strip().startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
-    assert expected in stderr, stderr
+    result = module_in_process(module, *arguments)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr, result.stderr
