@@ -80,6 +80,22 @@ def test_bad_input_gives_one_line_error(tmp_path, override, message):
     assert "Traceback" not in result.stderr
 
 
+def test_a_command_run_in_process_leaves_the_process_as_it_was(tmp_path):
+    """`cli_in_process` (most of the suite's commands) puts back what a command changes: a refusal inside the stage
+    has been through Hydra's job and the CLI's SIGINT handler."""
+    import logging
+
+    from agent.config import command_line
+
+    handler, cwd, log_handlers = signal.getsignal(signal.SIGINT), os.getcwd(), logging.getLogger().handlers[:]
+    result = cli_in_process("collect", "collect.episodes=0", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2 and "collect.episodes=0 is invalid" in result.stderr
+    assert command_line() is None  # no Hydra job left behind: a later run writes no stale command.txt
+    assert signal.getsignal(signal.SIGINT) is handler and os.getcwd() == cwd
+    assert logging.getLogger().handlers == log_handlers and all(not getattr(h, "stream", None) or not h.stream.closed
+                                                                for h in log_handlers)
+
+
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
