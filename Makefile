@@ -24,7 +24,7 @@ check-gl:
 run: install check-gl
 	$(BIN)/jepa-agent run experiment=quick hydra.run.dir=$(RUN_DIR)
 
-# Two workers (pytest-xdist), a test file each at a time: 7-9 min on 2 cores (443 tests), about half of one worker.
+# Two workers (pytest-xdist), a test file each at a time: 7-9 min on 2 cores (444 tests), about half of one worker.
 test: install check-gl
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
